@@ -1,0 +1,49 @@
+/** One call to get a runnable model: open + validate the checkpoint, pick the device, set up sessions and weights. */
+import { resolveDevice, SessionPool, type Device, type ResolvedDevice } from '../graph/session.js';
+import { ForwardEngine } from './forward.js';
+import { openModel, type LoadedModel } from './model.js';
+import { WeightStore } from './weights.js';
+
+export interface EngineOptions {
+  device?: Device;
+  /** onnxruntime intra-op threads (default: all cores). */
+  threads?: number;
+  /** Keep all weights resident when the float32 model is at most this many bytes (default 2 GiB). */
+  cacheBytes?: number;
+}
+
+export interface Engine {
+  model: LoadedModel;
+  forward: ForwardEngine;
+  weights: WeightStore;
+  pool: SessionPool;
+  device: ResolvedDevice;
+  /** One line saying which device was used and why. */
+  deviceNote: string;
+  close(): Promise<void>;
+}
+
+export async function createEngine(dir: string, options: EngineOptions = {}): Promise<Engine> {
+  const model = openModel(dir);
+  try {
+    const { device, note } = await resolveDevice(options.device ?? 'cpu');
+    const pool = new SessionPool(device, options.threads);
+    const weights = new WeightStore(model.checkpoint, model.expected, options.cacheBytes);
+    const forward = new ForwardEngine(model.spec, pool, weights);
+    return {
+      model,
+      forward,
+      weights,
+      pool,
+      device,
+      deviceNote: note,
+      async close() {
+        await pool.release();
+        model.checkpoint.close();
+      },
+    };
+  } catch (e) {
+    model.checkpoint.close();
+    throw e;
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * The forward engine. Sequences of equal length are processed layer by layer ("layer-major"): for each decoder
+ * layer, its weights are loaded once and every batch of tokens passes through it before the next layer starts.
+ * That bounds memory by one layer's weights plus activations, and it is the order GPTQ-style calibration needs.
+ *
+ * Per layer and batch: attention graph (→ h, ffn_in, router logits) → routing in JS → dense or MoE graph.
+ * The routing seam: `hooks.selectionBias(layer)` adds a per-expert bias to selection, `hooks.onRouting(event)` sees
+ * the FFN input rows, router logits and the routing used (selected experts, combine weights) of every batch.
+ */
+import type * as ort from 'onnxruntime-node';
+import { ropeTables } from '../architectures/_rope.js';
+import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
+import { fail } from '../errors.js';
+import { buildAttentionGraph, buildDenseGraph, buildHeadGraph, buildMoeGraph } from '../graph/layer-graphs.js';
+import { tensor, type SessionPool } from '../graph/session.js';
+import { dispatch, route, type Routing } from '../routing/router.js';
+import type { WeightStore } from './weights.js';
+
+export interface MoeRoutingEvent {
+  layerIndex: number;
+  /** Position of this batch in processing order (0, 1, ...) within the run. */
+  batchIndex: number;
+  /** Index of the batch's first token among all tokens of the run. */
+  tokenOffset: number;
+  /** Input of every expert of this layer: the post-attention-norm hidden states [T × hidden]. */
+  ffnIn: Float32Array;
+  /** Router logits [T × experts]. */
+  routerLogits: Float32Array;
+  /** The routing the engine uses for this batch. */
+  routing: Routing;
+}
+
+export interface DenseFfnEvent {
+  layerIndex: number;
+  batchIndex: number;
+  tokenOffset: number;
+  ffnIn: Float32Array;
+}
+
+export interface ForwardHooks {
+  /** Extra per-expert selection bias for a MoE layer, read before each batch (null: none). */
+  selectionBias?(layerIndex: number): Float32Array | null | undefined;
+  onRouting?(event: MoeRoutingEvent): void;
+  onDenseFfn?(event: DenseFfnEvent): void;
+}
+
+export interface RunOptions {
+  /** 'logits' → [N·S × vocab]; 'nll' → −log p(next token) per position [N·S] (last position of each sequence NaN). */
+  head: 'logits' | 'nll' | 'none';
+  /** Tokens per onnxruntime run (whole sequences per batch, at least one). Default 4096. */
+  batchTokens?: number;
+  hooks?: ForwardHooks;
+  /** Called after each unit of work (one layer of one batch, or one head batch). */
+  onProgress?(done: number, total: number): void;
+}
+
+export interface RunResult {
+  logits?: Float32Array;
+  nll?: Float32Array;
+  /** Final hidden states [N·S × hidden] (before the final norm). */
+  hidden: Float32Array;
+}
+
+/** Additive causal mask [S, S]. */
+function causalMask(S: number): Float32Array {
+  const m = new Float32Array(S * S);
+  for (let i = 0; i < S; i++) for (let j = i + 1; j < S; j++) m[i * S + j] = -Infinity;
+  return m;
+}
+
+export class ForwardEngine {
+  constructor(
+    readonly spec: ModelSpec,
+    readonly pool: SessionPool,
+    readonly weights: WeightStore,
+  ) {}
+
+  private attentionSession(layer: LayerSpec) {
+    const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
+    return this.pool.get(`attn:${experts}:nocache`, () => buildAttentionGraph(this.spec, { routerExperts: experts, withCache: false }));
+  }
+
+  private ffnSession(layer: LayerSpec) {
+    const f = layer.ffn;
+    if (f.kind === 'dense') return this.pool.get(`dense:${f.intermediateSize}`, () => buildDenseGraph(this.spec, f.intermediateSize));
+    return this.pool.get(`moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.shared?.intermediateSize}:${!!f.shared?.gate}`, () =>
+      buildMoeGraph(this.spec, f),
+    );
+  }
+
+  /** Weight feeds `w.<role>` of a layer's attention graph. */
+  private attentionFeeds(layer: LayerSpec): Record<string, ort.Tensor> {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [role, name] of Object.entries(layer.attention)) feeds[`w.${role}`] = this.weightTensor(name);
+    if (layer.ffn.kind === 'moe') feeds['w.router'] = this.weightTensor(layer.ffn.router);
+    return feeds;
+  }
+
+  private ffnWeightFeeds(layer: LayerSpec): Record<string, ort.Tensor> {
+    const f = layer.ffn;
+    const feeds: Record<string, ort.Tensor> = {};
+    if (f.kind === 'dense') {
+      for (const role of ['gate', 'up', 'down'] as const) feeds[`w.${role}`] = this.weightTensor(f.tensors[role]);
+      return feeds;
+    }
+    for (let e = 0; e < f.routing.numExperts; e++) {
+      const t = f.expert(e);
+      for (const role of ['gate', 'up', 'down'] as const) feeds[`w.expert.${e}.${role}`] = this.weightTensor(t[role]);
+    }
+    if (f.shared) {
+      for (const role of ['gate', 'up', 'down'] as const) feeds[`w.shared.${role}`] = this.weightTensor(f.shared.tensors[role]);
+      if (f.shared.gate) feeds['w.shared.gateProj'] = this.weightTensor(f.shared.gate);
+    }
+    return feeds;
+  }
+
+  private weightTensor(name: string): ort.Tensor {
+    const data = this.weights.get(name);
+    const shape = this.weights.shape(name);
+    return tensor.f32(data, shape);
+  }
+
+  /** Run sequences (all of the same length) through the whole model. */
+  async run(sequences: Int32Array[], opts: RunOptions): Promise<RunResult> {
+    const spec = this.spec;
+    const N = sequences.length;
+    if (N === 0) throw fail('BAD_DATA', 'no sequences to run');
+    const S = sequences[0]!.length;
+    if (S === 0 || sequences.some((s) => s.length !== S)) throw fail('BAD_DATA', 'sequences must be non-empty and of equal length');
+    for (const s of sequences)
+      for (const id of s) if (id < 0 || id >= spec.vocabSize) throw fail('BAD_DATA', `token id ${id} is outside the vocabulary (${spec.vocabSize})`);
+    const H = spec.hiddenSize;
+    const perBatch = Math.max(1, Math.floor((opts.batchTokens ?? 4096) / S));
+    const batches: number[][] = [];
+    for (let i = 0; i < N; i += perBatch) batches.push(Array.from({ length: Math.min(perBatch, N - i) }, (_, j) => i + j));
+    const total = spec.numLayers * batches.length + (opts.head === 'none' ? 0 : batches.length);
+    let done = 0;
+    const tick = () => opts.onProgress?.(++done, total);
+
+    // Embedding lookup, row by row (never the whole table unless it is resident anyway).
+    const hidden = new Float32Array(N * S * H);
+    for (let n = 0; n < N; n++)
+      for (let s = 0; s < S; s++) hidden.set(this.weights.rows(spec.embedTokens, sequences[n]![s]!, 1), (n * S + s) * H);
+
+    const { cos, sin } = ropeTables(spec.attention.rope, 0, S);
+    const ropeDim = spec.attention.rope.dim;
+    const common = {
+      cos: tensor.f32(cos, [S, ropeDim]),
+      sin: tensor.f32(sin, [S, ropeDim]),
+      mask: tensor.f32(causalMask(S), [S, S]),
+    };
+
+    for (const layer of spec.layers) {
+      const attn = await this.attentionSession(layer);
+      const ffn = await this.ffnSession(layer);
+      const attnWeights = this.attentionFeeds(layer);
+      const ffnWeights = this.ffnWeightFeeds(layer);
+      for (let b = 0; b < batches.length; b++) {
+        const rows = batches[b]!;
+        const T = rows.length * S;
+        const offset = rows[0]! * S * H;
+        const x = hidden.subarray(offset, offset + T * H);
+        const a = await this.pool.run(attn, {
+          ...attnWeights,
+          ...common,
+          hidden: tensor.f32(x, [T, H]),
+          bs: tensor.i64From([rows.length, S]),
+        });
+        const ffnIn = a['ffn_in']!.data as Float32Array;
+        const feeds: Record<string, ort.Tensor> = { ...ffnWeights, h: a['h']!, ffn_in: a['ffn_in']! };
+        const tokenOffset = rows[0]! * S;
+        if (layer.ffn.kind === 'moe') {
+          const logits = a['router_logits']!.data as Float32Array;
+          Object.assign(feeds, this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, logits, b, tokenOffset, ffnIn, opts.hooks));
+        } else {
+          opts.hooks?.onDenseFfn?.({ layerIndex: layer.index, batchIndex: b, tokenOffset, ffnIn });
+        }
+        const out = await this.pool.run(ffn, feeds);
+        x.set(out['out']!.data as Float32Array);
+        tick();
+      }
+      this.weights.release([...Object.values(layer.attention), ...this.ffnTensorNames(layer)]);
+    }
+
+    const result: RunResult = { hidden };
+    if (opts.head !== 'none') {
+      const head = await this.pool.get(`head:${opts.head}`, () => buildHeadGraph(spec, opts.head as 'logits' | 'nll'));
+      const headWeights = { 'w.norm': this.weightTensor(spec.finalNorm), 'w.lmHead': this.weightTensor(spec.lmHead) };
+      if (opts.head === 'logits') result.logits = new Float32Array(N * S * spec.vocabSize);
+      else result.nll = new Float32Array(N * S);
+      for (const rows of batches) {
+        const T = rows.length * S;
+        const start = rows[0]! * S;
+        const feeds: Record<string, ort.Tensor> = { ...headWeights, hidden: tensor.f32(hidden.subarray(start * H, (start + T) * H), [T, H]) };
+        if (opts.head === 'nll') {
+          const targets = new BigInt64Array(T);
+          rows.forEach((n, i) => {
+            for (let s = 0; s + 1 < S; s++) targets[i * S + s] = BigInt(sequences[n]![s + 1]!);
+          });
+          feeds['targets'] = tensor.i64(targets, [T]);
+          const out = (await this.pool.run(head, feeds))['nll']!.data as Float32Array;
+          result.nll!.set(out, start);
+          rows.forEach((_, i) => (result.nll![start + i * S + S - 1] = NaN));
+        } else {
+          const out = (await this.pool.run(head, feeds))['logits']!.data as Float32Array;
+          result.logits!.set(out, start * spec.vocabSize);
+        }
+        tick();
+      }
+      this.weights.release([spec.finalNorm, spec.lmHead]);
+    }
+    return result;
+  }
+
+  private ffnTensorNames(layer: LayerSpec): string[] {
+    const f = layer.ffn;
+    if (f.kind === 'dense') return Object.values(f.tensors);
+    const names = [f.router];
+    if (f.correctionBias) names.push(f.correctionBias);
+    for (let e = 0; e < f.routing.numExperts; e++) names.push(...Object.values(f.expert(e)));
+    if (f.shared) names.push(...Object.values(f.shared.tensors), ...(f.shared.gate ? [f.shared.gate] : []));
+    return names;
+  }
+
+  /** Route a batch and build the MoE graph's routing feeds. */
+  private moeFeeds(
+    layer: LayerSpec & { ffn: MoeFfnSpec },
+    logits: Float32Array,
+    batchIndex: number,
+    tokenOffset: number,
+    ffnIn: Float32Array,
+    hooks: ForwardHooks | undefined,
+  ): Record<string, ort.Tensor> {
+    const f = layer.ffn;
+    const routing = route(f.routing, logits, {
+      correctionBias: f.correctionBias ? this.weights.get(f.correctionBias) : null,
+      selectionBias: hooks?.selectionBias?.(layer.index) ?? null,
+    });
+    hooks?.onRouting?.({ layerIndex: layer.index, batchIndex, tokenOffset, ffnIn, routerLogits: logits, routing });
+    const { rows, combinePos } = dispatch(routing);
+    const feeds: Record<string, ort.Tensor> = {
+      combine_pos: tensor.i64From(combinePos, [routing.numTokens, routing.k]),
+      combine_w: tensor.f32(routing.weights, [routing.numTokens, routing.k]),
+    };
+    rows.forEach((r, e) => (feeds[`rows.${e}`] = tensor.i64From(r)));
+    return feeds;
+  }
+}

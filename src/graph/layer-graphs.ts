@@ -1,0 +1,211 @@
+/**
+ * The ONNX graphs the engine runs, one per distinct layer *shape* (weights are inputs, so all layers of a model
+ * share them):
+ *   attention: hidden → h = hidden + Attn(norm(hidden)), ffn_in = norm(h), router_logits (MoE layers), present k/v
+ *   dense:     h, ffn_in → h + MLP(ffn_in)
+ *   moe:       h, ffn_in, per-expert rows and combine positions/weights → h + Σ w·Expert(ffn_in) (+ shared expert)
+ *   head:      hidden → logits, or per-token NLL of given targets
+ * Input names starting with "w." are weights; the engine feeds them by role.
+ */
+import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
+import { attr, GraphBuilder, OnnxType } from './builder.js';
+import { linear, mergeHeads, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu } from './blocks.js';
+
+const F = OnnxType.FLOAT;
+const I64 = OnnxType.INT64;
+
+export interface AttentionGraphOptions {
+  /** Number of experts when the layer is MoE (the graph then also outputs router_logits). */
+  routerExperts: number | null;
+  /** Take past_key/past_value inputs and emit present_key/present_value (incremental decoding). */
+  withCache: boolean;
+}
+
+/** Common inputs of attention graphs. */
+function attentionInputs(g: GraphBuilder, spec: ModelSpec, rotDim: number) {
+  const H = spec.hiddenSize;
+  return {
+    hidden: g.input('hidden', F, ['T', H]),
+    bs: g.input('bs', I64, [2]),
+    cos: g.input('cos', F, ['S', rotDim]),
+    sin: g.input('sin', F, ['S', rotDim]),
+    mask: g.input('mask', F, ['S', 'L']),
+    inputNorm: g.input('w.inputNorm', F, [H]),
+    postNorm: g.input('w.postAttentionNorm', F, [H]),
+  };
+}
+
+function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean) {
+  const H = spec.hiddenSize;
+  const { numHeads, numKvHeads, headDim } = a;
+  const w = (role: string, dims: number[]) => g.input(`w.${role}`, F, dims);
+  const bias = (role: string, n: number) => (a.qkvBias ? w(role, [n]) : undefined);
+  let q = linear(g, x, w('q', [numHeads * headDim, H]), bias('qBias', numHeads * headDim));
+  let k = linear(g, x, w('k', [numKvHeads * headDim, H]), bias('kBias', numKvHeads * headDim));
+  let v = linear(g, x, w('v', [numKvHeads * headDim, H]), bias('vBias', numKvHeads * headDim));
+  if (a.qkNorm === 'full') {
+    q = rmsNorm(g, q, w('qNorm', [numHeads * headDim]), spec.rmsNormEps);
+    k = rmsNorm(g, k, w('kNorm', [numKvHeads * headDim]), spec.rmsNormEps);
+  }
+  if (a.clipQkv !== null) {
+    const [lo, hi] = [g.f32([-a.clipQkv], []), g.f32([a.clipQkv], [])];
+    [q, k, v] = [q, k, v].map((t) => g.op('Clip', [t, lo, hi])) as [string, string, string];
+  }
+  let q4 = splitHeads(g, q, io.bs, numHeads, headDim);
+  let k4 = splitHeads(g, k, io.bs, numKvHeads, headDim);
+  let v4 = splitHeads(g, v, io.bs, numKvHeads, headDim);
+  if (a.qkNorm === 'per_head') {
+    q4 = rmsNorm(g, q4, w('qNorm', [headDim]), spec.rmsNormEps);
+    k4 = rmsNorm(g, k4, w('kNorm', [headDim]), spec.rmsNormEps);
+  }
+  const rot = a.rope.dim;
+  const ropeHeads = (t: string) => {
+    if (rot === headDim) return rope(g, t, io.cos, io.sin, rot, a.rope.layout);
+    const [r, pass] = g.opN('Split', [t, g.i64([rot, headDim - rot])], 2, { axis: attr.i(-1) });
+    return g.op('Concat', [rope(g, r!, io.cos, io.sin, rot, a.rope.layout), pass!], { axis: attr.i(-1) });
+  };
+  q4 = ropeHeads(q4);
+  k4 = ropeHeads(k4);
+  const kv = withCache ? appendCache(g, k4, v4, numKvHeads, headDim, headDim) : { k: k4, v: v4 };
+  const rep = numHeads / numKvHeads;
+  const out = scaledDotAttention(
+    g,
+    q4,
+    repeatKv(g, kv.k, numKvHeads, rep, headDim),
+    repeatKv(g, kv.v, numKvHeads, rep, headDim),
+    io.mask,
+    a.softmaxScale,
+  );
+  const o = linear(g, mergeHeads(g, out, numHeads, headDim), w('o', [H, numHeads * headDim]), a.oBias ? w('oBias', [H]) : undefined);
+  return { o, kv };
+}
+
+function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean) {
+  const H = spec.hiddenSize;
+  const { numHeads: nH, qkNopeHeadDim: nope, qkRopeHeadDim: rot, vHeadDim: dv, kvLoraRank: r } = a;
+  const dq = nope + rot;
+  const w = (role: string, dims: number[]) => g.input(`w.${role}`, F, dims);
+  // HF DeepSeek's internal norms (q_a_layernorm, kv_a_layernorm) use the RMSNorm default eps 1e-6.
+  const innerEps = 1e-6;
+  const q =
+    a.qLoraRank === null
+      ? linear(g, x, w('q', [nH * dq, H]))
+      : linear(g, rmsNorm(g, linear(g, x, w('qA', [a.qLoraRank, H])), w('qANorm', [a.qLoraRank]), innerEps), w('qB', [nH * dq, a.qLoraRank]));
+  const [qNope, qPe] = g.opN('Split', [splitHeads(g, q, io.bs, nH, dq), g.i64([nope, rot])], 2, { axis: attr.i(-1) });
+  const [c, kPe2d] = g.opN('Split', [linear(g, x, w('kvA', [r + rot, H])), g.i64([r, rot])], 2, { axis: attr.i(-1) });
+  const kv = linear(g, rmsNorm(g, c!, w('kvANorm', [r]), innerEps), w('kvB', [nH * (nope + dv), r]));
+  const [kNope, v4] = g.opN('Split', [splitHeads(g, kv, io.bs, nH, nope + dv), g.i64([nope, dv])], 2, { axis: attr.i(-1) });
+  const kPe = rope(g, splitHeads(g, kPe2d!, io.bs, 1, rot), io.cos, io.sin, rot, a.rope.layout);
+  const qFull = g.op('Concat', [qNope!, rope(g, qPe!, io.cos, io.sin, rot, a.rope.layout)], { axis: attr.i(-1) });
+  const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64([1, nH, 1, 1])])], { axis: attr.i(-1) });
+  const cache = withCache ? appendCache(g, kFull, v4!, nH, dq, dv) : { k: kFull, v: v4! };
+  const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale);
+  const o = linear(g, mergeHeads(g, out, nH, dv), w('o', [H, nH * dv]));
+  return { o, kv: cache };
+}
+
+/** Concatenate new keys/values after the cached ones and expose them as present_key/present_value. */
+function appendCache(g: GraphBuilder, k: string, v: string, heads: number, dk: number, dv: number) {
+  const pastK = g.input('past_key', F, ['B', heads, 'P', dk]);
+  const pastV = g.input('past_value', F, ['B', heads, 'P', dv]);
+  const kAll = g.op('Concat', [pastK, k], { axis: attr.i(2) });
+  const vAll = g.op('Concat', [pastV, v], { axis: attr.i(2) });
+  g.output('present_key', kAll, F, ['B', heads, 'L', dk]);
+  g.output('present_value', vAll, F, ['B', heads, 'L', dv]);
+  return { k: kAll, v: vAll };
+}
+
+/** Attention half of a decoder layer, plus the FFN input norm and router logits. */
+export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions): Uint8Array {
+  const g = new GraphBuilder('attention');
+  const a = spec.attention;
+  const io = attentionInputs(g, spec, a.rope.dim);
+  const x = rmsNorm(g, io.hidden, io.inputNorm, spec.rmsNormEps);
+  const { o } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache) : mlaCore(g, spec, a, x, io, opts.withCache);
+  const h = g.op('Add', [io.hidden, o]);
+  const ffnIn = rmsNorm(g, h, io.postNorm, spec.rmsNormEps);
+  g.output('h', h, F, ['T', spec.hiddenSize]);
+  g.output('ffn_in', ffnIn, F, ['T', spec.hiddenSize]);
+  if (opts.routerExperts !== null) {
+    const router = g.input('w.router', F, [opts.routerExperts, spec.hiddenSize]);
+    g.output('router_logits', linear(g, ffnIn, router), F, ['T', opts.routerExperts]);
+  }
+  return g.build();
+}
+
+/** Dense MLP layer: out = h + MLP(ffn_in). */
+export function buildDenseGraph(spec: ModelSpec, intermediate: number): Uint8Array {
+  const g = new GraphBuilder('dense_ffn');
+  const H = spec.hiddenSize;
+  const h = g.input('h', F, ['T', H]);
+  const x = g.input('ffn_in', F, ['T', H]);
+  const w = {
+    gate: g.input('w.gate', F, [intermediate, H]),
+    up: g.input('w.up', F, [intermediate, H]),
+    down: g.input('w.down', F, [H, intermediate]),
+  };
+  g.output('out', g.op('Add', [h, swiglu(g, x, w).out]), F, ['T', H]);
+  return g.build();
+}
+
+/**
+ * MoE layer: each expert e gets the rows `rows.e` of ffn_in; outputs are concatenated in expert order, gathered back
+ * per (token, slot) with `combine_pos` [T, k] and summed with `combine_w` [T, k]. Shared expert (optionally gated) added.
+ */
+export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec): Uint8Array {
+  const g = new GraphBuilder('moe_ffn');
+  const H = spec.hiddenSize;
+  const E = ffn.routing.numExperts;
+  const I = ffn.expertIntermediateSize;
+  const k = ffn.routing.numExpertsUsed;
+  const h = g.input('h', F, ['T', H]);
+  const x = g.input('ffn_in', F, ['T', H]);
+  const pos = g.input('combine_pos', I64, ['T', k]);
+  const cw = g.input('combine_w', F, ['T', k]);
+  const outs: string[] = [];
+  for (let e = 0; e < E; e++) {
+    const rows = g.input(`rows.${e}`, I64, [`n${e}`]);
+    const xe = g.op('Gather', [x, rows], { axis: attr.i(0) });
+    const w = {
+      gate: g.input(`w.expert.${e}.gate`, F, [I, H]),
+      up: g.input(`w.expert.${e}.up`, F, [I, H]),
+      down: g.input(`w.expert.${e}.down`, F, [H, I]),
+    };
+    outs.push(swiglu(g, xe, w).out);
+  }
+  const all = g.op('Concat', outs, { axis: attr.i(0) });
+  const picked = g.op('Gather', [all, pos], { axis: attr.i(0) }); // [T, k, H]
+  const weighted = g.op('Mul', [picked, g.op('Unsqueeze', [cw, g.i64([2])])]);
+  let out = g.op('Add', [h, g.op('ReduceSum', [weighted, g.i64([1])], { keepdims: attr.i(0) })]);
+  if (ffn.shared) {
+    const S = ffn.shared.intermediateSize;
+    const w = {
+      gate: g.input('w.shared.gate', F, [S, H]),
+      up: g.input('w.shared.up', F, [S, H]),
+      down: g.input('w.shared.down', F, [H, S]),
+    };
+    let shared = swiglu(g, x, w).out;
+    if (ffn.shared.gate) shared = g.op('Mul', [shared, g.op('Sigmoid', [linear(g, x, g.input('w.shared.gateProj', F, [1, H]))])]);
+    out = g.op('Add', [out, shared]);
+  }
+  g.output('out', out, F, ['T', H]);
+  return g.build();
+}
+
+/** Final norm + lm_head; mode 'logits' returns [T, V], mode 'nll' returns −log p(target) per token [T]. */
+export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll'): Uint8Array {
+  const g = new GraphBuilder(`head_${mode}`);
+  const H = spec.hiddenSize;
+  const V = spec.vocabSize;
+  const x = g.input('hidden', F, ['T', H]);
+  const logits = linear(g, rmsNorm(g, x, g.input('w.norm', F, [H]), spec.rmsNormEps), g.input('w.lmHead', F, [V, H]));
+  if (mode === 'logits') {
+    g.output('logits', logits, F, ['T', V]);
+  } else {
+    const targets = g.input('targets', I64, ['T']);
+    const logp = g.op('LogSoftmax', [logits], { axis: attr.i(-1) });
+    const picked = g.op('GatherElements', [logp, g.op('Unsqueeze', [targets, g.i64([1])])], { axis: attr.i(1) });
+    g.output('nll', g.op('Neg', [g.op('Squeeze', [picked, g.i64([1])])]), F, ['T']);
+  }
+  return g.build();
+}

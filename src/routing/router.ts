@@ -1,0 +1,152 @@
+/**
+ * MoE routing in JavaScript: the work is O(tokens × experts), tiny next to the expert matmuls, and doing it here is
+ * what lets calibration see and steer every decision (extra selection bias, natural vs biased routing).
+ *
+ * Scores → selection → combine weights follows each family's Hugging Face code (see architectures/types.ts
+ * RoutingSpec). Biases (the model's own e_score_correction_bias and the calibration bias δ) only steer *selection*;
+ * combine weights always come from the unbiased scores.
+ *
+ * Tie rule: among equal values the lower expert (or group) index wins; PyTorch's topk makes no promise here.
+ */
+import type { RoutingSpec } from '../architectures/types.js';
+
+/** Routing decisions for T tokens. Arrays are token-major: entry t*k + j is token t's j-th pick. */
+export interface Routing {
+  numTokens: number;
+  numExperts: number;
+  /** k = experts per token. */
+  k: number;
+  /** Selected expert ids [T*k], in selection order (best first). */
+  experts: Int32Array;
+  /** Combine weights [T*k]: what the model multiplies each expert's output by (after renorm and scaling). */
+  weights: Float32Array;
+  /** Unbiased scores [T*E] (softmax probabilities or sigmoids). */
+  scores: Float32Array;
+}
+
+export interface RouteOptions {
+  /** Model's own selection bias (DeepSeek-V3 e_score_correction_bias), [E]. */
+  correctionBias?: Float32Array | null;
+  /** Extra per-expert selection bias (calibration's loss-free δ), [E]. */
+  selectionBias?: Float32Array | null;
+}
+
+/** Index of the largest entry of `values` among those with `allowed[i]`, lowest index on ties; -1 if none. */
+function argmaxAllowed(values: Float64Array, allowed: Uint8Array): number {
+  let best = -1;
+  let bestValue = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    if (allowed[i] && (best < 0 || values[i]! > bestValue)) {
+      best = i;
+      bestValue = values[i]!;
+    }
+  }
+  return best;
+}
+
+/** Route T tokens given router logits [T*E] (float32, from the graph). */
+export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOptions = {}): Routing {
+  const E = spec.numExperts;
+  const k = spec.numExpertsUsed;
+  const T = logits.length / E;
+  const scores = new Float32Array(T * E);
+  const experts = new Int32Array(T * k);
+  const weights = new Float32Array(T * k);
+  const prob = new Float64Array(E);
+  const choice = new Float64Array(E);
+  const allowed = new Uint8Array(E);
+  const { correctionBias, selectionBias } = options;
+  const groups = spec.groups;
+  const groupSize = groups ? E / groups.numGroups : E;
+  const groupScore = groups ? new Float64Array(groups.numGroups) : null;
+  const groupAllowed = groups ? new Uint8Array(groups.numGroups) : null;
+
+  for (let t = 0; t < T; t++) {
+    const row = t * E;
+    if (spec.scoring === 'softmax') {
+      let max = -Infinity;
+      for (let e = 0; e < E; e++) max = Math.max(max, logits[row + e]!);
+      let sum = 0;
+      for (let e = 0; e < E; e++) sum += prob[e] = Math.exp(logits[row + e]! - max);
+      for (let e = 0; e < E; e++) prob[e] = Math.fround(prob[e]! / sum);
+    } else {
+      for (let e = 0; e < E; e++) prob[e] = Math.fround(1 / (1 + Math.exp(-logits[row + e]!)));
+    }
+    for (let e = 0; e < E; e++) {
+      scores[row + e] = prob[e]!;
+      let c = prob[e]!;
+      if (correctionBias) c = Math.fround(c + correctionBias[e]!);
+      if (selectionBias) c = Math.fround(c + selectionBias[e]!);
+      choice[e] = c;
+    }
+    allowed.fill(1);
+    if (groups && groupScore && groupAllowed) {
+      // Score each group, keep the best numGroupsUsed; experts of other groups get choice 0.0 (HF masked_fill 0.0,
+      // so with negative biased scores a masked expert can still win — reproduced on purpose).
+      for (let g = 0; g < groups.numGroups; g++) {
+        let first = -Infinity;
+        let second = -Infinity;
+        for (let e = g * groupSize; e < (g + 1) * groupSize; e++) {
+          const v = choice[e]!;
+          if (v > first) {
+            second = first;
+            first = v;
+          } else if (v > second) second = v;
+        }
+        groupScore[g] = groups.groupScore === 'max' ? first : groupSize > 1 ? first + second : first;
+      }
+      groupAllowed.fill(0);
+      const gAllowed = new Uint8Array(groups.numGroups).fill(1);
+      for (let n = 0; n < groups.numGroupsUsed; n++) {
+        const g = argmaxAllowed(groupScore, gAllowed);
+        gAllowed[g] = 0;
+        groupAllowed[g] = 1;
+      }
+      for (let e = 0; e < E; e++) if (!groupAllowed[Math.floor(e / groupSize)]) choice[e] = 0;
+    }
+    let sum = 0;
+    for (let j = 0; j < k; j++) {
+      const e = argmaxAllowed(choice, allowed);
+      allowed[e] = 0;
+      experts[t * k + j] = e;
+      sum += prob[e]!;
+    }
+    const denom = spec.normalize ? Math.fround(sum) + spec.normalizeEps : 1;
+    for (let j = 0; j < k; j++) {
+      const w = spec.normalize ? Math.fround(prob[experts[t * k + j]!]! / denom) : prob[experts[t * k + j]!]!;
+      weights[t * k + j] = Math.fround(w * spec.scale);
+    }
+  }
+  return { numTokens: T, numExperts: E, k, experts, weights, scores };
+}
+
+/** Tokens per expert for a routing. */
+export function expertLoads(r: Routing): Int32Array {
+  const loads = new Int32Array(r.numExperts);
+  for (const e of r.experts) loads[e]!++;
+  return loads;
+}
+
+/**
+ * Group a routing by expert: for each expert, the token rows it processes (ascending) and their combine weights,
+ * plus for every (token, slot) the position of its output in the expert-concatenated result.
+ */
+export function dispatch(r: Routing): { rows: Int32Array[]; rowWeights: Float32Array[]; combinePos: Int32Array } {
+  const loads = expertLoads(r);
+  const rows = Array.from(loads, (n) => new Int32Array(n));
+  const rowWeights = Array.from(loads, (n) => new Float32Array(n));
+  const fill = new Int32Array(r.numExperts);
+  const offset = new Int32Array(r.numExperts);
+  for (let e = 1; e < r.numExperts; e++) offset[e] = offset[e - 1]! + loads[e - 1]!;
+  const combinePos = new Int32Array(r.numTokens * r.k);
+  for (let t = 0; t < r.numTokens; t++) {
+    for (let j = 0; j < r.k; j++) {
+      const e = r.experts[t * r.k + j]!;
+      const n = fill[e]!++;
+      rows[e]![n] = t;
+      rowWeights[e]![n] = r.weights[t * r.k + j]!;
+      combinePos[t * r.k + j] = offset[e]! + n;
+    }
+  }
+  return { rows, rowWeights, combinePos };
+}

@@ -1,0 +1,65 @@
+/**
+ * Ground truth: logits and per-layer top-k expert ids computed by Hugging Face transformers' own modeling classes.
+ * Trained fixtures live in ../shared/fixtures; generated ones (families without a trained fixture) in test/fixtures/generated.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
+import { createEngine } from '../../src/engine/engine.js';
+import { moeLayers } from '../../src/architectures/types.js';
+
+const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
+const GENERATED = path.resolve(__dirname, '../fixtures/generated');
+
+function fixtureDirs(): string[] {
+  const dirs: string[] = [];
+  for (const root of [SHARED, GENERATED]) {
+    if (!fs.existsSync(root)) continue;
+    for (const d of fs.readdirSync(root).sort()) {
+      const full = path.join(root, d);
+      if (fs.existsSync(path.join(full, 'reference.safetensors')) && fs.existsSync(path.join(full, 'config.json'))) dirs.push(full);
+    }
+  }
+  return dirs;
+}
+
+describe('forward pass reproduces Hugging Face references', () => {
+  const dirs = fixtureDirs();
+  it('finds the shared fixtures', () => {
+    expect(dirs.filter((d) => d.startsWith(SHARED)).length).toBe(3);
+  });
+  for (const dir of dirs) {
+    it(`${path.basename(dir)}: logits within 1e-3 and identical top-k experts`, async () => {
+      const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
+      const ids = Int32Array.from(ref.readFloat32('input_ids'));
+      const refLogits = ref.readFloat32('logits');
+      const engine = await createEngine(dir, { device: 'cpu' });
+      try {
+        const spec = engine.model.spec;
+        const picked = new Map<number, Int32Array>();
+        const out = await engine.forward.run([ids], {
+          head: 'logits',
+          hooks: { onRouting: (ev) => picked.set(ev.layerIndex, ev.routing.experts) },
+        });
+        let maxErr = 0;
+        for (let i = 0; i < refLogits.length; i++) maxErr = Math.max(maxErr, Math.abs(out.logits![i]! - refLogits[i]!));
+        console.log(`${path.basename(dir)} max|Δlogit| = ${maxErr.toExponential(2)}`);
+        expect(maxErr).toBeLessThan(1e-3);
+        for (const layer of moeLayers(spec)) {
+          const k = layer.ffn.routing.numExpertsUsed;
+          const want = ref.readFloat32(`layers.${layer.index}.topk_indices`);
+          const got = picked.get(layer.index)!;
+          for (let t = 0; t < ids.length; t++) {
+            const g = Array.from(got.subarray(t * k, (t + 1) * k)).sort((a, b) => a - b);
+            const w = Array.from(want.subarray(t * k, (t + 1) * k));
+            expect(g, `layer ${layer.index} token ${t}`).toEqual(w);
+          }
+        }
+      } finally {
+        await engine.close();
+        ref.close();
+      }
+    });
+  }
+});
