@@ -139,6 +139,7 @@ function checkEntry(name: string, entry: unknown, dataStart: number, dataSize: n
   if (!isDType(dtype)) throw fail('BAD_CHECKPOINT', `${where}: unknown dtype ${short(dtype)}`);
   if (rawShape === undefined) throw fail('BAD_CHECKPOINT', `${where}: missing shape`);
   const shape = checkShape(rawShape, where);
+  if (offsets === undefined) throw fail('BAD_CHECKPOINT', `${where}: missing data_offsets`);
   if (
     !Array.isArray(offsets) ||
     offsets.length !== 2 ||

@@ -130,8 +130,10 @@ export class SafetensorsFile {
     const t = this.info(name);
     const out = this.convert(t, this.readRange(t.byteOffset, t.byteLength));
     if (opts?.checkFinite) {
-      for (let i = 0; i < out.length; i++) {
-        if (!Number.isFinite(out[i]!)) {
+      // NaN and ±Inf are exactly the patterns with an all-ones exponent; testing bits avoids float compares.
+      const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
+      for (let i = 0; i < bits.length; i++) {
+        if ((bits[i]! & 0x7f800000) === 0x7f800000) {
           throw fail('NUMERIC', `tensor ${name} in file ${this.label} contains NaN/Inf at index ${i}`);
         }
       }

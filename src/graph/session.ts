@@ -6,7 +6,9 @@
  * onnxruntime has no automatic fallback when a provider fails to load, so 'auto' probes with a tiny graph.
  */
 import * as ort from 'onnxruntime-node';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { fail } from '../errors.js';
 import { GraphBuilder, OnnxType } from './builder.js';
 
@@ -38,8 +40,19 @@ export function sessionOptions(device: ResolvedDevice, threads?: number): ort.In
   };
 }
 
+/**
+ * WebGPU on Linux goes through Vulkan; without the loader Dawn prints a multi-line warning from native code, so we
+ * look for libvulkan.so.1 first and skip the probe when it is absent.
+ */
+function hasVulkanLoader(): boolean {
+  if (process.platform !== 'linux') return true;
+  const dirs = [...(process.env['LD_LIBRARY_PATH'] ?? '').split(':'), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib/x86_64-linux-gnu', '/usr/local/lib'];
+  return dirs.some((d) => d && fs.existsSync(path.join(d, 'libvulkan.so.1')));
+}
+
 /** Try to create a session for a trivial graph on `device`; returns the error message or null. */
 async function probe(device: ResolvedDevice): Promise<string | null> {
+  if (device === 'webgpu' && !hasVulkanLoader()) return 'no Vulkan loader (libvulkan.so.1) found';
   const g = new GraphBuilder('probe');
   const x = g.input('x', OnnxType.FLOAT, [2, 2]);
   g.output('y', g.op('MatMul', [x, x]), OnnxType.FLOAT, [2, 2]);

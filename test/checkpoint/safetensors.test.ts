@@ -86,6 +86,7 @@ describe('SafetensorsFile.open validation', () => {
     expect(openErr(a([0]))).toMatch(/data_offsets \[0\] is not two/);
     expect(openErr(a([0, 16, 32]))).toMatch(/not two/);
     expect(openErr(a('0-16'))).toMatch(/not two/);
+    expect(openErr(withA({ dtype: 'F32', shape: [2, 2] }))).toMatch(/missing data_offsets/);
     expect(openErr(a([-16, 0]))).toMatch(/not two/);
     expect(openErr(a([0, 1.5]))).toMatch(/not two/);
     expect(openErr(a([16, 0]))).toMatch(/begin 16 > end 0/);

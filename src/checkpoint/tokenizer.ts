@@ -1,0 +1,40 @@
+/** tokenizer.json (+ tokenizer_config.json) via @huggingface/tokenizers; no network, no Python. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { fail } from '../errors.js';
+
+export interface TextTokenizer {
+  /** Token ids of `text` without added special tokens (the perplexity protocol tokenizes the raw text). */
+  encode(text: string): Int32Array;
+  decode(ids: ArrayLike<number>): string;
+  vocabSize: number;
+}
+
+function readJson(file: string): unknown {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw fail('BAD_CHECKPOINT', `${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+export function loadTokenizer(dir: string): TextTokenizer {
+  const file = path.join(dir, 'tokenizer.json');
+  if (!fs.existsSync(file)) throw fail('BAD_CHECKPOINT', `${file} is missing (moe-quant needs tokenizer.json to tokenize text)`);
+  const configFile = path.join(dir, 'tokenizer_config.json');
+  const config = fs.existsSync(configFile) ? readJson(configFile) : {};
+  let tok: Tokenizer;
+  try {
+    tok = new Tokenizer(readJson(file) as object, config as object);
+  } catch (e) {
+    throw fail('BAD_CHECKPOINT', `${file} could not be loaded: ${(e as Error).message}`);
+  }
+  const json = readJson(file) as { model?: { vocab?: object } };
+  const vocabSize = json.model?.vocab ? Object.keys(json.model.vocab).length : 0;
+  return {
+    encode: (text) => Int32Array.from(tok.encode(text, { add_special_tokens: false }).ids),
+    decode: (ids) => tok.decode(Array.from(ids), { skip_special_tokens: false }),
+    vocabSize,
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * Perplexity with the protocol of ../shared/data/README.md: the whole file tokenized once, non-overlapping windows
+ * of seqLen (tail dropped), each window scores its seqLen−1 next-token predictions, ppl = exp(Σ NLL / predictions).
+ * NLLs are computed inside onnxruntime (log-softmax + gather), so the vocabulary-sized logits never reach JavaScript.
+ */
+import path from 'node:path';
+import { loadTokenizer } from '../checkpoint/tokenizer.js';
+import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { fail } from '../errors.js';
+import { consecutiveWindows, readTextData } from './data.js';
+
+export interface EvalOptions extends EngineOptions {
+  model: string;
+  data: string;
+  seqLen?: number;
+  maxWindows?: number;
+  batchTokens?: number;
+  onProgress?(done: number, total: number): void;
+  /** Called once the device is known (e.g. to print it). */
+  onDevice?(note: string): void;
+}
+
+export interface EvalResult {
+  ppl: number;
+  /** Mean NLL per prediction (nats). */
+  nll: number;
+  predictions: number;
+  windows: number;
+  seq_len: number;
+  model: string;
+  data: string;
+  device: string;
+  seconds: number;
+  tokens_per_second: number;
+}
+
+export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult> {
+  const seqLen = opts.seqLen ?? 2048;
+  if (!Number.isInteger(seqLen) || seqLen < 2) throw fail('BAD_OPTION', `--seq-len must be an integer ≥ 2 (got ${opts.seqLen})`);
+  if (opts.maxWindows !== undefined && (!Number.isInteger(opts.maxWindows) || opts.maxWindows < 1))
+    throw fail('BAD_OPTION', `--max-windows must be a positive integer (got ${opts.maxWindows})`);
+  const text = readTextData(opts.data);
+  const engine = await createEngine(opts.model, opts);
+  try {
+    opts.onDevice?.(engine.deviceNote);
+    const ids = loadTokenizer(opts.model).encode(text);
+    const windows = consecutiveWindows(ids, seqLen, opts.maxWindows);
+    const t0 = performance.now();
+    const { nll } = await engine.forward.run(windows, { head: 'nll', batchTokens: opts.batchTokens, onProgress: opts.onProgress });
+    const seconds = (performance.now() - t0) / 1000;
+    let total = 0;
+    let predictions = 0;
+    for (let w = 0; w < windows.length; w++) {
+      for (let s = 0; s < seqLen - 1; s++) {
+        const v = nll![w * seqLen + s]!;
+        if (!Number.isFinite(v)) throw fail('NUMERIC', `NaN/Inf in the model's logits (window ${w}, position ${s}); the checkpoint may be corrupt`);
+        total += v;
+        predictions++;
+      }
+    }
+    const mean = total / predictions;
+    return {
+      ppl: Math.exp(mean),
+      nll: mean,
+      predictions,
+      windows: windows.length,
+      seq_len: seqLen,
+      model: path.resolve(opts.model),
+      data: path.resolve(opts.data),
+      device: engine.device,
+      seconds,
+      tokens_per_second: (windows.length * seqLen) / seconds,
+    };
+  } finally {
+    await engine.close();
+  }
+}
