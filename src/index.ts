@@ -1,0 +1,17 @@
+/**
+ * moe-quant as a library: the same functions the CLI calls. Nothing here prints or exits; user-facing failures
+ * are thrown as MoeQuantError (with a `code`).
+ */
+export { MoeQuantError, type ErrorCode } from './errors.js';
+export { specFromConfig, SUPPORTED_MODEL_TYPES } from './architectures/registry.js';
+export type { ModelSpec, LayerSpec, RoutingSpec, AttentionSpec, MoeFfnSpec } from './architectures/types.js';
+export { Checkpoint } from './checkpoint/checkpoint.js';
+export { SafetensorsFile, writeSafetensors } from './checkpoint/safetensors.js';
+export { loadTokenizer, type TextTokenizer } from './checkpoint/tokenizer.js';
+export { createEngine, type Engine, type EngineOptions } from './engine/engine.js';
+export type { ForwardHooks, MoeRoutingEvent, RunOptions, RunResult } from './engine/forward.js';
+export { inspectModel, type InspectResult } from './engine/inspect.js';
+export { openModel } from './engine/model.js';
+export { evaluatePerplexity, type EvalOptions, type EvalResult } from './eval/perplexity.js';
+export { route, dispatch, expertLoads, type Routing } from './routing/router.js';
+export type { Device } from './graph/session.js';

@@ -1,0 +1,117 @@
+/** Hand-checked routing cases: every expected number below was worked out by hand from the family's HF code. */
+import { describe, expect, it } from 'vitest';
+import type { RoutingSpec } from '../../src/architectures/types.js';
+import { dispatch, expertLoads, route, type Routing } from '../../src/routing/router.js';
+
+const softmax = (xs: number[]) => {
+  const m = Math.max(...xs);
+  const e = xs.map((x) => Math.exp(x - m));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+};
+
+const base: RoutingSpec = {
+  numExperts: 4,
+  numExpertsUsed: 2,
+  scoring: 'softmax',
+  groups: null,
+  normalize: true,
+  normalizeEps: 0,
+  scale: 1,
+  hasCorrectionBias: false,
+};
+
+describe('route', () => {
+  it('Mixtral: softmax over all experts, top-2, renormalised', () => {
+    const r = route(base, Float32Array.from([0, 1, 2, 3]));
+    expect(Array.from(r.experts)).toEqual([3, 2]);
+    const p = softmax([0, 1, 2, 3]);
+    expect(r.weights[0]).toBeCloseTo(p[3]! / (p[2]! + p[3]!), 6);
+    expect(r.weights[1]).toBeCloseTo(p[2]! / (p[2]! + p[3]!), 6);
+    expect(r.scores[0]).toBeCloseTo(p[0]!, 6);
+  });
+
+  it('Qwen2/OLMoE (norm_topk_prob false): raw softmax probabilities as weights', () => {
+    const r = route({ ...base, normalize: false }, Float32Array.from([0, 1, 2, 3]));
+    const p = softmax([0, 1, 2, 3]);
+    expect(r.weights[0]).toBeCloseTo(p[3]!, 6);
+    expect(r.weights[1]).toBeCloseTo(p[2]!, 6);
+  });
+
+  it('ties: the lower expert index wins', () => {
+    const r = route(base, Float32Array.from([1, 1, 1, 0, 5, 5, 5, 5]));
+    expect(Array.from(r.experts)).toEqual([0, 1, 0, 1]);
+    expect(r.weights[0]).toBeCloseTo(0.5, 6);
+  });
+
+  it('selection bias moves selection but never the combine weights', () => {
+    const logits = Float32Array.from([0, 1, 2, 3]);
+    const r = route({ ...base, normalize: false }, logits, { selectionBias: Float32Array.from([10, 0, 0, 0]) });
+    const p = softmax([0, 1, 2, 3]);
+    expect(Array.from(r.experts)).toEqual([0, 3]);
+    expect(r.weights[0]).toBeCloseTo(p[0]!, 6);
+    expect(r.weights[1]).toBeCloseTo(p[3]!, 6);
+  });
+
+  const v3: RoutingSpec = {
+    numExperts: 8,
+    numExpertsUsed: 2,
+    scoring: 'sigmoid',
+    groups: { numGroups: 4, numGroupsUsed: 2, groupScore: 'top2_sum' },
+    normalize: true,
+    normalizeEps: 1e-20,
+    scale: 2.5,
+    hasCorrectionBias: true,
+  };
+
+  it('DeepSeek-V3: masked groups get 0.0, so with negative biased scores a masked expert can win (as in HF)', () => {
+    // logits 0 → s = 0.5; choice = s + bias = [-.1,-.2,-.4,-.4, .6,-.3,-.05,-.06]
+    // group scores (top-2 sums): g0 -0.3, g1 -0.8, g2 0.3, g3 -0.11 → keep g2, g3; experts 0..3 → 0.0
+    // top-2 of [0,0,0,0,.6,-.3,-.05,-.06] = expert 4, then expert 0 (tie at 0.0, lowest index)
+    const bias = Float32Array.from([-0.6, -0.7, -0.9, -0.9, 0.1, -0.8, -0.55, -0.56]);
+    const r = route(v3, new Float32Array(8), { correctionBias: bias });
+    expect(Array.from(r.experts)).toEqual([4, 0]);
+    // weights from the unbiased sigmoid (0.5 each), renormalised, × 2.5
+    expect(Array.from(r.weights)).toEqual([1.25, 1.25]);
+  });
+
+  it("DeepSeek-V3: calibration bias adds to the correction bias for selection only", () => {
+    // s = [.881, .731, .5 ×6]; with +1 on expert 6: groups g3 (2.0) and g0 (1.61) kept; top-2 = 6 (1.5), 0 (.881)
+    const logits = Float32Array.from([2, 1, 0, 0, 0, 0, 0, 0]);
+    const plain = route(v3, logits, { correctionBias: new Float32Array(8) });
+    expect(Array.from(plain.experts)).toEqual([0, 1]);
+    const steered = route(v3, logits, { correctionBias: new Float32Array(8), selectionBias: Float32Array.from([0, 0, 0, 0, 0, 0, 1, 0]) });
+    expect(Array.from(steered.experts)).toEqual([6, 0]);
+    const s0 = 1 / (1 + Math.exp(-2));
+    expect(steered.weights[1]).toBeCloseTo((2.5 * s0) / (s0 + 0.5), 5);
+  });
+
+  it('DeepSeek-V2 group_limited_greedy: group score = max, × routed_scaling_factor without renormalisation', () => {
+    const spec: RoutingSpec = { ...base, numExperts: 4, groups: { numGroups: 2, numGroupsUsed: 1, groupScore: 'max' }, normalize: false, scale: 16 };
+    // softmax of [3, -5, 2, 2.5]: group 0 max = p0 wins over group 1 → only experts 0, 1 selectable
+    const r = route(spec, Float32Array.from([3, -5, 2, 2.5]));
+    expect(Array.from(r.experts)).toEqual([0, 1]);
+    const p = softmax([3, -5, 2, 2.5]);
+    expect(r.weights[0]).toBeCloseTo(16 * p[0]!, 5);
+    expect(r.weights[1]).toBeCloseTo(16 * p[1]!, 5);
+  });
+});
+
+describe('dispatch', () => {
+  it('groups tokens by expert and records where each (token, slot) output lands', () => {
+    const r: Routing = {
+      numTokens: 3,
+      numExperts: 3,
+      k: 2,
+      experts: Int32Array.from([1, 0, 1, 2, 0, 1]),
+      weights: Float32Array.from([0.6, 0.4, 0.7, 0.3, 0.9, 0.1]),
+      scores: new Float32Array(9),
+    };
+    expect(Array.from(expertLoads(r))).toEqual([2, 3, 1]);
+    const d = dispatch(r);
+    expect(d.rows.map((x) => Array.from(x))).toEqual([[0, 2], [0, 1, 2], [1]]);
+    expect(d.rowWeights.map((x) => Array.from(x).map((v) => +v.toFixed(2)))).toEqual([[0.4, 0.9], [0.6, 0.7, 0.1], [0.3]]);
+    // expert-concatenated order: e0 rows (0,1), e1 rows (2,3,4), e2 row (5)
+    expect(Array.from(d.combinePos)).toEqual([2, 0, 3, 5, 1, 4]);
+  });
+});
