@@ -61,11 +61,25 @@ export interface RunResult {
   hidden: Float32Array;
 }
 
-/** Additive causal mask [S, S]. */
-function causalMask(S: number): Float32Array {
-  const m = new Float32Array(S * S);
-  for (let i = 0; i < S; i++) for (let j = i + 1; j < S; j++) m[i * S + j] = -Infinity;
+/** Additive causal mask [S, past + S]: query i (at position past + i) sees keys 0..past + i. */
+export function causalMask(S: number, past = 0): Float32Array {
+  const L = past + S;
+  const m = new Float32Array(S * L);
+  for (let i = 0; i < S; i++) for (let j = past + i + 1; j < L; j++) m[i * L + j] = -Infinity;
   return m;
+}
+
+/** What one layer step needs besides the weights. */
+export interface LayerStepContext {
+  bs: ort.Tensor;
+  cos: ort.Tensor;
+  sin: ort.Tensor;
+  mask: ort.Tensor;
+  batchIndex: number;
+  tokenOffset: number;
+  hooks?: ForwardHooks;
+  /** KV cache of this layer (decoding); absent for full-sequence runs. */
+  past?: { key: ort.Tensor; value: ort.Tensor };
 }
 
 export class ForwardEngine {
@@ -75,9 +89,9 @@ export class ForwardEngine {
     readonly weights: WeightStore,
   ) {}
 
-  private attentionSession(layer: LayerSpec) {
+  private attentionSession(layer: LayerSpec, withCache: boolean) {
     const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
-    return this.pool.get(`attn:${experts}:nocache`, () => buildAttentionGraph(this.spec, { routerExperts: experts, withCache: false }));
+    return this.pool.get(`attn:${experts}:${withCache}`, () => buildAttentionGraph(this.spec, { routerExperts: experts, withCache }));
   }
 
   private ffnSession(layer: LayerSpec) {
@@ -151,35 +165,20 @@ export class ForwardEngine {
     };
 
     for (const layer of spec.layers) {
-      const attn = await this.attentionSession(layer);
-      const ffn = await this.ffnSession(layer);
-      const attnWeights = this.attentionFeeds(layer);
-      const ffnWeights = this.ffnWeightFeeds(layer);
       for (let b = 0; b < batches.length; b++) {
         const rows = batches[b]!;
         const T = rows.length * S;
         const offset = rows[0]! * S * H;
-        const x = hidden.subarray(offset, offset + T * H);
-        const a = await this.pool.run(attn, {
-          ...attnWeights,
+        await this.layerStep(layer, hidden.subarray(offset, offset + T * H), {
           ...common,
-          hidden: tensor.f32(x, [T, H]),
           bs: tensor.i64From([rows.length, S]),
+          batchIndex: b,
+          tokenOffset: rows[0]! * S,
+          hooks: opts.hooks,
         });
-        const ffnIn = a['ffn_in']!.data as Float32Array;
-        const feeds: Record<string, ort.Tensor> = { ...ffnWeights, h: a['h']!, ffn_in: a['ffn_in']! };
-        const tokenOffset = rows[0]! * S;
-        if (layer.ffn.kind === 'moe') {
-          const logits = a['router_logits']!.data as Float32Array;
-          Object.assign(feeds, this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, logits, b, tokenOffset, ffnIn, opts.hooks));
-        } else {
-          opts.hooks?.onDenseFfn?.({ layerIndex: layer.index, batchIndex: b, tokenOffset, ffnIn });
-        }
-        const out = await this.pool.run(ffn, feeds);
-        x.set(out['out']!.data as Float32Array);
         tick();
       }
-      this.weights.release([...Object.values(layer.attention), ...this.ffnTensorNames(layer)]);
+      this.releaseLayer(layer);
     }
 
     const result: RunResult = { hidden };
@@ -210,6 +209,55 @@ export class ForwardEngine {
       this.weights.release([spec.finalNorm, spec.lmHead]);
     }
     return result;
+  }
+
+  /**
+   * One decoder layer for one batch: x [T × hidden] is replaced by the layer's output. With `past`, the attention
+   * graph appends to the KV cache and the present keys/values are returned.
+   */
+  async layerStep(layer: LayerSpec, x: Float32Array, ctx: LayerStepContext): Promise<{ presentKey?: ort.Tensor; presentValue?: ort.Tensor }> {
+    const H = this.spec.hiddenSize;
+    const T = x.length / H;
+    const attn = await this.attentionSession(layer, ctx.past !== undefined);
+    const ffn = await this.ffnSession(layer);
+    const attnFeeds: Record<string, ort.Tensor> = {
+      ...this.attentionFeeds(layer),
+      cos: ctx.cos,
+      sin: ctx.sin,
+      mask: ctx.mask,
+      bs: ctx.bs,
+      hidden: tensor.f32(x, [T, H]),
+    };
+    if (ctx.past) Object.assign(attnFeeds, { past_key: ctx.past.key, past_value: ctx.past.value });
+    const a = await this.pool.run(attn, attnFeeds);
+    const ffnIn = a['ffn_in']!.data as Float32Array;
+    const feeds: Record<string, ort.Tensor> = { ...this.ffnWeightFeeds(layer), h: a['h']!, ffn_in: a['ffn_in']! };
+    if (layer.ffn.kind === 'moe') {
+      const logits = a['router_logits']!.data as Float32Array;
+      Object.assign(feeds, this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, logits, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks));
+    } else {
+      ctx.hooks?.onDenseFfn?.({ layerIndex: layer.index, batchIndex: ctx.batchIndex, tokenOffset: ctx.tokenOffset, ffnIn });
+    }
+    const out = await this.pool.run(ffn, feeds);
+    x.set(out['out']!.data as Float32Array);
+    return ctx.past ? { presentKey: a['present_key'], presentValue: a['present_value'] } : {};
+  }
+
+  /** Let go of a layer's weights (no-op when the model is resident). */
+  releaseLayer(layer: LayerSpec): void {
+    this.weights.release([...Object.values(layer.attention), ...this.ffnTensorNames(layer)]);
+  }
+
+  /** Final norm + lm_head for hidden rows [T × hidden] → logits [T × vocab]. */
+  async logits(hidden: Float32Array): Promise<Float32Array> {
+    const H = this.spec.hiddenSize;
+    const head = await this.pool.get('head:logits', () => buildHeadGraph(this.spec, 'logits'));
+    const out = await this.pool.run(head, {
+      'w.norm': this.weightTensor(this.spec.finalNorm),
+      'w.lmHead': this.weightTensor(this.spec.lmHead),
+      hidden: tensor.f32(hidden, [hidden.length / H, H]),
+    });
+    return out['logits']!.data as Float32Array;
   }
 
   private ffnTensorNames(layer: LayerSpec): string[] {

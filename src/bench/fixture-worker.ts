@@ -1,0 +1,107 @@
+/**
+ * Benchmark worker for one model directory (run in its own process by main.ts):
+ *   node dist/bench/fixture-worker.js <modelDir> <dataFile> <windows> <seqLen> <repeats>
+ * Tokenizes the data, runs the windows once cold (engine + session creation included) and `repeats` times warm,
+ * and prints one JSON result line (see FixtureResult).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadTokenizer } from '../checkpoint/tokenizer.js';
+import { createEngine } from '../engine/engine.js';
+import { consecutiveWindows, readTextData } from '../eval/data.js';
+import { emit, peakRssMb } from './proc.js';
+
+export interface FixtureResult {
+  fixture: string;
+  windows: number;
+  seqLen: number;
+  tokens: number;
+  tokenizeMs: number;
+  /** createEngine + first run (session creation, weight loading, graph building). */
+  coldMs: number;
+  coldTokensPerSec: number;
+  /** Every warm run: wall ms, ms inside onnxruntime session.run, number of session.run calls. */
+  warmRuns: { wallMs: number; ortMs: number; ortRuns: number }[];
+  /** Median warm run. */
+  warmMs: number;
+  warmTokensPerSec: number;
+  /** pool.runMs / wall of the median warm run. */
+  ortShare: number;
+  ppl: number;
+  referencePpl: number | null;
+  peakRssMb: number;
+  device: string;
+  threads: number;
+}
+
+function meanNll(nll: Float32Array, windows: number, seqLen: number): number {
+  let s = 0;
+  for (let w = 0; w < windows; w++) for (let i = 0; i < seqLen - 1; i++) s += nll[w * seqLen + i]!;
+  return s / (windows * (seqLen - 1));
+}
+
+async function main(): Promise<void> {
+  const [dir, data, windowsArg, seqLenArg, repeatsArg] = process.argv.slice(2);
+  if (!dir || !data) throw new Error('usage: fixture-worker.js <modelDir> <dataFile> [windows] [seqLen] [repeats]');
+  const nWindows = Number(windowsArg ?? 40);
+  const seqLen = Number(seqLenArg ?? 256);
+  const repeats = Math.max(1, Number(repeatsArg ?? 3));
+
+  const t0 = performance.now();
+  const ids = loadTokenizer(dir).encode(readTextData(data));
+  const windows = consecutiveWindows(ids, seqLen, nWindows);
+  const tokens = windows.length * seqLen;
+  const tokenizeMs = performance.now() - t0;
+
+  const tc = performance.now();
+  const engine = await createEngine(dir, { device: 'cpu' });
+  try {
+    await engine.forward.run(windows, { head: 'nll' });
+    const coldMs = performance.now() - tc;
+    const warmRuns: FixtureResult['warmRuns'] = [];
+    let nll: Float32Array | undefined;
+    for (let r = 0; r < repeats; r++) {
+      const ort0 = engine.pool.runMs;
+      const runs0 = engine.pool.runs;
+      const tw = performance.now();
+      nll = (await engine.forward.run(windows, { head: 'nll' })).nll!;
+      warmRuns.push({ wallMs: performance.now() - tw, ortMs: engine.pool.runMs - ort0, ortRuns: engine.pool.runs - runs0 });
+    }
+    const sorted = [...warmRuns].sort((a, b) => a.wallMs - b.wallMs);
+    const median = sorted[Math.floor(sorted.length / 2)]!;
+    const refFile = path.join(dir, 'reference.json');
+    let referencePpl: number | null = null;
+    if (fs.existsSync(refFile)) {
+      // Only comparable when the protocol matches (first `windows` windows of `seqLen` on the same data file).
+      const ref = JSON.parse(fs.readFileSync(refFile, 'utf8')) as Record<string, unknown>;
+      const v = ref[`ppl_seq${seqLen}_first${windows.length}:${path.basename(data)}`];
+      referencePpl = typeof v === 'number' ? v : null;
+    }
+    const result: FixtureResult = {
+      fixture: path.basename(path.resolve(dir)),
+      windows: windows.length,
+      seqLen,
+      tokens,
+      tokenizeMs,
+      coldMs,
+      coldTokensPerSec: tokens / (coldMs / 1000),
+      warmRuns,
+      warmMs: median.wallMs,
+      warmTokensPerSec: tokens / (median.wallMs / 1000),
+      ortShare: median.ortMs / median.wallMs,
+      ppl: Math.exp(meanNll(nll!, windows.length, seqLen)),
+      referencePpl,
+      peakRssMb: peakRssMb(),
+      device: engine.device,
+      threads: engine.pool.threads ?? (await import('node:os')).availableParallelism(),
+    };
+    emit(result);
+  } finally {
+    await engine.close();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`fixture-worker: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,165 @@
+/**
+ * A random Mixtral-layout checkpoint (bf16, sharded ≤ 1 GB with model.safetensors.index.json) for the
+ * large-model memory benchmark. Tensors are produced lazily, one at a time, by the streaming writer, so generating
+ * a multi-GB checkpoint needs about one tensor of memory. The result is cached and reused while the config and the
+ * generator version match.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { specFromConfig } from '../architectures/registry.js';
+import { expectedTensors, type ExpectedTensor } from '../architectures/shapes.js';
+import { INDEX_FILE } from '../checkpoint/checkpoint.js';
+import { float32ToBf16 } from '../checkpoint/dtypes.js';
+import { writeSafetensors, type TensorToWrite } from '../checkpoint/writer.js';
+
+const GENERATOR_VERSION = 1;
+const META_FILE = 'bench-meta.json';
+/** Largest shard, in bytes of tensor data. */
+export const SHARD_BYTES = 1e9;
+
+/** ~4.3 GB in bf16: 7 layers × (8 experts × 3 × 2048×5632 + GQA attention) + 2 × 32000×2048. */
+export const LARGE_MIXTRAL_CONFIG = {
+  architectures: ['MixtralForCausalLM'],
+  model_type: 'mixtral',
+  vocab_size: 32000,
+  hidden_size: 2048,
+  intermediate_size: 5632,
+  num_hidden_layers: 7,
+  num_attention_heads: 16,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  num_local_experts: 8,
+  num_experts_per_tok: 2,
+  rms_norm_eps: 1e-5,
+  rope_theta: 1e6,
+  max_position_embeddings: 4096,
+  hidden_act: 'silu',
+  tie_word_embeddings: false,
+  torch_dtype: 'bfloat16',
+  bos_token_id: 1,
+  eos_token_id: 2,
+  sliding_window: null,
+} as const;
+
+export function plannedTensors(config: Record<string, unknown>): ExpectedTensor[] {
+  return expectedTensors(specFromConfig(config, 'bench config'));
+}
+
+export function totalBytesBf16(config: Record<string, unknown>): number {
+  return plannedTensors(config).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 2, 0);
+}
+
+/** 65536 bf16 samples of N(0, std²) by inverse CDF, so a random 16-bit index gives a normal-ish bf16 value. */
+function normalTable(std: number): Uint16Array {
+  const f = new Float32Array(65536);
+  for (let i = 0; i < f.length; i++) f[i] = std * invNormal((i + 0.5) / f.length);
+  return float32ToBf16(f);
+}
+
+/** Acklam's rational approximation of the standard normal quantile (|error| < 1.2e-9). */
+function invNormal(p: number): number {
+  const a = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.38357751867269e2, -3.066479806614716e1, 2.506628277459239];
+  const b = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+  const c = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+  const d = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+  const lo = 0.02425;
+  if (p < lo || p > 1 - lo) {
+    const q = Math.sqrt(-2 * Math.log(p < lo ? p : 1 - p));
+    const x = (((((c[0]! * q + c[1]!) * q + c[2]!) * q + c[3]!) * q + c[4]!) * q + c[5]!) / ((((d[0]! * q + d[1]!) * q + d[2]!) * q + d[3]!) * q + 1);
+    return p < lo ? x : -x;
+  }
+  const q = p - 0.5;
+  const r = q * q;
+  return ((((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q) / (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1);
+}
+
+/** Random bf16 bytes for `numel` elements (xorshift32 seeded per tensor; two table lookups per 32-bit draw). */
+function randomBf16(numel: number, seed: number, table: Uint16Array): Uint8Array {
+  const words = Math.ceil(numel / 2);
+  const buf = new Uint32Array(words);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < words; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    buf[i] = table[x & 0xffff]! | (table[x >>> 16]! << 16);
+  }
+  return new Uint8Array(buf.buffer, 0, numel * 2);
+}
+
+function onesBf16(numel: number): Uint8Array {
+  return new Uint8Array(new Uint16Array(numel).fill(0x3f80).buffer);
+}
+
+export interface GenerateResult {
+  dir: string;
+  reused: boolean;
+  totalBytes: number;
+  shards: number;
+  seconds: number;
+}
+
+function metaFor(config: Record<string, unknown>) {
+  return { generator: GENERATOR_VERSION, shardBytes: SHARD_BYTES, config };
+}
+
+/** True when `dir` holds a complete checkpoint written by this generator for `config`. */
+export function isCached(dir: string, config: Record<string, unknown>): boolean {
+  try {
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, META_FILE), 'utf8')) as { meta: unknown; files: Record<string, number> };
+    if (JSON.stringify(meta.meta) !== JSON.stringify(metaFor(config))) return false;
+    if (!fs.existsSync(path.join(dir, INDEX_FILE)) || !fs.existsSync(path.join(dir, 'config.json'))) return false;
+    return Object.entries(meta.files).every(([f, size]) => fs.existsSync(path.join(dir, f)) && fs.statSync(path.join(dir, f)).size === size);
+  } catch {
+    return false;
+  }
+}
+
+/** Write (or reuse) the random checkpoint in `dir`. */
+export function generateCheckpoint(dir: string, config: Record<string, unknown>): GenerateResult {
+  const t0 = performance.now();
+  const tensors = plannedTensors(config);
+  const totalBytes = tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 2, 0);
+  if (isCached(dir, config)) {
+    const shards = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).length;
+    return { dir, reused: true, totalBytes, shards, seconds: (performance.now() - t0) / 1000 };
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+
+  // Group tensors into shards of at most SHARD_BYTES, in model order.
+  const groups: ExpectedTensor[][] = [[]];
+  let used = 0;
+  for (const t of tensors) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * 2;
+    if (used + bytes > SHARD_BYTES && groups[groups.length - 1]!.length > 0) {
+      groups.push([]);
+      used = 0;
+    }
+    groups[groups.length - 1]!.push(t);
+    used += bytes;
+  }
+
+  const table = normalTable(0.02);
+  const pad = (n: number) => String(n).padStart(5, '0');
+  const weightMap: Record<string, string> = {};
+  const files: Record<string, number> = {};
+  let seed = 1;
+  groups.forEach((group, i) => {
+    const file = `model-${pad(i + 1)}-of-${pad(groups.length)}.safetensors`;
+    const list: TensorToWrite[] = group.map((t) => {
+      const numel = t.shape.reduce((a, b) => a * b, 1);
+      const s = seed++;
+      weightMap[t.name] = file;
+      return { name: t.name, dtype: 'BF16', shape: t.shape, data: () => (t.kind === 'norm' ? onesBf16(numel) : randomBf16(numel, s, table)) };
+    });
+    writeSafetensors(path.join(dir, file), list, { format: 'pt' });
+    files[file] = fs.statSync(path.join(dir, file)).size;
+  });
+  fs.writeFileSync(path.join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: weightMap }, null, 2));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  // Written last: its presence marks the checkpoint as complete.
+  fs.writeFileSync(path.join(dir, META_FILE), JSON.stringify({ meta: metaFor(config), files }, null, 2));
+  return { dir, reused: false, totalBytes, shards: groups.length, seconds: (performance.now() - t0) / 1000 };
+}
