@@ -1,0 +1,146 @@
+/**
+ * Bad input through the real CLI entry point: each case must print exactly one error line, exit with code 2 and
+ * never show a stack trace.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { SafetensorsFile, writeSafetensors } from '../../src/checkpoint/safetensors.js';
+import { main } from '../../src/cli/main.js';
+
+const SHARED = path.resolve(__dirname, '../../../shared');
+const MIXTRAL = path.join(SHARED, 'fixtures/tiny-mixtral');
+const QWEN = path.join(SHARED, 'fixtures/tiny-qwen3-moe');
+const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-bad-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function copyModel(src: string, name: string): string {
+  const dir = path.join(tmp, name);
+  fs.cpSync(src, dir, { recursive: true });
+  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644);
+  return dir;
+}
+
+async function runCli(...args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
+  let stderr = '';
+  let stdout = '';
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
+  try {
+    const code = await main(['node', 'moe-quant', ...args]);
+    return { code, stderr, stdout };
+  } finally {
+    e.mockRestore();
+    o.mockRestore();
+  }
+}
+
+function expectOneLineError(r: { code: number; stderr: string }, pattern: RegExp): void {
+  if (process.env["SHOW_ERRORS"]) console.log(r.stderr.trim());
+  expect(r.code).toBe(2);
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('moe-quant: error:'));
+  expect(lines.length, r.stderr).toBe(1);
+  expect(lines[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+describe('bad input → one line, exit code 2', () => {
+  it('truncated safetensors file', async () => {
+    const dir = copyModel(MIXTRAL, 'truncated');
+    const f = path.join(dir, 'model.safetensors');
+    fs.truncateSync(f, fs.statSync(f).size - 1000);
+    expectOneLineError(await runCli('inspect', '--model', dir), /model\.safetensors/);
+  });
+
+  it('header length past end of file', async () => {
+    const dir = copyModel(MIXTRAL, 'header-len');
+    const f = path.join(dir, 'model.safetensors');
+    const fd = fs.openSync(f, 'r+');
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(10n ** 9n);
+    fs.writeSync(fd, b, 0, 8, 0);
+    fs.closeSync(fd);
+    expectOneLineError(await runCli('inspect', '--model', dir), /header/i);
+  });
+
+  it('tensor shape contradicting config.json', async () => {
+    const dir = copyModel(MIXTRAL, 'shape');
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    cfg.intermediate_size = 512;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    expectOneLineError(await runCli('inspect', '--model', dir), /w1\.weight has shape \[256,128\] but config\.json implies \[512,128\]/);
+  });
+
+  it('missing shard', async () => {
+    const dir = copyModel(QWEN, 'shard');
+    fs.rmSync(path.join(dir, 'model-00002-of-00002.safetensors'));
+    expectOneLineError(await runCli('eval', '--model', dir, '--data', WIKI), /model-00002-of-00002\.safetensors/);
+  });
+
+  it('missing tensor', async () => {
+    const dir = copyModel(MIXTRAL, 'missing-tensor');
+    const src = SafetensorsFile.open(path.join(MIXTRAL, 'model.safetensors'));
+    const keep = [...src.tensors.values()].filter((t) => t.name !== 'model.layers.2.block_sparse_moe.experts.5.w2.weight');
+    writeSafetensors(
+      path.join(dir, 'model.safetensors'),
+      keep.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, data: () => src.readBytes(t.name) })),
+    );
+    src.close();
+    expectOneLineError(await runCli('inspect', '--model', dir), /experts\.5\.w2\.weight is missing/);
+  });
+
+  it('unsupported architecture lists the supported ones', async () => {
+    const dir = copyModel(MIXTRAL, 'arch');
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    cfg.model_type = 'llama';
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    expectOneLineError(await runCli('inspect', '--model', dir), /"llama" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3\)/);
+  });
+
+  it('empty data file', async () => {
+    const f = path.join(tmp, 'empty.txt');
+    fs.writeFileSync(f, '  \n');
+    expectOneLineError(await runCli('eval', '--model', MIXTRAL, '--data', f), /empty/);
+  });
+
+  it('missing data file', async () => {
+    expectOneLineError(await runCli('eval', '--model', MIXTRAL, '--data', path.join(tmp, 'nope.txt')), /does not exist/);
+  });
+
+  it('seq-len larger than the data', async () => {
+    const f = path.join(tmp, 'short.txt');
+    fs.writeFileSync(f, 'A short text.');
+    expectOneLineError(await runCli('eval', '--model', MIXTRAL, '--data', f, '--seq-len', '256'), /fewer than one window/);
+  });
+
+  it('NaN/Inf in logits', async () => {
+    const dir = copyModel(MIXTRAL, 'nan');
+    const src = SafetensorsFile.open(path.join(MIXTRAL, 'model.safetensors'));
+    const tensors = [...src.tensors.values()].map((t) => ({
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
+      data: () => {
+        const b = src.readBytes(t.name);
+        if (t.name === 'model.norm.weight') new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2).fill(0x7fc0); // bf16 NaN
+        return b;
+      },
+    }));
+    writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+    src.close();
+    expectOneLineError(await runCli('eval', '--model', dir, '--data', WIKI, '--seq-len', '64', '--max-windows', '1', '--device', 'cpu'), /NaN\/Inf in the model's logits/);
+  });
+
+  it('bad option values', async () => {
+    expect((await runCli('eval', '--seq-len', '0')).code).toBe(2);
+    expect((await runCli('eval', '--device', 'tpu')).code).toBe(2);
+  });
+
+  it('--debug shows the stack', async () => {
+    const r = await runCli('--debug', 'inspect', '--model', path.join(tmp, 'does-not-exist'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/\n\s+at /);
+  });
+});
