@@ -32,7 +32,10 @@ function numberField(s: Record<string, unknown>, key: string, fallback?: number)
 
 /** Build the RopeSpec for `dim` rotated dimensions per head. */
 export function ropeSpec(cfg: ConfigReader, dim: number, layout: RopeLayout): RopeSpec {
-  const theta = cfg.num('rope_theta', 10000);
+  // transformers 5 writes rope_theta inside rope_parameters; older configs have it at the top level.
+  const params = cfg.object('rope_parameters');
+  const nested = typeof params?.['rope_theta'] === 'number' ? (params['rope_theta'] as number) : undefined;
+  const theta = cfg.has('rope_theta') ? cfg.num('rope_theta') : nested ?? 10000;
   const half = dim / 2;
   // PyTorch: inv_freq = 1 / base ** (arange(0, dim, 2).float() / dim), in float32.
   const base = new Float64Array(half);
