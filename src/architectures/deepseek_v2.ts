@@ -17,7 +17,7 @@ export const deepseekV2: FamilyDefinition = {
       scale: normalize ? 1 : cfg.num('routed_scaling_factor', 1),
       groups:
         method === 'group_limited_greedy'
-          ? { numGroups: cfg.int('n_group'), numGroupsUsed: cfg.int('topk_group'), groupScore: 'max' as const }
+          ? { numGroups: cfg.int('n_group'), numGroupsUsed: cfg.int('topk_group'), groupScore: 'max' as const, maskedScore: 0 }
           : null,
     };
     return decoderModel(cfg, 'deepseek_v2', mla(cfg, 'interleaved'), (i) => deepseekFfn(cfg, i, routing, false));

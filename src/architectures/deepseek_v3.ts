@@ -16,7 +16,7 @@ export const deepseekV3: FamilyDefinition = {
       numExperts: cfg.int('n_routed_experts'),
       numExpertsUsed: cfg.int('num_experts_per_tok'),
       scoring: 'sigmoid',
-      groups: { numGroups: cfg.int('n_group', 1), numGroupsUsed: cfg.int('topk_group', 1), groupScore: 'top2_sum' },
+      groups: { numGroups: cfg.int('n_group', 1), numGroupsUsed: cfg.int('topk_group', 1), groupScore: 'top2_sum', maskedScore: -Infinity },
       normalize: cfg.bool('norm_topk_prob', true),
       normalizeEps: 1e-20,
       scale: cfg.num('routed_scaling_factor', 1),

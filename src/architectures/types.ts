@@ -62,6 +62,11 @@ export interface RoutingSpec {
     numGroupsUsed: number;
     /** V2: max score in the group; V3: sum of the top-2 biased scores in the group. */
     groupScore: 'max' | 'top2_sum';
+    /**
+     * Selection score given to experts outside the kept groups: transformers 5.18 DeepSeek-V3 (and the official
+     * inference code) use −inf, DeepSeek-V2 uses 0.0 — with negative biased scores a 0.0-masked expert can win.
+     */
+    maskedScore: number;
   };
   /** Divide the selected weights by their sum. */
   normalize: boolean;

@@ -37,7 +37,29 @@ export interface DenseFfnEvent {
   ffnIn: Float32Array;
 }
 
+/**
+ * Inputs of every linear of one layer for one batch (capture mode). Keys: `attn` (q/k/v, MLA q/q_a/kv_a input),
+ * `o`, MLA `qB`/`kvB`, `ffn` (router, shared expert and dense gate/up input), `dense.down`, `shared.down`,
+ * `expert.<e>.down` (rows of expert e only), and Qwen2-MoE's per-token `shared_gate` value.
+ */
+export interface ActivationsEvent {
+  layerIndex: number;
+  batchIndex: number;
+  tokenOffset: number;
+  numTokens: number;
+  inputs: Record<string, Float32Array>;
+  /** MoE layers: the routing used and, per expert, its rows (token indices within the batch) and combine weights. */
+  routing?: Routing;
+  rows?: Int32Array[];
+  rowWeights?: Float32Array[];
+}
+
 export interface ForwardHooks {
+  /** Capture the input of every linear and report it through onActivations (slower; for calibration). */
+  capture?: boolean;
+  onActivations?(event: ActivationsEvent): void;
+  /** Called when every batch has passed a layer (layer-major runs). */
+  afterLayer?(layerIndex: number): void | Promise<void>;
   /** Extra per-expert selection bias for a MoE layer, read before each batch (null: none). */
   selectionBias?(layerIndex: number): Float32Array | null | undefined;
   onRouting?(event: MoeRoutingEvent): void;
@@ -89,16 +111,20 @@ export class ForwardEngine {
     readonly weights: WeightStore,
   ) {}
 
-  private attentionSession(layer: LayerSpec, withCache: boolean) {
+  private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean) {
     const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
-    return this.pool.get(`attn:${experts}:${withCache}`, () => buildAttentionGraph(this.spec, { routerExperts: experts, withCache }));
+    return this.pool.get(`attn:${experts}:${withCache}:${capture}`, () =>
+      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture }),
+    );
   }
 
-  private ffnSession(layer: LayerSpec) {
+  private ffnSession(layer: LayerSpec, capture: boolean) {
     const f = layer.ffn;
-    if (f.kind === 'dense') return this.pool.get(`dense:${f.intermediateSize}`, () => buildDenseGraph(this.spec, f.intermediateSize));
-    return this.pool.get(`moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.shared?.intermediateSize}:${!!f.shared?.gate}`, () =>
-      buildMoeGraph(this.spec, f),
+    if (f.kind === 'dense')
+      return this.pool.get(`dense:${f.intermediateSize}:${capture}`, () => buildDenseGraph(this.spec, f.intermediateSize, capture));
+    return this.pool.get(
+      `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}`,
+      () => buildMoeGraph(this.spec, f, capture),
     );
   }
 
@@ -178,6 +204,7 @@ export class ForwardEngine {
         });
         tick();
       }
+      await opts.hooks?.afterLayer?.(layer.index);
       this.releaseLayer(layer);
     }
 
@@ -218,8 +245,9 @@ export class ForwardEngine {
   async layerStep(layer: LayerSpec, x: Float32Array, ctx: LayerStepContext): Promise<{ presentKey?: ort.Tensor; presentValue?: ort.Tensor }> {
     const H = this.spec.hiddenSize;
     const T = x.length / H;
-    const attn = await this.attentionSession(layer, ctx.past !== undefined);
-    const ffn = await this.ffnSession(layer);
+    const capture = Boolean(ctx.hooks?.capture);
+    const attn = await this.attentionSession(layer, ctx.past !== undefined, capture);
+    const ffn = await this.ffnSession(layer, capture);
     const attnFeeds: Record<string, ort.Tensor> = {
       ...this.attentionFeeds(layer),
       cos: ctx.cos,
@@ -232,13 +260,36 @@ export class ForwardEngine {
     const a = await this.pool.run(attn, attnFeeds);
     const ffnIn = a['ffn_in']!.data as Float32Array;
     const feeds: Record<string, ort.Tensor> = { ...this.ffnWeightFeeds(layer), h: a['h']!, ffn_in: a['ffn_in']! };
+    let moe: ReturnType<ForwardEngine['moeFeeds']> | undefined;
     if (layer.ffn.kind === 'moe') {
       const logits = a['router_logits']!.data as Float32Array;
-      Object.assign(feeds, this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, logits, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks));
+      moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, logits, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
+      Object.assign(feeds, moe.feeds);
     } else {
       ctx.hooks?.onDenseFfn?.({ layerIndex: layer.index, batchIndex: ctx.batchIndex, tokenOffset: ctx.tokenOffset, ffnIn });
     }
     const out = await this.pool.run(ffn, feeds);
+    if (capture && ctx.hooks?.onActivations) {
+      const inputs: Record<string, Float32Array> = { ffn: ffnIn };
+      for (const [key, value] of [...Object.entries(a), ...Object.entries(out)]) {
+        if (key.startsWith('in.')) inputs[key.slice(3)] = value.data as Float32Array;
+        if (key === 'shared_gate') inputs[key] = value.data as Float32Array;
+      }
+      if (layer.ffn.kind === 'dense' && inputs['down']) {
+        inputs['dense.down'] = inputs['down'];
+        delete inputs['down'];
+      }
+      ctx.hooks.onActivations({
+        layerIndex: layer.index,
+        batchIndex: ctx.batchIndex,
+        tokenOffset: ctx.tokenOffset,
+        numTokens: T,
+        inputs,
+        routing: moe?.routing,
+        rows: moe?.rows,
+        rowWeights: moe?.rowWeights,
+      });
+    }
     x.set(out['out']!.data as Float32Array);
     return ctx.past ? { presentKey: a['present_key'], presentValue: a['present_value'] } : {};
   }
@@ -278,19 +329,19 @@ export class ForwardEngine {
     tokenOffset: number,
     ffnIn: Float32Array,
     hooks: ForwardHooks | undefined,
-  ): Record<string, ort.Tensor> {
+  ): { feeds: Record<string, ort.Tensor>; routing: Routing; rows: Int32Array[]; rowWeights: Float32Array[] } {
     const f = layer.ffn;
     const routing = route(f.routing, logits, {
       correctionBias: f.correctionBias ? this.weights.get(f.correctionBias) : null,
       selectionBias: hooks?.selectionBias?.(layer.index) ?? null,
     });
     hooks?.onRouting?.({ layerIndex: layer.index, batchIndex, tokenOffset, ffnIn, routerLogits: logits, routing });
-    const { rows, combinePos } = dispatch(routing);
+    const { rows, rowWeights, combinePos } = dispatch(routing);
     const feeds: Record<string, ort.Tensor> = {
       combine_pos: tensor.i64From(combinePos, [routing.numTokens, routing.k]),
       combine_w: tensor.f32(routing.weights, [routing.numTokens, routing.k]),
     };
     rows.forEach((r, e) => (feeds[`rows.${e}`] = tensor.i64From(r)));
-    return feeds;
+    return { feeds, routing, rows, rowWeights };
   }
 }

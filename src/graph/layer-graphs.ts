@@ -19,6 +19,8 @@ export interface AttentionGraphOptions {
   routerExperts: number | null;
   /** Take past_key/past_value inputs and emit present_key/present_value (incremental decoding). */
   withCache: boolean;
+  /** Also output the input of every linear (`in.attn`, `in.o`, MLA `in.qB`, `in.kvB`) for calibration. */
+  capture?: boolean;
 }
 
 /** Common inputs of attention graphs. */
@@ -76,8 +78,9 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
     io.mask,
     a.softmaxScale,
   );
-  const o = linear(g, mergeHeads(g, out, numHeads, headDim), w('o', [H, numHeads * headDim]), a.oBias ? w('oBias', [H]) : undefined);
-  return { o, kv };
+  const oIn = mergeHeads(g, out, numHeads, headDim);
+  const o = linear(g, oIn, w('o', [H, numHeads * headDim]), a.oBias ? w('oBias', [H]) : undefined);
+  return { o, kv, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
 }
 
 function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean) {
@@ -87,21 +90,29 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   const w = (role: string, dims: number[]) => g.input(`w.${role}`, F, dims);
   // HF DeepSeek's internal norms (q_a_layernorm, kv_a_layernorm) use the RMSNorm default eps 1e-6.
   const innerEps = 1e-6;
-  const q =
-    a.qLoraRank === null
-      ? linear(g, x, w('q', [nH * dq, H]))
-      : linear(g, rmsNorm(g, linear(g, x, w('qA', [a.qLoraRank, H])), w('qANorm', [a.qLoraRank]), innerEps), w('qB', [nH * dq, a.qLoraRank]));
+  const captured: Record<string, [string, number]> = {};
+  let q: string;
+  if (a.qLoraRank === null) q = linear(g, x, w('q', [nH * dq, H]));
+  else {
+    const qBIn = rmsNorm(g, linear(g, x, w('qA', [a.qLoraRank, H])), w('qANorm', [a.qLoraRank]), innerEps);
+    captured['in.qB'] = [qBIn, a.qLoraRank];
+    q = linear(g, qBIn, w('qB', [nH * dq, a.qLoraRank]));
+  }
   const [qNope, qPe] = g.opN('Split', [splitHeads(g, q, io.bs, nH, dq), g.i64([nope, rot])], 2, { axis: attr.i(-1) });
   const [c, kPe2d] = g.opN('Split', [linear(g, x, w('kvA', [r + rot, H])), g.i64([r, rot])], 2, { axis: attr.i(-1) });
-  const kv = linear(g, rmsNorm(g, c!, w('kvANorm', [r]), innerEps), w('kvB', [nH * (nope + dv), r]));
+  const kvBIn = rmsNorm(g, c!, w('kvANorm', [r]), innerEps);
+  captured['in.kvB'] = [kvBIn, r];
+  const kv = linear(g, kvBIn, w('kvB', [nH * (nope + dv), r]));
   const [kNope, v4] = g.opN('Split', [splitHeads(g, kv, io.bs, nH, nope + dv), g.i64([nope, dv])], 2, { axis: attr.i(-1) });
   const kPe = rope(g, splitHeads(g, kPe2d!, io.bs, 1, rot), io.cos, io.sin, rot, a.rope.layout);
   const qFull = g.op('Concat', [qNope!, rope(g, qPe!, io.cos, io.sin, rot, a.rope.layout)], { axis: attr.i(-1) });
   const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64([1, nH, 1, 1])])], { axis: attr.i(-1) });
   const cache = withCache ? appendCache(g, kFull, v4!, nH, dq, dv) : { k: kFull, v: v4! };
   const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale);
-  const o = linear(g, mergeHeads(g, out, nH, dv), w('o', [H, nH * dv]));
-  return { o, kv: cache };
+  const oIn = mergeHeads(g, out, nH, dv);
+  captured['in.o'] = [oIn, nH * dv];
+  const o = linear(g, oIn, w('o', [H, nH * dv]));
+  return { o, kv: cache, captured };
 }
 
 /** Concatenate new keys/values after the cached ones and expose them as present_key/present_value. */
@@ -121,7 +132,11 @@ export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions
   const a = spec.attention;
   const io = attentionInputs(g, spec, a.rope.dim);
   const x = rmsNorm(g, io.hidden, io.inputNorm, spec.rmsNormEps);
-  const { o } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache) : mlaCore(g, spec, a, x, io, opts.withCache);
+  const { o, captured } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache) : mlaCore(g, spec, a, x, io, opts.withCache);
+  if (opts.capture) {
+    g.output('in.attn', x, F, ['T', spec.hiddenSize]);
+    for (const [name, [value, width]] of Object.entries(captured)) g.output(name, value, F, ['T', width]);
+  }
   const h = g.op('Add', [io.hidden, o]);
   const ffnIn = rmsNorm(g, h, io.postNorm, spec.rmsNormEps);
   g.output('h', h, F, ['T', spec.hiddenSize]);
@@ -134,7 +149,7 @@ export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions
 }
 
 /** Dense MLP layer: out = h + MLP(ffn_in). */
-export function buildDenseGraph(spec: ModelSpec, intermediate: number): Uint8Array {
+export function buildDenseGraph(spec: ModelSpec, intermediate: number, capture = false): Uint8Array {
   const g = new GraphBuilder('dense_ffn');
   const H = spec.hiddenSize;
   const h = g.input('h', F, ['T', H]);
@@ -144,7 +159,9 @@ export function buildDenseGraph(spec: ModelSpec, intermediate: number): Uint8Arr
     up: g.input('w.up', F, [intermediate, H]),
     down: g.input('w.down', F, [H, intermediate]),
   };
-  g.output('out', g.op('Add', [h, swiglu(g, x, w).out]), F, ['T', H]);
+  const mlp = swiglu(g, x, w);
+  g.output('out', g.op('Add', [h, mlp.out]), F, ['T', H]);
+  if (capture) g.output('in.down', mlp.hidden, F, ['T', intermediate]);
   return g.build();
 }
 
@@ -152,7 +169,7 @@ export function buildDenseGraph(spec: ModelSpec, intermediate: number): Uint8Arr
  * MoE layer: each expert e gets the rows `rows.e` of ffn_in; outputs are concatenated in expert order, gathered back
  * per (token, slot) with `combine_pos` [T, k] and summed with `combine_w` [T, k]. Shared expert (optionally gated) added.
  */
-export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec): Uint8Array {
+export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false): Uint8Array {
   const g = new GraphBuilder('moe_ffn');
   const H = spec.hiddenSize;
   const E = ffn.routing.numExperts;
@@ -171,7 +188,9 @@ export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec): Uint8Array {
       up: g.input(`w.expert.${e}.up`, F, [I, H]),
       down: g.input(`w.expert.${e}.down`, F, [H, I]),
     };
-    outs.push(swiglu(g, xe, w).out);
+    const mlp = swiglu(g, xe, w);
+    outs.push(mlp.out);
+    if (capture) g.output(`in.expert.${e}.down`, mlp.hidden, F, [`n${e}`, I]);
   }
   const all = g.op('Concat', outs, { axis: attr.i(0) });
   const picked = g.op('Gather', [all, pos], { axis: attr.i(0) }); // [T, k, H]
@@ -184,8 +203,14 @@ export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec): Uint8Array {
       up: g.input('w.shared.up', F, [S, H]),
       down: g.input('w.shared.down', F, [H, S]),
     };
-    let shared = swiglu(g, x, w).out;
-    if (ffn.shared.gate) shared = g.op('Mul', [shared, g.op('Sigmoid', [linear(g, x, g.input('w.shared.gateProj', F, [1, H]))])]);
+    const mlp = swiglu(g, x, w);
+    let shared = mlp.out;
+    if (capture) g.output('in.shared.down', mlp.hidden, F, ['T', S]);
+    if (ffn.shared.gate) {
+      const gate = g.op('Sigmoid', [linear(g, x, g.input('w.shared.gateProj', F, [1, H]))]);
+      if (capture) g.output('shared_gate', gate, F, ['T', 1]);
+      shared = g.op('Mul', [shared, gate]);
+    }
     out = g.op('Add', [out, shared]);
   }
   g.output('out', out, F, ['T', H]);

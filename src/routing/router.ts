@@ -81,8 +81,8 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
     }
     allowed.fill(1);
     if (groups && groupScore && groupAllowed) {
-      // Score each group, keep the best numGroupsUsed; experts of other groups get choice 0.0 (HF masked_fill 0.0,
-      // so with negative biased scores a masked expert can still win — reproduced on purpose).
+      // Score each group, keep the best numGroupsUsed; experts of other groups get the family's masked score
+      // (V2: 0.0, so with negative biased scores a masked expert can still win — reproduced on purpose; V3: −inf).
       for (let g = 0; g < groups.numGroups; g++) {
         let first = -Infinity;
         let second = -Infinity;
@@ -102,7 +102,7 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
         gAllowed[g] = 0;
         groupAllowed[g] = 1;
       }
-      for (let e = 0; e < E; e++) if (!groupAllowed[Math.floor(e / groupSize)]) choice[e] = 0;
+      for (let e = 0; e < E; e++) if (!groupAllowed[Math.floor(e / groupSize)]) choice[e] = groups.maskedScore;
     }
     let sum = 0;
     for (let j = 0; j < k; j++) {

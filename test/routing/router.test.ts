@@ -57,22 +57,30 @@ describe('route', () => {
     numExperts: 8,
     numExpertsUsed: 2,
     scoring: 'sigmoid',
-    groups: { numGroups: 4, numGroupsUsed: 2, groupScore: 'top2_sum' },
+    groups: { numGroups: 4, numGroupsUsed: 2, groupScore: 'top2_sum', maskedScore: -Infinity },
     normalize: true,
     normalizeEps: 1e-20,
     scale: 2.5,
     hasCorrectionBias: true,
   };
 
-  it('DeepSeek-V3: masked groups get 0.0, so with negative biased scores a masked expert can win (as in HF)', () => {
-    // logits 0 → s = 0.5; choice = s + bias = [-.1,-.2,-.4,-.4, .6,-.3,-.05,-.06]
-    // group scores (top-2 sums): g0 -0.3, g1 -0.8, g2 0.3, g3 -0.11 → keep g2, g3; experts 0..3 → 0.0
-    // top-2 of [0,0,0,0,.6,-.3,-.05,-.06] = expert 4, then expert 0 (tie at 0.0, lowest index)
-    const bias = Float32Array.from([-0.6, -0.7, -0.9, -0.9, 0.1, -0.8, -0.55, -0.56]);
-    const r = route(v3, new Float32Array(8), { correctionBias: bias });
-    expect(Array.from(r.experts)).toEqual([4, 0]);
+  // logits 0 → s = 0.5; choice = s + bias = [-.1,-.2,-.4,-.4, .6,-.3,-.05,-.06]
+  // group scores (top-2 sums): g0 -0.3, g1 -0.8, g2 0.3, g3 -0.11 → keep g2, g3
+  const negBias = Float32Array.from([-0.6, -0.7, -0.9, -0.9, 0.1, -0.8, -0.55, -0.56]);
+
+  it('DeepSeek-V3 (transformers 5.18): masked groups get −inf, so only kept groups are selectable even when negative', () => {
+    // top-2 of [−inf ×4, .6, −.3, −.05, −.06] = experts 4 and 6
+    const r = route(v3, new Float32Array(8), { correctionBias: negBias });
+    expect(Array.from(r.experts)).toEqual([4, 6]);
     // weights from the unbiased sigmoid (0.5 each), renormalised, × 2.5
     expect(Array.from(r.weights)).toEqual([1.25, 1.25]);
+  });
+
+  it('0.0-masked groups (DeepSeek-V2, older V3 code): with negative biased scores a masked expert can win', () => {
+    // top-2 of [0,0,0,0,.6,-.3,-.05,-.06] = expert 4, then expert 0 (tie at 0.0, lowest index)
+    const spec = { ...v3, groups: { ...v3.groups!, maskedScore: 0 } };
+    const r = route(spec, new Float32Array(8), { correctionBias: negBias });
+    expect(Array.from(r.experts)).toEqual([4, 0]);
   });
 
   it("DeepSeek-V3: calibration bias adds to the correction bias for selection only", () => {
@@ -87,7 +95,7 @@ describe('route', () => {
   });
 
   it('DeepSeek-V2 group_limited_greedy: group score = max, × routed_scaling_factor without renormalisation', () => {
-    const spec: RoutingSpec = { ...base, numExperts: 4, groups: { numGroups: 2, numGroupsUsed: 1, groupScore: 'max' }, normalize: false, scale: 16 };
+    const spec: RoutingSpec = { ...base, numExperts: 4, groups: { numGroups: 2, numGroupsUsed: 1, groupScore: 'max', maskedScore: 0 }, normalize: false, scale: 16 };
     // softmax of [3, -5, 2, 2.5]: group 0 max = p0 wins over group 1 → only experts 0, 1 selectable
     const r = route(spec, Float32Array.from([3, -5, 2, 2.5]));
     expect(Array.from(r.experts)).toEqual([0, 1]);
