@@ -5,8 +5,10 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MoeQuantError } from '../errors.js';
 import { DEVICES } from '../graph/session.js';
+import { registerCalibrate } from './commands/calibrate.js';
 import { registerEval } from './commands/eval.js';
 import { registerInspect } from './commands/inspect.js';
+import { registerReport } from './commands/report.js';
 
 /** Parse a positive integer option. */
 export function positiveInt(name: string) {
@@ -29,6 +31,8 @@ export function buildProgram(): Command {
     .exitOverride(); // inherited by subcommands registered below: argument errors become exit code 2, not process.exit
   registerInspect(program);
   registerEval(program);
+  registerCalibrate(program);
+  registerReport(program);
   return program;
 }
 

@@ -1,0 +1,209 @@
+/**
+ * `moe-quant calibrate`: draw calibration windows, push them through the model layer by layer with the routing
+ * seam hooked, optionally steer selection with loss-free biases, and write CALIB_DIR:
+ *   tokens.safetensors             the drawn windows (int32 [samples, seq_len]) — quantize reuses exactly these
+ *   calibration.json               what was run (model, data, seed, options, versions) — enough to reproduce it
+ *   expert-input-stats.safetensors per MoE layer: tokens [E] and mean |x| per input channel [E, hidden]
+ *   balance-report.{json,md,html}  routing balance, natural vs used
+ * Everything is written to a temporary directory and renamed into place when complete.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadTokenizer } from '../checkpoint/tokenizer.js';
+import { tensorBytes, writeSafetensors } from '../checkpoint/safetensors.js';
+import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { fail } from '../errors.js';
+import { readTextData } from '../eval/data.js';
+import { averageSummaries, balanceStats, summarize } from '../routing/balance.js';
+import { LossFreeBias, type BiasUpdate } from '../routing/loss-free.js';
+import { route } from '../routing/router.js';
+import { RoutingStatsCollector } from '../routing/stats.js';
+import { writeBalanceReport } from '../report/index.js';
+import { BALANCE_REPORT_FORMAT, type BalanceReport, type LayerBalance } from '../report/types.js';
+import { drawWindows } from './samples.js';
+import { checkOutputDir, writeOutputDir } from './output-dir.js';
+import { versions } from '../version.js';
+import type { MoeFfnSpec } from '../architectures/types.js';
+
+export type RoutingBiasMode = 'none' | 'loss-free';
+
+/** Default loss-free update rate; see README "Choosing the bias rate" for the measurements behind it. */
+export const DEFAULT_BIAS_RATE = 1e-2;
+
+export interface CalibrateOptions extends EngineOptions {
+  model: string;
+  data: string[];
+  out: string;
+  samples?: number;
+  seqLen?: number;
+  seed?: number;
+  routingBias?: RoutingBiasMode;
+  biasRate?: number;
+  biasUpdate?: BiasUpdate;
+  batchTokens?: number;
+  /** Experts with fewer tokens than this are flagged as under-calibrated. */
+  minTokens?: number;
+  /** Replace an existing directory that is not a calibration directory. */
+  force?: boolean;
+  onProgress?(done: number, total: number): void;
+  onDevice?(note: string): void;
+}
+
+export interface CalibrateResult {
+  summary: BalanceReport['summary'];
+  out: string;
+  files: Record<string, string>;
+  seconds: number;
+}
+
+export const CALIBRATION_FORMAT = 'moe-quant.calibration/1';
+
+export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult> {
+  const samples = opts.samples ?? 128;
+  const seqLen = opts.seqLen ?? 512;
+  const seed = opts.seed ?? 0;
+  const mode = opts.routingBias ?? 'loss-free';
+  const biasRate = opts.biasRate ?? DEFAULT_BIAS_RATE;
+  const biasUpdate = opts.biasUpdate ?? 'sign';
+  const batchTokens = opts.batchTokens ?? 4096;
+  const minTokens = opts.minTokens ?? 16;
+  if (!['none', 'loss-free'].includes(mode)) throw fail('BAD_OPTION', `--routing-bias must be none or loss-free (got ${mode})`);
+  if (!['sign', 'linear'].includes(biasUpdate)) throw fail('BAD_OPTION', `--bias-update must be sign or linear (got ${biasUpdate})`);
+  if (!Number.isInteger(seed) || seed < 0) throw fail('BAD_OPTION', `--seed must be a non-negative integer (got ${seed})`);
+  if (opts.data.length === 0) throw fail('BAD_DATA', 'no calibration data given (--data FILE)');
+  if (!Number.isInteger(samples) || samples < 1) throw fail('BAD_OPTION', `--samples must be a positive integer (got ${samples})`);
+  if (!Number.isInteger(seqLen) || seqLen < 2) throw fail('BAD_OPTION', `--seq-len must be an integer ≥ 2 (got ${seqLen})`);
+  checkOutputDir(opts.out, { force: opts.force, model: opts.model, marker: 'calibration.json' });
+  const bias = mode === 'loss-free' ? new LossFreeBias(biasRate, biasUpdate) : null;
+
+  const engine = await createEngine(opts.model, opts);
+  try {
+    opts.onDevice?.(engine.deviceNote);
+    const text = opts.data.map(readTextData).join('\n\n');
+    const ids = loadTokenizer(opts.model).encode(text);
+    const windows = drawWindows(ids, samples, seqLen, seed);
+    const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
+    const numBatches = Math.ceil(samples / perBatch);
+    const { spec } = engine.model;
+    const stats = new RoutingStatsCollector(spec, numBatches);
+    const t0 = performance.now();
+    await engine.forward.run(windows, {
+      head: 'none',
+      batchTokens,
+      onProgress: opts.onProgress,
+      hooks: {
+        selectionBias: (layer) => {
+          const f = spec.layers[layer]!.ffn as MoeFfnSpec;
+          return bias ? bias.get(layer, f.routing.numExperts) : null;
+        },
+        onRouting: (ev) => {
+          const f = spec.layers[ev.layerIndex]!.ffn as MoeFfnSpec;
+          const natural = bias
+            ? route(f.routing, ev.routerLogits, { correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null })
+            : ev.routing;
+          stats.record(ev.layerIndex, ev.batchIndex, ev.ffnIn, ev.routing, natural);
+          if (bias) {
+            const loads = new Float64Array(f.routing.numExperts);
+            for (const e of ev.routing.experts) loads[e]!++;
+            bias.step(ev.layerIndex, loads);
+          }
+        },
+      },
+    });
+    const seconds = (performance.now() - t0) / 1000;
+
+    const layers: LayerBalance[] = [...stats.layers.values()].map((c) => {
+      const used = balanceStats(c.usedTokens, c.usedMass);
+      return {
+        layer: c.layer,
+        experts: c.numExperts,
+        top_k: c.topK,
+        natural: balanceStats(c.naturalTokens, c.naturalMass),
+        used,
+        natural_second_half: summarize(c.naturalTokensSecondHalf),
+        used_second_half: summarize(c.usedTokensSecondHalf),
+        under_calibrated: used.tokens.flatMap((t, e) => (t < minTokens ? [e] : [])),
+        bias: Array.from(bias?.get(c.layer, c.numExperts) ?? new Float32Array(c.numExperts)),
+        bias_trajectory: (bias?.trajectory.get(c.layer) ?? []).map((b) => Array.from(b)),
+      };
+    });
+    const dataPaths = opts.data.map((d) => path.resolve(d));
+    const report: BalanceReport = {
+      format: BALANCE_REPORT_FORMAT,
+      model: path.resolve(opts.model),
+      model_type: spec.family,
+      data: dataPaths,
+      samples,
+      seq_len: seqLen,
+      tokens: samples * seqLen,
+      seed,
+      routing_bias: mode,
+      bias_rate: bias ? biasRate : 0,
+      bias_update: biasUpdate,
+      batches: numBatches,
+      min_tokens_threshold: minTokens,
+      definitions:
+        'tokens = (token, slot) assignments; share = tokens / Σ tokens; MaxVio = (max − mean) / mean load; ' +
+        'σ = sample std (E − 1) of share within a layer, averaged over layers; entropy = H(share) / ln E; ' +
+        'affinity c = the weight multiplying the expert output (after renormalisation and scaling); ' +
+        '"natural" = the model’s own routing of the same hidden states, without the calibration bias; ' +
+        `second half = batches ${Math.floor(numBatches / 2)}..${numBatches - 1}.`,
+      layers,
+      summary: {
+        natural: averageSummaries(layers.map((l) => l.natural)),
+        used: averageSummaries(layers.map((l) => l.used)),
+        natural_second_half: averageSummaries(layers.map((l) => l.natural_second_half)),
+        used_second_half: averageSummaries(layers.map((l) => l.used_second_half)),
+      },
+    };
+
+    const out = await writeOutputDir(opts.out, (tmp) => {
+    const tokens = new Int32Array(samples * seqLen);
+    windows.forEach((w, i) => tokens.set(w, i * seqLen));
+    writeSafetensors(path.join(tmp, 'tokens.safetensors'), [
+      { name: 'tokens', dtype: 'I32', shape: [samples, seqLen], data: tensorBytes(tokens) },
+    ]);
+    writeSafetensors(
+      path.join(tmp, 'expert-input-stats.safetensors'),
+      [...stats.layers.values()].flatMap((c) => {
+        const meanAbs = new Float32Array(c.numExperts * c.hidden);
+        for (let e = 0; e < c.numExperts; e++)
+          for (let h = 0; h < c.hidden; h++) meanAbs[e * c.hidden + h] = c.usedTokens[e] ? c.inputAbsSum[e * c.hidden + h]! / c.usedTokens[e]! : 0;
+        return [
+          { name: `layers.${c.layer}.tokens`, dtype: 'I32' as const, shape: [c.numExperts], data: tensorBytes(Int32Array.from(c.usedTokens)) },
+          { name: `layers.${c.layer}.input_mean_abs`, dtype: 'F32' as const, shape: [c.numExperts, c.hidden], data: tensorBytes(meanAbs) },
+        ];
+      }),
+      { format: 'moe-quant.expert-input-stats/1', routing: 'used' },
+    );
+    const calibration = {
+      format: CALIBRATION_FORMAT,
+      model: path.resolve(opts.model),
+      model_type: spec.family,
+      data: dataPaths,
+      samples,
+      seq_len: seqLen,
+      seed,
+      routing_bias: mode,
+      bias_rate: bias ? biasRate : 0,
+      bias_update: biasUpdate,
+      batch_tokens: batchTokens,
+      batches: numBatches,
+      min_tokens: minTokens,
+      tokens: samples * seqLen,
+      versions: versions(),
+    };
+    fs.writeFileSync(path.join(tmp, 'calibration.json'), `${JSON.stringify(calibration, null, 2)}\n`);
+    writeBalanceReport(tmp, report);
+    });
+    const files = Object.fromEntries(
+      ['calibration.json', 'tokens.safetensors', 'expert-input-stats.safetensors', 'balance-report.json', 'balance-report.md', 'balance-report.html'].map((f) => [
+        f,
+        path.join(out, f),
+      ]),
+    );
+    return { summary: report.summary, out, files, seconds };
+  } finally {
+    await engine.close();
+  }
+}
