@@ -22,6 +22,7 @@ import { writeBalanceReport } from '../report/index.js';
 import { BALANCE_REPORT_FORMAT, type BalanceReport, type LayerBalance } from '../report/types.js';
 import { drawWindows } from './samples.js';
 import { checkOutputDir, writeOutputDir } from './output-dir.js';
+import { hessianBytes, LayerHessians } from './hessian-collector.js';
 import { versions } from '../version.js';
 import type { MoeFfnSpec } from '../architectures/types.js';
 
@@ -45,6 +46,10 @@ export interface CalibrateOptions extends EngineOptions {
   minTokens?: number;
   /** Replace an existing directory that is not a calibration directory. */
   force?: boolean;
+  /** Also write every linear's Hessians (plain and affinity-weighted) to CALIB_DIR/hessians/ (large). */
+  saveHessians?: boolean;
+  /** One-line notes for the user (e.g. the size of the Hessians about to be written). */
+  onNote?(note: string): void;
   onProgress?(done: number, total: number): void;
   onDevice?(note: string): void;
 }
@@ -79,122 +84,142 @@ export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult
   const engine = await createEngine(opts.model, opts);
   try {
     opts.onDevice?.(engine.deviceNote);
-    const text = opts.data.map(readTextData).join('\n\n');
-    const ids = loadTokenizer(opts.model).encode(text);
-    const windows = drawWindows(ids, samples, seqLen, seed);
-    const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
-    const numBatches = Math.ceil(samples / perBatch);
-    const { spec } = engine.model;
-    const stats = new RoutingStatsCollector(spec, numBatches);
-    const t0 = performance.now();
-    await engine.forward.run(windows, {
-      head: 'none',
-      batchTokens,
-      onProgress: opts.onProgress,
-      hooks: {
-        selectionBias: (layer) => {
-          const f = spec.layers[layer]!.ffn as MoeFfnSpec;
-          return bias ? bias.get(layer, f.routing.numExperts) : null;
+    let report!: BalanceReport;
+    let seconds = 0;
+    const out = await writeOutputDir(opts.out, async (tmp) => {
+      const text = opts.data.map(readTextData).join('\n\n');
+      const ids = loadTokenizer(opts.model).encode(text);
+      const windows = drawWindows(ids, samples, seqLen, seed);
+      const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
+      const numBatches = Math.ceil(samples / perBatch);
+      const { spec } = engine.model;
+      const stats = new RoutingStatsCollector(spec, numBatches);
+      let hessians: LayerHessians | null = null;
+      if (opts.saveHessians) {
+        opts.onNote?.(`writing Hessians: ${(hessianBytes(spec) / 1e9).toFixed(2)} GB to ${path.join(opts.out, 'hessians')}/`);
+        fs.mkdirSync(path.join(tmp, 'hessians'));
+      }
+      const t0 = performance.now();
+      await engine.forward.run(windows, {
+        head: 'none',
+        batchTokens,
+        onProgress: opts.onProgress,
+        hooks: {
+          capture: Boolean(opts.saveHessians),
+          onActivations: async (ev) => {
+            if (!hessians || hessians.layer.index !== ev.layerIndex) hessians = new LayerHessians(engine.pool, spec, spec.layers[ev.layerIndex]!);
+            await hessians.add(ev);
+          },
+          afterLayer: (layer) => {
+            if (!hessians) return;
+            writeSafetensors(path.join(tmp, 'hessians', `layer-${String(layer).padStart(3, '0')}.safetensors`), hessians.tensors(), {
+              format: 'moe-quant.hessians/1',
+              layout: 'see src/calibration/hessian-collector.ts: <module>.xtx = Σ x xᵀ, .xtcx = Σ c x xᵀ, .tokens, .weight_sum',
+            });
+            hessians = null;
+          },
+          selectionBias: (layer) => {
+            const f = spec.layers[layer]!.ffn as MoeFfnSpec;
+            return bias ? bias.get(layer, f.routing.numExperts) : null;
+          },
+          onRouting: (ev) => {
+            const f = spec.layers[ev.layerIndex]!.ffn as MoeFfnSpec;
+            const natural = bias
+              ? route(f.routing, ev.routerLogits, { correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null })
+              : ev.routing;
+            stats.record(ev.layerIndex, ev.batchIndex, ev.ffnIn, ev.routing, natural);
+            if (bias) {
+              const loads = new Float64Array(f.routing.numExperts);
+              for (const e of ev.routing.experts) loads[e]!++;
+              bias.step(ev.layerIndex, loads);
+            }
+          },
         },
-        onRouting: (ev) => {
-          const f = spec.layers[ev.layerIndex]!.ffn as MoeFfnSpec;
-          const natural = bias
-            ? route(f.routing, ev.routerLogits, { correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null })
-            : ev.routing;
-          stats.record(ev.layerIndex, ev.batchIndex, ev.ffnIn, ev.routing, natural);
-          if (bias) {
-            const loads = new Float64Array(f.routing.numExperts);
-            for (const e of ev.routing.experts) loads[e]!++;
-            bias.step(ev.layerIndex, loads);
-          }
-        },
-      },
-    });
-    const seconds = (performance.now() - t0) / 1000;
+      });
+      seconds = (performance.now() - t0) / 1000;
 
-    const layers: LayerBalance[] = [...stats.layers.values()].map((c) => {
-      const used = balanceStats(c.usedTokens, c.usedMass);
-      return {
-        layer: c.layer,
-        experts: c.numExperts,
-        top_k: c.topK,
-        natural: balanceStats(c.naturalTokens, c.naturalMass),
-        used,
-        natural_second_half: summarize(c.naturalTokensSecondHalf),
-        used_second_half: summarize(c.usedTokensSecondHalf),
-        under_calibrated: used.tokens.flatMap((t, e) => (t < minTokens ? [e] : [])),
-        bias: Array.from(bias?.get(c.layer, c.numExperts) ?? new Float32Array(c.numExperts)),
-        bias_trajectory: (bias?.trajectory.get(c.layer) ?? []).map((b) => Array.from(b)),
+      const layers: LayerBalance[] = [...stats.layers.values()].map((c) => {
+        const used = balanceStats(c.usedTokens, c.usedMass);
+        return {
+          layer: c.layer,
+          experts: c.numExperts,
+          top_k: c.topK,
+          natural: balanceStats(c.naturalTokens, c.naturalMass),
+          used,
+          natural_second_half: summarize(c.naturalTokensSecondHalf),
+          used_second_half: summarize(c.usedTokensSecondHalf),
+          under_calibrated: used.tokens.flatMap((t, e) => (t < minTokens ? [e] : [])),
+          bias: Array.from(bias?.get(c.layer, c.numExperts) ?? new Float32Array(c.numExperts)),
+          bias_trajectory: (bias?.trajectory.get(c.layer) ?? []).map((b) => Array.from(b)),
+        };
+      });
+      const dataPaths = opts.data.map((d) => path.resolve(d));
+      report = {
+        format: BALANCE_REPORT_FORMAT,
+        model: path.resolve(opts.model),
+        model_type: spec.family,
+        data: dataPaths,
+        samples,
+        seq_len: seqLen,
+        tokens: samples * seqLen,
+        seed,
+        routing_bias: mode,
+        bias_rate: bias ? biasRate : 0,
+        bias_update: biasUpdate,
+        batches: numBatches,
+        min_tokens_threshold: minTokens,
+        definitions:
+          'tokens = (token, slot) assignments; share = tokens / Σ tokens; MaxVio = (max − mean) / mean load; ' +
+          'σ = sample std (E − 1) of share within a layer, averaged over layers; entropy = H(share) / ln E; ' +
+          'affinity c = the weight multiplying the expert output (after renormalisation and scaling); ' +
+          '"natural" = the model’s own routing of the same hidden states, without the calibration bias; ' +
+          `second half = batches ${Math.floor(numBatches / 2)}..${numBatches - 1}.`,
+        layers,
+        summary: {
+          natural: averageSummaries(layers.map((l) => l.natural)),
+          used: averageSummaries(layers.map((l) => l.used)),
+          natural_second_half: averageSummaries(layers.map((l) => l.natural_second_half)),
+          used_second_half: averageSummaries(layers.map((l) => l.used_second_half)),
+        },
       };
-    });
-    const dataPaths = opts.data.map((d) => path.resolve(d));
-    const report: BalanceReport = {
-      format: BALANCE_REPORT_FORMAT,
-      model: path.resolve(opts.model),
-      model_type: spec.family,
-      data: dataPaths,
-      samples,
-      seq_len: seqLen,
-      tokens: samples * seqLen,
-      seed,
-      routing_bias: mode,
-      bias_rate: bias ? biasRate : 0,
-      bias_update: biasUpdate,
-      batches: numBatches,
-      min_tokens_threshold: minTokens,
-      definitions:
-        'tokens = (token, slot) assignments; share = tokens / Σ tokens; MaxVio = (max − mean) / mean load; ' +
-        'σ = sample std (E − 1) of share within a layer, averaged over layers; entropy = H(share) / ln E; ' +
-        'affinity c = the weight multiplying the expert output (after renormalisation and scaling); ' +
-        '"natural" = the model’s own routing of the same hidden states, without the calibration bias; ' +
-        `second half = batches ${Math.floor(numBatches / 2)}..${numBatches - 1}.`,
-      layers,
-      summary: {
-        natural: averageSummaries(layers.map((l) => l.natural)),
-        used: averageSummaries(layers.map((l) => l.used)),
-        natural_second_half: averageSummaries(layers.map((l) => l.natural_second_half)),
-        used_second_half: averageSummaries(layers.map((l) => l.used_second_half)),
-      },
-    };
 
-    const out = await writeOutputDir(opts.out, (tmp) => {
-    const tokens = new Int32Array(samples * seqLen);
-    windows.forEach((w, i) => tokens.set(w, i * seqLen));
-    writeSafetensors(path.join(tmp, 'tokens.safetensors'), [
-      { name: 'tokens', dtype: 'I32', shape: [samples, seqLen], data: tensorBytes(tokens) },
-    ]);
-    writeSafetensors(
-      path.join(tmp, 'expert-input-stats.safetensors'),
-      [...stats.layers.values()].flatMap((c) => {
-        const meanAbs = new Float32Array(c.numExperts * c.hidden);
-        for (let e = 0; e < c.numExperts; e++)
-          for (let h = 0; h < c.hidden; h++) meanAbs[e * c.hidden + h] = c.usedTokens[e] ? c.inputAbsSum[e * c.hidden + h]! / c.usedTokens[e]! : 0;
-        return [
-          { name: `layers.${c.layer}.tokens`, dtype: 'I32' as const, shape: [c.numExperts], data: tensorBytes(Int32Array.from(c.usedTokens)) },
-          { name: `layers.${c.layer}.input_mean_abs`, dtype: 'F32' as const, shape: [c.numExperts, c.hidden], data: tensorBytes(meanAbs) },
-        ];
-      }),
-      { format: 'moe-quant.expert-input-stats/1', routing: 'used' },
-    );
-    const calibration = {
-      format: CALIBRATION_FORMAT,
-      model: path.resolve(opts.model),
-      model_type: spec.family,
-      data: dataPaths,
-      samples,
-      seq_len: seqLen,
-      seed,
-      routing_bias: mode,
-      bias_rate: bias ? biasRate : 0,
-      bias_update: biasUpdate,
-      batch_tokens: batchTokens,
-      batches: numBatches,
-      min_tokens: minTokens,
-      tokens: samples * seqLen,
-      versions: versions(),
-    };
-    fs.writeFileSync(path.join(tmp, 'calibration.json'), `${JSON.stringify(calibration, null, 2)}\n`);
-    writeBalanceReport(tmp, report);
+      const tokens = new Int32Array(samples * seqLen);
+      windows.forEach((w, i) => tokens.set(w, i * seqLen));
+      writeSafetensors(path.join(tmp, 'tokens.safetensors'), [
+        { name: 'tokens', dtype: 'I32', shape: [samples, seqLen], data: tensorBytes(tokens) },
+      ]);
+      writeSafetensors(
+        path.join(tmp, 'expert-input-stats.safetensors'),
+        [...stats.layers.values()].flatMap((c) => {
+          const meanAbs = new Float32Array(c.numExperts * c.hidden);
+          for (let e = 0; e < c.numExperts; e++)
+            for (let h = 0; h < c.hidden; h++) meanAbs[e * c.hidden + h] = c.usedTokens[e] ? c.inputAbsSum[e * c.hidden + h]! / c.usedTokens[e]! : 0;
+          return [
+            { name: `layers.${c.layer}.tokens`, dtype: 'I32' as const, shape: [c.numExperts], data: tensorBytes(Int32Array.from(c.usedTokens)) },
+            { name: `layers.${c.layer}.input_mean_abs`, dtype: 'F32' as const, shape: [c.numExperts, c.hidden], data: tensorBytes(meanAbs) },
+          ];
+        }),
+        { format: 'moe-quant.expert-input-stats/1', routing: 'used' },
+      );
+      const calibration = {
+        format: CALIBRATION_FORMAT,
+        model: path.resolve(opts.model),
+        model_type: spec.family,
+        data: dataPaths,
+        samples,
+        seq_len: seqLen,
+        seed,
+        routing_bias: mode,
+        bias_rate: bias ? biasRate : 0,
+        bias_update: biasUpdate,
+        batch_tokens: batchTokens,
+        batches: numBatches,
+        min_tokens: minTokens,
+        tokens: samples * seqLen,
+        versions: versions(),
+      };
+      fs.writeFileSync(path.join(tmp, 'calibration.json'), `${JSON.stringify(calibration, null, 2)}\n`);
+      writeBalanceReport(tmp, report);
     });
     const files = Object.fromEntries(
       ['calibration.json', 'tokens.safetensors', 'expert-input-stats.safetensors', 'balance-report.json', 'balance-report.md', 'balance-report.html'].map((f) => [
@@ -202,6 +227,7 @@ export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult
         path.join(out, f),
       ]),
     );
+    if (opts.saveHessians) files['hessians'] = path.join(out, 'hessians');
     return { summary: report.summary, out, files, seconds };
   } finally {
     await engine.close();

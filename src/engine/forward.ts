@@ -57,7 +57,7 @@ export interface ActivationsEvent {
 export interface ForwardHooks {
   /** Capture the input of every linear and report it through onActivations (slower; for calibration). */
   capture?: boolean;
-  onActivations?(event: ActivationsEvent): void;
+  onActivations?(event: ActivationsEvent): void | Promise<void>;
   /** Called when every batch has passed a layer (layer-major runs). */
   afterLayer?(layerIndex: number): void | Promise<void>;
   /** Extra per-expert selection bias for a MoE layer, read before each batch (null: none). */
@@ -279,7 +279,7 @@ export class ForwardEngine {
         inputs['dense.down'] = inputs['down'];
         delete inputs['down'];
       }
-      ctx.hooks.onActivations({
+      await ctx.hooks.onActivations({
         layerIndex: layer.index,
         batchIndex: ctx.batchIndex,
         tokenOffset: ctx.tokenOffset,

@@ -99,3 +99,25 @@ describe('calibrate', () => {
     expect(fs.readFileSync(path.join(occupied, 'notes.txt'), 'utf8')).toBe('mine');
   });
 });
+
+describe('calibrate --save-hessians', () => {
+  it('writes one file per layer whose token counts agree with the routing', async () => {
+    const { SafetensorsFile } = await import('../../src/checkpoint/safetensors.js');
+    const model = path.join(SHARED, 'fixtures/tiny-deepseek-v3');
+    const r = await calibrate({ model, data: [C4], out: path.join(tmp, 'hess'), saveHessians: true, samples: 4, seqLen: 64, batchTokens: 128, device: 'cpu' });
+    const files = fs.readdirSync(r.files['hessians']!).sort();
+    expect(files).toEqual(['layer-000.safetensors', 'layer-001.safetensors', 'layer-002.safetensors', 'layer-003.safetensors']);
+    const report = JSON.parse(fs.readFileSync(r.files['balance-report.json']!, 'utf8'));
+    const f = SafetensorsFile.open(path.join(r.files['hessians']!, 'layer-002.safetensors'));
+    const tokens = (name: string) => Number(new BigInt64Array(f.readBytes(name).slice().buffer)[0]);
+    expect(tokens('layers.2.ffn_input.tokens')).toBe(256);
+    const used = report.layers.find((l: { layer: number }) => l.layer === 2).used.tokens as number[];
+    used.forEach((n, e) => expect(tokens(`layers.2.experts.${e}.gate_up_input.tokens`)).toBe(n));
+    expect(f.tensors.get('layers.2.experts.0.down_input.xtcx')!.shape).toEqual([128, 128]);
+    expect(f.tensors.has('layers.2.kv_b_proj_input.xtx')).toBe(true);
+    f.close();
+    const dense = SafetensorsFile.open(path.join(r.files['hessians']!, 'layer-000.safetensors'));
+    expect(dense.tensors.has('layers.0.mlp.down_proj_input.xtx')).toBe(true);
+    dense.close();
+  });
+});

@@ -20,6 +20,7 @@ interface CalibrateCliOptions {
   minTokens: number;
   device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
   force?: boolean;
+  saveHessians?: boolean;
   json?: boolean;
 }
 
@@ -63,6 +64,7 @@ export function registerCalibrate(program: Command): void {
     .option('--batch-tokens <n>', 'tokens per batch (the bias updates after each batch)', positiveInt('--batch-tokens'), 4096)
     .option('--min-tokens <n>', 'flag experts with fewer tokens than this as under-calibrated', nonNegativeInt('--min-tokens'), 16)
     .addOption(deviceOption())
+    .option('--save-hessians', 'also write every linear\'s Hessians Σxxᵀ and Σc·xxᵀ (float32, one file per layer; prints the size first — tens of GB for real models)')
     .option('--force', 'replace an existing --out directory even if it is not a calibration directory')
     .option('--json', 'print the summary and output paths as one JSON object')
     .addHelpText(
@@ -76,6 +78,7 @@ export function registerCalibrate(program: Command): void {
         data: opts.data.length ? opts.data : [DEFAULT_CALIB_DATA],
         onProgress: bar.callback,
         onDevice: (note) => process.stderr.write(`${note}\n`),
+        onNote: (note) => process.stderr.write(`${note}\n`),
       });
       if (opts.json) {
         process.stdout.write(`${JSON.stringify({ summary: r.summary, out: r.out, files: r.files, seconds: r.seconds })}\n`);
