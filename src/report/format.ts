@@ -79,3 +79,19 @@ export function underCalibrated(
   }
   return out;
 }
+
+/**
+ * The report's definitions text as a list of items: one per line, or, for a single-line text, one per
+ * "; "-separated clause. Leading list markers are dropped.
+ */
+export function definitionItems(text: string): string[] {
+  const lines = text
+    .split(/\r?\n/)
+    .map((l) => l.trim().replace(/^[-*•]\s+/, ''))
+    .filter((l) => l !== '');
+  if (lines.length !== 1) return lines;
+  return lines[0]!
+    .split(/;\s+/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
+}

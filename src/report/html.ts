@@ -6,7 +6,7 @@
  * Sized for 4–64 layers and 8–256 experts within a 1200 px wide page: heatmap cells, bar widths and label spacing
  * scale with the counts. Deterministic: the same report gives the same string.
  */
-import { finite, idRanges, int, num, pct, ratio, underCalibrated } from './format.js';
+import { definitionItems, finite, idRanges, int, num, pct, ratio, underCalibrated } from './format.js';
 import type { BalanceReport, BalanceStats, BalanceSummary, LayerBalance } from './types.js';
 
 /** Usable width inside the page's 1200 px column (padding excluded). */
@@ -84,7 +84,7 @@ function groupedBarChart(id: string, title: string, layers: number[], series: Se
   const mr = 12;
   const mt = 34;
   const mb = 42;
-  const plotW = clamp(n * 26 * series.length + 24, 320, CONTENT_W - ml - mr);
+  const plotW = clamp(n * 26 * series.length + 24, 440, CONTENT_W - ml - mr);
   const plotH = 190;
   const W = ml + plotW + mr;
   const H = mt + plotH + mb;
@@ -197,7 +197,7 @@ function fraction(k: number): string {
 
 function colourLegend(K: number): string {
   const w = 420;
-  const x0 = 10;
+  const x0 = 24;
   const W = x0 + w + 120;
   const H = 46;
   const steps = 64;
@@ -374,7 +374,7 @@ dl.meta dd{margin:0;overflow-wrap:anywhere}
 .good{color:#1a7f37}.bad{color:#b42318}
 .table-wrap{overflow-x:auto}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:13px}
-th,td{padding:3px 10px;border-bottom:1px solid #eceff2;text-align:right;white-space:nowrap}
+th,td{padding:3px 8px;border-bottom:1px solid #eceff2;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 thead th{border-bottom:2px solid #d0d7de;font-weight:600;vertical-align:bottom}
 td.ids{text-align:left;white-space:normal;max-width:320px}
@@ -387,10 +387,11 @@ svg .axis-title{fill:#57606a}
 .grid line{stroke:#eceff2;stroke-width:1}
 .legend text{font-size:12px}
 .lines polyline{fill:none;stroke-width:1;stroke-opacity:.75}
+.chart-row{display:flex;flex-wrap:wrap;gap:0 40px}
 .bias-grid{display:flex;flex-wrap:wrap;gap:8px 12px}
 .bias-grid svg{border:1px solid #eceff2;border-radius:4px;margin:0}
 ul.under{columns:4 210px;column-gap:24px;padding-left:20px;margin:6px 0}
-pre.defs{white-space:pre-wrap;background:#f6f8fa;padding:10px 14px;border-radius:6px;font:12.5px/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;margin:0}
+ul.defs{background:#f6f8fa;padding:10px 14px 10px 32px;border-radius:6px;margin:0;font-size:13px}
 details summary{cursor:pointer;font-weight:600;margin:6px 0}
 `;
 
@@ -473,6 +474,7 @@ export function renderBalanceHtml(report: BalanceReport): string {
   body.push('<section id="per-layer"><h2>Per-layer balance: natural vs used routing</h2>');
   if (layers.length === 0) body.push('<p class="note">The report has no MoE layers.</p>');
   else {
+    body.push('<div class="chart-row">');
     body.push(
       groupedBarChart('chart-maxvio', 'MaxVio per layer', layerIds, [
         { name: 'natural', colour: NATURAL_COLOUR, values: layers.map((l) => finite(l.natural.maxvio)) },
@@ -485,6 +487,7 @@ export function renderBalanceHtml(report: BalanceReport): string {
         { name: 'used', colour: USED_COLOUR, values: layers.map((l) => finite(l.used.sigma)) },
       ]),
     );
+    body.push('</div>');
   }
   body.push('</section>');
 
@@ -551,7 +554,11 @@ export function renderBalanceHtml(report: BalanceReport): string {
   body.push('</tbody></table></div></section>');
 
   // definitions
-  body.push(`<section id="definitions"><h2>Definitions</h2><pre class="defs">${esc(r.definitions)}</pre></section>`);
+  body.push(
+    `<section id="definitions"><h2>Definitions</h2><ul class="defs">${definitionItems(r.definitions)
+      .map((d) => `<li>${esc(d)}</li>`)
+      .join('')}</ul></section>`,
+  );
 
   return [
     '<!DOCTYPE html>',

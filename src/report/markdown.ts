@@ -1,7 +1,7 @@
 /**
  * balance-report.md: the balance report as Markdown, readable both rendered and as plain text in a terminal.
  */
-import { idRanges, int, num, ratio, underCalibrated } from './format.js';
+import { definitionItems, idRanges, int, num, ratio, underCalibrated } from './format.js';
 import type { BalanceReport, BalanceSummary } from './types.js';
 
 /** Inline code span that survives backticks in the text (CommonMark: fence longer than any run inside). */
@@ -48,10 +48,7 @@ export function renderBalanceMarkdown(report: BalanceReport): string {
   );
 
   out.push('## Definitions', '');
-  for (const line of r.definitions.split(/\r?\n/)) {
-    const t = line.trim().replace(/^[-*]\s+/, '');
-    if (t) out.push(`- ${text(t)}`);
-  }
+  for (const item of definitionItems(r.definitions)) out.push(`- ${text(item)}`);
   out.push('');
 
   const s = r.summary;
