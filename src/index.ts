@@ -15,3 +15,4 @@ export { openModel } from './engine/model.js';
 export { evaluatePerplexity, type EvalOptions, type EvalResult } from './eval/perplexity.js';
 export { route, dispatch, expertLoads, type Routing } from './routing/router.js';
 export type { Device } from './graph/session.js';
+export { calibrate, DEFAULT_BIAS_RATE, type CalibrateOptions, type CalibrateResult } from './calibration/calibrate.js';

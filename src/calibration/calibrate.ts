@@ -12,6 +12,7 @@ import path from 'node:path';
 import { loadTokenizer } from '../checkpoint/tokenizer.js';
 import { tensorBytes, writeSafetensors } from '../checkpoint/safetensors.js';
 import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { modelFingerprint } from '../engine/model.js';
 import { fail } from '../errors.js';
 import { readTextData } from '../eval/data.js';
 import { averageSummaries, balanceStats, summarize } from '../routing/balance.js';
@@ -205,6 +206,7 @@ export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult
         format: CALIBRATION_FORMAT,
         model: path.resolve(opts.model),
         model_type: spec.family,
+        model_fingerprint: modelFingerprint(engine.model),
         data: dataPaths,
         samples,
         seq_len: seqLen,

@@ -8,6 +8,7 @@ import { DEVICES } from '../graph/session.js';
 import { registerCalibrate } from './commands/calibrate.js';
 import { registerEval } from './commands/eval.js';
 import { registerInspect } from './commands/inspect.js';
+import { registerQuantize } from './commands/quantize.js';
 import { registerReport } from './commands/report.js';
 
 /** Parse a positive integer option. */
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerEval(program);
   registerCalibrate(program);
+  registerQuantize(program);
   registerReport(program);
   return program;
 }

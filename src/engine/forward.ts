@@ -177,18 +177,8 @@ export class ForwardEngine {
     let done = 0;
     const tick = () => opts.onProgress?.(++done, total);
 
-    // Embedding lookup, row by row (never the whole table unless it is resident anyway).
-    const hidden = new Float32Array(N * S * H);
-    for (let n = 0; n < N; n++)
-      for (let s = 0; s < S; s++) hidden.set(this.weights.rows(spec.embedTokens, sequences[n]![s]!, 1), (n * S + s) * H);
-
-    const { cos, sin } = ropeTables(spec.attention.rope, 0, S);
-    const ropeDim = spec.attention.rope.dim;
-    const common = {
-      cos: tensor.f32(cos, [S, ropeDim]),
-      sin: tensor.f32(sin, [S, ropeDim]),
-      mask: tensor.f32(causalMask(S), [S, S]),
-    };
+    const hidden = this.embed(sequences);
+    const common = this.sequenceContext(S);
 
     for (const layer of spec.layers) {
       for (let b = 0; b < batches.length; b++) {
@@ -292,6 +282,23 @@ export class ForwardEngine {
     }
     x.set(out['out']!.data as Float32Array);
     return ctx.past ? { presentKey: a['present_key'], presentValue: a['present_value'] } : {};
+  }
+
+  /** Embedding rows of every token of every sequence [N·S × hidden] (row reads; never the whole table unless resident). */
+  embed(sequences: Int32Array[]): Float32Array {
+    const { spec } = this;
+    const H = spec.hiddenSize;
+    const S = sequences[0]!.length;
+    const hidden = new Float32Array(sequences.length * S * H);
+    sequences.forEach((seq, n) => seq.forEach((id, s) => hidden.set(this.weights.rows(spec.embedTokens, id, 1), (n * S + s) * H)));
+    return hidden;
+  }
+
+  /** RoPE tables and causal mask for full sequences of length S starting at position 0. */
+  sequenceContext(S: number): { cos: ort.Tensor; sin: ort.Tensor; mask: ort.Tensor } {
+    const { cos, sin } = ropeTables(this.spec.attention.rope, 0, S);
+    const d = this.spec.attention.rope.dim;
+    return { cos: tensor.f32(cos, [S, d]), sin: tensor.f32(sin, [S, d]), mask: tensor.f32(causalMask(S), [S, S]) };
   }
 
   /** Let go of a layer's weights (no-op when the model is resident). */

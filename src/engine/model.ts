@@ -2,6 +2,7 @@
  * Opening a model directory: config.json → ModelSpec, safetensors → Checkpoint, and a check that every tensor the
  * spec needs exists with the shape config.json implies (so a bad checkpoint fails in seconds, not mid-run).
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { specFromConfig } from '../architectures/registry.js';
@@ -10,12 +11,53 @@ import type { ModelSpec } from '../architectures/types.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { fail } from '../errors.js';
 
+/** GPTQ quantization of a checkpoint (config.json `quantization_config`). */
+export interface GptqConfig {
+  bits: number;
+  groupSize: number;
+  sym: boolean;
+  format: 'gptq' | 'gptq_v2';
+  descAct: boolean;
+}
+
 export interface LoadedModel {
   dir: string;
   config: Record<string, unknown>;
   spec: ModelSpec;
   checkpoint: Checkpoint;
   expected: ExpectedTensor[];
+  /** Set for GPTQ checkpoints. */
+  gptq: GptqConfig | null;
+  /** Linear weights stored packed: `<prefix>.weight` → its [N, K]. */
+  packed: Map<string, { prefix: string; N: number; K: number }>;
+}
+
+function gptqConfig(config: Record<string, unknown>, file: string): GptqConfig | null {
+  const q = config['quantization_config'] as Record<string, unknown> | undefined;
+  if (!q || typeof q !== 'object') return null;
+  if (q['quant_method'] !== 'gptq') throw fail('UNSUPPORTED', `${file}: quantization_config.quant_method "${String(q['quant_method'])}" is not supported (gptq is)`);
+  const bits = Number(q['bits']);
+  if (bits !== 4 && bits !== 8) throw fail('UNSUPPORTED', `${file}: GPTQ with ${bits} bits is not supported (4 or 8)`);
+  const format = (q['checkpoint_format'] ?? 'gptq') as string;
+  if (format !== 'gptq' && format !== 'gptq_v2') throw fail('UNSUPPORTED', `${file}: GPTQ checkpoint_format "${format}" is not supported (gptq, gptq_v2)`);
+  return { bits, groupSize: Number(q['group_size'] ?? -1), sym: Boolean(q['sym']), format, descAct: Boolean(q['desc_act']) };
+}
+
+/** Check a packed linear's tensors against the [N, K] config.json implies. */
+function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: number, q: GptqConfig): void {
+  const pack = 32 / q.bits;
+  const G = q.groupSize > 0 ? Math.ceil(K / q.groupSize) : 1;
+  const want: Record<string, number[]> = { qweight: [K / pack, N], qzeros: [G, N / pack], scales: [G, N], g_idx: [K] };
+  for (const [suffix, shape] of Object.entries(want)) {
+    const name = `${prefix}.${suffix}`;
+    if (!checkpoint.has(name)) {
+      if (suffix === 'g_idx') continue; // optional in some exporters: k // group_size is implied
+      throw fail('BAD_CHECKPOINT', `tensor ${name} is missing from the GPTQ checkpoint`);
+    }
+    const info = checkpoint.info(name);
+    if (info.shape.join(',') !== shape.join(','))
+      throw fail('BAD_CHECKPOINT', `tensor ${name} has shape [${info.shape}] but config.json implies [${shape}]`);
+  }
 }
 
 /** Read and parse `dir/config.json`. */
@@ -39,8 +81,16 @@ export function openModel(dir: string): LoadedModel {
   const spec = specFromConfig(config, path.join(dir, 'config.json'));
   const checkpoint = Checkpoint.open(dir);
   try {
+    const gptq = gptqConfig(config, path.join(dir, 'config.json'));
+    const packed = new Map<string, { prefix: string; N: number; K: number }>();
     const expected = expectedTensors(spec);
     for (const t of expected) {
+      const prefix = t.name.replace(/\.weight$/, '');
+      if (gptq && !checkpoint.has(t.name) && t.shape.length === 2 && checkpoint.has(`${prefix}.qweight`)) {
+        checkPacked(checkpoint, prefix, t.shape[0]!, t.shape[1]!, gptq);
+        packed.set(t.name, { prefix, N: t.shape[0]!, K: t.shape[1]! });
+        continue;
+      }
       if (!checkpoint.has(t.name)) throw fail('BAD_CHECKPOINT', `tensor ${t.name} is missing from the checkpoint in ${dir}`);
       const info = checkpoint.info(t.name);
       if (info.shape.length !== t.shape.length || info.shape.some((d, i) => d !== t.shape[i]))
@@ -51,9 +101,24 @@ export function openModel(dir: string): LoadedModel {
       if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype))
         throw fail('UNSUPPORTED', `tensor ${t.name} has dtype ${info.dtype}; float checkpoints (F32/F16/BF16) are supported`);
     }
-    return { dir, config, spec, checkpoint, expected };
+    return { dir, config, spec, checkpoint, expected, gptq, packed };
   } catch (e) {
     checkpoint.close();
     throw e;
   }
+}
+
+/**
+ * A short fingerprint of a model: config.json's content plus every tensor's name, dtype and shape. Calibration
+ * directories record it so quantize can refuse a calibration made for another model.
+ */
+export function modelFingerprint(model: LoadedModel): string {
+  const h = createHash('sha256');
+  h.update(fs.readFileSync(path.join(model.dir, 'config.json')));
+  for (const t of model.expected) {
+    if (model.packed.has(t.name)) continue;
+    const info = model.checkpoint.info(t.name);
+    h.update(`${t.name}:${info.dtype}:${info.shape.join('x')};`);
+  }
+  return h.digest('hex').slice(0, 16);
 }

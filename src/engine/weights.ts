@@ -6,6 +6,8 @@
  */
 import type { ExpectedTensor } from '../architectures/shapes.js';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { unpackGptq } from '../quantization/pack.js';
+import type { GptqConfig } from './model.js';
 
 export interface WeightSource {
   get(name: string): Float32Array;
@@ -19,13 +21,43 @@ export class WeightStore implements WeightSource {
   readonly resident: boolean;
   readonly overrides = new Map<string, Float32Array>();
 
+  private readonly shapes = new Map<string, number[]>();
+
+  /**
+   * `packed`: linears stored in GPTQ form (`<prefix>.qweight` …); `get(<prefix>.weight)` dequantizes them to float32
+   * [N, K] on load, so every graph runs unchanged on GPTQ checkpoints (ours and other tools').
+   */
   constructor(
     private readonly checkpoint: Checkpoint,
     expected: ExpectedTensor[],
     cacheBytes = 2 ** 31,
+    private readonly gptq: GptqConfig | null = null,
+    private readonly packed = new Map<string, { prefix: string; N: number; K: number }>(),
   ) {
     const total = expected.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 4, 0);
     this.resident = total <= cacheBytes;
+    for (const t of expected) this.shapes.set(t.name, t.shape);
+  }
+
+  private readPacked(name: string): Float32Array {
+    const { prefix, N, K } = this.packed.get(name)!;
+    const q = this.gptq!;
+    const i32 = (suffix: string) => {
+      const b = this.checkpoint.readBytes(`${prefix}.${suffix}`);
+      return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    };
+    const scalesBytes = this.checkpoint.readBytes(`${prefix}.scales`);
+    const groupSize = q.groupSize > 0 ? q.groupSize : K;
+    const gIdx = this.checkpoint.has(`${prefix}.g_idx`) ? i32('g_idx') : Int32Array.from({ length: K }, (_, k) => Math.floor(k / groupSize));
+    return unpackGptq(
+      {
+        qweight: i32('qweight'),
+        qzeros: i32('qzeros'),
+        scales: new Uint16Array(scalesBytes.buffer.slice(scalesBytes.byteOffset, scalesBytes.byteOffset + scalesBytes.byteLength)),
+        gIdx,
+      },
+      { N, K, bits: q.bits, format: q.format },
+    ).dequantized;
   }
 
   get(name: string): Float32Array {
@@ -33,7 +65,7 @@ export class WeightStore implements WeightSource {
     if (o) return o;
     const hit = this.cache.get(name);
     if (hit) return hit;
-    const data = this.checkpoint.readFloat32(name);
+    const data = this.packed.has(name) ? this.readPacked(name) : this.checkpoint.readFloat32(name);
     if (this.resident) this.cache.set(name, data);
     return data;
   }
@@ -41,7 +73,7 @@ export class WeightStore implements WeightSource {
   rows(name: string, start: number, count: number): Float32Array {
     const cached = this.overrides.get(name) ?? this.cache.get(name);
     if (cached) {
-      const width = cached.length / this.checkpoint.info(name).shape[0]!;
+      const width = cached.length / this.shape(name)[0]!;
       return cached.subarray(start * width, (start + count) * width);
     }
     return this.checkpoint.readRowsFloat32(name, start, count);
@@ -49,7 +81,7 @@ export class WeightStore implements WeightSource {
 
   /** Shape of a tensor as stored in the checkpoint. */
   shape(name: string): number[] {
-    return this.checkpoint.info(name).shape;
+    return this.shapes.get(name) ?? this.checkpoint.info(name).shape;
   }
 
   /** Drop cached tensors (used between layers when not resident). */

@@ -32,6 +32,8 @@ export interface EvalResult {
   device: string;
   seconds: number;
   tokens_per_second: number;
+  /** The checkpoint's quantization (config.json quantization_config, or moe_quant for dequantized output); null for fp. */
+  quantization: Record<string, unknown> | null;
 }
 
 export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult> {
@@ -70,6 +72,7 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
       device: engine.device,
       seconds,
       tokens_per_second: (windows.length * seqLen) / seconds,
+      quantization: (engine.model.config['quantization_config'] ?? engine.model.config['moe_quant'] ?? null) as Record<string, unknown> | null,
     };
   } finally {
     await engine.close();

@@ -1,0 +1,134 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { DEFAULT_CALIB_DATA, DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
+import { evaluatePerplexity } from '../../eval/perplexity.js';
+import { quantizeModel } from '../../pipeline/quantize.js';
+import { bytes, table } from '../format.js';
+import { deviceOption, positiveInt } from '../main.js';
+import { ProgressBar } from '../progress.js';
+
+interface QuantizeCliOptions {
+  model: string;
+  out: string;
+  calib?: string;
+  data: string[];
+  method: 'rtn' | 'gptq' | 'agq';
+  bits: number;
+  groupSize: number;
+  sym?: boolean;
+  asym?: boolean;
+  actOrder?: boolean;
+  damp: number;
+  blockSize: number;
+  format: 'gptq' | 'gptq_v2' | 'dequantized';
+  skip?: string;
+  routingBias: 'none' | 'loss-free';
+  quantizeRouter?: boolean;
+  device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
+  eval: boolean;
+  evalData: string;
+  evalSeqLen: number;
+  evalWindows: number;
+  force?: boolean;
+  json?: boolean;
+}
+
+const groupSize = (v: string) => {
+  const n = Number(v);
+  if (!(n === -1 || (Number.isInteger(n) && n > 0))) throw new InvalidArgumentError('--group-size must be a positive integer or -1 (one group per row).');
+  return n;
+};
+const fraction = (v: string) => {
+  const n = Number(v);
+  if (!(n > 0 && n < 1)) throw new InvalidArgumentError('--damp must be a number in (0, 1).');
+  return n;
+};
+
+function dirBytes(files: string[]): number {
+  return files.reduce((s, f) => s + fs.statSync(f).size, 0);
+}
+
+function modelFiles(dir: string): string[] {
+  return fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors') && f !== 'reference.safetensors').map((f) => path.join(dir, f));
+}
+
+export function registerQuantize(program: Command): void {
+  program
+    .command('quantize')
+    .description(
+      'Quantize a MoE checkpoint to 4 bits (RTN, GPTQ or AGQ: GPTQ with affinity-weighted expert Hessians), write a GPTQ-format checkpoint with balance and quant reports, and compare perplexity before and after.',
+    )
+    .option('--model <dir>', 'checkpoint directory', DEFAULT_MODEL_DIR)
+    .option('--out <dir>', 'output directory (never the model directory; replaced if it is an earlier moe-quant output)', 'moe-quant-out')
+    .option('--calib <dir>', 'calibration directory from `moe-quant calibrate` (reuses its windows and routing biases)')
+    .option('--data <file>', 'calibration text, calibrated inline (default: bundled C4 slice); repeatable', (v: string, p: string[]) => [...p, v], [])
+    .addOption(new Option('--method <m>', 'rtn: round-to-nearest; gptq: GPTQ; agq: GPTQ with affinity-weighted expert Hessians').choices(['rtn', 'gptq', 'agq']).default('agq'))
+    .option('--bits <n>', 'bits per weight: 4 or 8 for GPTQ output; 2 or 3 with --format dequantized', positiveInt('--bits'), 4)
+    .option('--group-size <n>', 'input channels per quantization group (-1: one group per row)', groupSize, 128)
+    .option('--sym', 'symmetric quantization (zero point at the middle of the grid)')
+    .option('--asym', 'asymmetric quantization (default)')
+    .option('--act-order', 'GPTQ: quantize columns in order of decreasing Hessian diagonal (static groups keep g_idx monotonic)')
+    .option('--damp <f>', 'GPTQ dampening, fraction of the mean Hessian diagonal', fraction, 0.01)
+    .option('--block-size <n>', 'GPTQ lazy-batch block size (columns)', positiveInt('--block-size'), 128)
+    .addOption(
+      new Option('--format <f>', 'gptq: zeros stored minus one (v1, widest support); gptq_v2: zeros as-is; dequantized: float32 weights (any --bits)')
+        .choices(['gptq', 'gptq_v2', 'dequantized'])
+        .default('gptq'),
+    )
+    .option('--skip <regex>', 'leave modules whose name matches unquantized (e.g. "layers\\.0\\.")')
+    .addOption(new Option('--routing-bias <mode>', 'with --data: loss-free routing bias during inline calibration').choices(['none', 'loss-free']).default('loss-free'))
+    .option('--quantize-router', 'also quantize routers (mlp.gate, shared_expert_gate) with plain GPTQ')
+    .addOption(deviceOption())
+    .option('--no-eval', 'skip the perplexity comparison')
+    .option('--eval-data <file>', 'held-out text for the perplexity comparison', DEFAULT_EVAL_DATA)
+    .option('--eval-seq-len <n>', 'perplexity window length', positiveInt('--eval-seq-len'), 256)
+    .option('--eval-windows <n>', 'perplexity windows', positiveInt('--eval-windows'), 40)
+    .option('--force', 'replace an existing --out directory even if it is not a moe-quant output')
+    .option('--json', 'print the result as one JSON object')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  moe-quant quantize                                   # bundled tiny DeepSeek-V3, end to end\n' +
+        '  moe-quant calibrate --model ./OLMoE --out calib && moe-quant quantize --model ./OLMoE --calib calib --out ./OLMoE-agq-4bit',
+    )
+    .action(async (opts: QuantizeCliOptions) => {
+      const bars = new Map<string, ProgressBar>();
+      const progress = (stage: string, d: number, t: number) => {
+        if (!bars.has(stage)) bars.set(stage, new ProgressBar(stage));
+        bars.get(stage)!.update(d, t);
+      };
+      const note = (s: string) => process.stderr.write(`${s}\n`);
+      const r = await quantizeModel({
+        ...opts,
+        sym: Boolean(opts.sym) && !opts.asym,
+        data: opts.calib ? undefined : opts.data.length ? opts.data : [DEFAULT_CALIB_DATA],
+        onProgress: progress,
+        onNote: note,
+        onDevice: note,
+      } as Parameters<typeof quantizeModel>[0]);
+      let fp: number | null = null;
+      let q: number | null = null;
+      if (opts.eval) {
+        const ev = (model: string, label: string) =>
+          evaluatePerplexity({ model, data: opts.evalData, seqLen: opts.evalSeqLen, maxWindows: opts.evalWindows, device: opts.device, onProgress: (d, t) => progress(label, d, t) });
+        fp = (await ev(opts.model, 'eval fp')).ppl;
+        q = (await ev(r.out, `eval ${opts.bits}-bit`)).ppl;
+      }
+      const sizeFp = dirBytes(modelFiles(opts.model));
+      const sizeQ = dirBytes(r.files.model);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify({ out: r.out, files: r.files, method: opts.method, bits: opts.bits, ppl_fp: fp, ppl_quantized: q, size_fp_bytes: sizeFp, size_quantized_bytes: sizeQ, maxvio: r.summary, seconds: r.seconds, fallbacks: r.report.fallbacks })}\n`);
+        return;
+      }
+      const f = (x: number | null) => (x === null ? '—' : x.toFixed(3));
+      process.stdout.write(
+        `${table([
+          ['method', 'ppl fp', `ppl ${opts.bits}-bit`, 'size fp', `size ${opts.bits}-bit`, 'MaxVio natural', 'MaxVio biased'],
+          [opts.method.toUpperCase(), f(fp), f(q), bytes(sizeFp), bytes(sizeQ), r.summary.maxvio_natural.toFixed(3), r.summary.maxvio_used.toFixed(3)],
+        ])}\n\n` +
+          (opts.eval ? `perplexity: ${path.basename(opts.evalData)}, ${opts.evalWindows} windows × ${opts.evalSeqLen} tokens\n` : '') +
+          `model:          ${r.out}\nbalance report: ${r.files.balance_report.join(', ')}\nquant report:   ${r.files.quant_report_md}\n` +
+          (r.report.fallbacks.length ? `fell back to RTN: ${r.report.fallbacks.map((x) => x.module).join(', ')}\n` : ''),
+      );
+    });
+}

@@ -1,0 +1,150 @@
+/**
+ * `moe-quant quantize`: the layer-sequential driver (GPTQ's "sequential" mode).
+ *
+ * The calibration windows' hidden states enter layer 0; for each layer, module groups (pipeline/modules.ts) are
+ * quantized one after another — each from Hessians collected by a pass over all calibration tokens with every
+ * earlier group of the layer already replaced by its quantized weights (so expert Hessians see the routing the
+ * quantized attention produces). A final pass with the whole layer quantized gives the next layer's input.
+ * Routing in every pass replays the calibration's loss-free biases batch by batch.
+ * Weights are swapped through WeightStore overrides (dequantized float32): graphs never change.
+ */
+import type { LayerSpec } from '../architectures/types.js';
+import { LayerHessians } from '../calibration/hessian-collector.js';
+import type { Engine } from '../engine/engine.js';
+import { tensor } from '../graph/session.js';
+import { gptqQuantize } from '../quantization/gptq.js';
+import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
+import type { CalibrationInput } from './calibration-input.js';
+import { relativeError } from './error.js';
+import { layerModuleGroups, type LinearModule } from './modules.js';
+
+export type Method = 'rtn' | 'gptq' | 'agq';
+
+export interface SequentialOptions extends QuantConfig {
+  method: Method;
+  damp: number;
+  blockSize: number;
+  actOrder: boolean;
+  quantizeRouter: boolean;
+  /** Modules whose prefix matches are left unquantized. */
+  skip: RegExp | null;
+  onProgress?(done: number, total: number): void;
+}
+
+export interface ModuleRecord {
+  module: string;
+  layer: number;
+  kind: LinearModule['kind'];
+  expert: number | null;
+  method: Method;
+  bits: number;
+  group_size: number;
+  tokens: number;
+  /** ‖WX − ŴX‖ / ‖WX‖ on the calibration inputs (affinity-weighted for routed experts). */
+  rel_error: number;
+  seconds: number;
+  /** Why a calibrated method fell back to RTN (e.g. no calibration tokens). */
+  fallback: string | null;
+}
+
+/** Quantize every layer; `onQuantized` receives each module's result as soon as it is final. */
+export async function quantizeSequential(
+  engine: Engine,
+  calib: CalibrationInput,
+  opts: SequentialOptions,
+  onQuantized: (m: LinearModule, q: QuantizedLinear, record: ModuleRecord) => void,
+  onLayerDone: (layer: LayerSpec) => Promise<void> | void,
+): Promise<ModuleRecord[]> {
+  const { forward, weights, pool } = engine;
+  const spec = engine.model.spec;
+  const H = spec.hiddenSize;
+  const S = calib.windows[0]!.length;
+  const perBatch = Math.max(1, Math.floor(calib.batchTokens / S));
+  const batches: number[][] = [];
+  for (let i = 0; i < calib.windows.length; i += perBatch)
+    batches.push(Array.from({ length: Math.min(perBatch, calib.windows.length - i) }, (_, j) => i + j));
+  const ctx = forward.sequenceContext(S);
+  const x = forward.embed(calib.windows);
+  const records: ModuleRecord[] = [];
+  const plans = spec.layers.map((l) => layerModuleGroups(spec, l, { quantizeRouter: opts.quantizeRouter }));
+  const totalPasses = plans.reduce((s, p) => s + p.length + 1, 0) * batches.length;
+  let done = 0;
+
+  /** One pass of `layer` over all batches; capture passes work on copies, the final pass updates x in place. */
+  const pass = async (layer: LayerSpec, hessians: LayerHessians | null) => {
+    for (let b = 0; b < batches.length; b++) {
+      const rows = batches[b]!;
+      const start = rows[0]! * S * H;
+      const slice = x.subarray(start, start + rows.length * S * H);
+      await forward.layerStep(layer, hessians ? slice.slice() : slice, {
+        ...ctx,
+        bs: tensor.i64From([rows.length, S]),
+        batchIndex: b,
+        tokenOffset: rows[0]! * S,
+        hooks: {
+          capture: hessians !== null,
+          selectionBias: (l) => calib.biasFor(l, b),
+          onActivations: hessians ? (ev) => hessians.add(ev) : undefined,
+        },
+      });
+      opts.onProgress?.(++done, totalPasses);
+    }
+  };
+
+  for (const layer of spec.layers) {
+    for (const group of plans[layer.index]!) {
+      const todo = group.modules.filter((m) => !(opts.skip && opts.skip.test(m.prefix)));
+      if (todo.length === 0) {
+        done += batches.length;
+        continue;
+      }
+      const hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)));
+      await pass(layer, hessians);
+      for (const m of todo) {
+        const acc = hessians.slots.get(m.hessian)!.acc;
+        const W = weights.get(m.weight);
+        const t0 = performance.now();
+        const weightedH = acc.weighted ? acc.xtcx! : acc.xtx;
+        let method: Method = opts.method;
+        let fallback: string | null = null;
+        if (method !== 'rtn' && acc.tokens === 0) {
+          method = 'rtn';
+          fallback = 'no calibration tokens reached this expert';
+        }
+        const cfg: QuantConfig = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym };
+        const q =
+          method === 'rtn'
+            ? rtnQuantize(W, m.N, m.K, cfg)
+            : await gptqQuantize(W, m.N, m.K, Float32Array.from(method === 'agq' && m.agqWeighted ? weightedH : acc.xtx), {
+                ...cfg,
+                damp: opts.damp,
+                blockSize: opts.blockSize,
+                actOrder: opts.actOrder,
+                staticGroups: opts.actOrder,
+              }, pool);
+        const seconds = (performance.now() - t0) / 1000;
+        const record: ModuleRecord = {
+          module: m.prefix,
+          layer: layer.index,
+          kind: m.kind,
+          expert: m.expert ?? null,
+          method,
+          bits: opts.bits,
+          group_size: q.groupSize,
+          tokens: acc.tokens,
+          rel_error: acc.tokens ? await relativeError(pool, W, q.dequantized, m.N, m.K, m.agqWeighted ? weightedH : acc.xtx) : NaN,
+          seconds,
+          fallback,
+        };
+        weights.overrides.set(m.weight, q.dequantized);
+        records.push(record);
+        onQuantized(m, q, record);
+      }
+    }
+    await pass(layer, null);
+    await onLayerDone(layer);
+    for (const group of plans[layer.index]!) for (const m of group.modules) weights.overrides.delete(m.weight);
+    forward.releaseLayer(layer);
+  }
+  return records;
+}

@@ -1,0 +1,204 @@
+/**
+ * quantizeModel: the library call behind `moe-quant quantize`. Calibration comes from a calibration directory
+ * (`calib`: its exact windows and routing biases) or is run inline from `data`; then the layer-sequential driver
+ * quantizes, the writer emits a GPTQ checkpoint, and the balance report and quant report land next to the model.
+ * Everything is built in a temporary directory and renamed into place when complete.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { calibrate, type RoutingBiasMode } from '../calibration/calibrate.js';
+import { checkOutputDir, writeOutputDir } from '../calibration/output-dir.js';
+import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { modelFingerprint } from '../engine/model.js';
+import { fail } from '../errors.js';
+import { packGptq } from '../quantization/pack.js';
+import { tensorBytes, type TensorToWrite } from '../checkpoint/safetensors.js';
+import { writeBalanceReport } from '../report/index.js';
+import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
+import { versions } from '../version.js';
+import { QuantizedCheckpointWriter, type OutputFormat } from '../writers/gptq-checkpoint.js';
+import { readCalibration } from './calibration-input.js';
+import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
+
+export interface QuantizeOptions extends EngineOptions {
+  model: string;
+  out: string;
+  /** Calibration directory from `moe-quant calibrate`. */
+  calib?: string;
+  /** Or: calibration text, calibrated inline with calibrate's defaults. */
+  data?: string[];
+  routingBias?: RoutingBiasMode;
+  method?: Method;
+  bits?: number;
+  groupSize?: number;
+  sym?: boolean;
+  actOrder?: boolean;
+  damp?: number;
+  blockSize?: number;
+  format?: OutputFormat;
+  /** Regular expression on module names (e.g. `model.layers.0.self_attn.q_proj`) to leave unquantized. */
+  skip?: string;
+  quantizeRouter?: boolean;
+  force?: boolean;
+  maxShardBytes?: number;
+  onProgress?(stage: string, done: number, total: number): void;
+  onNote?(note: string): void;
+}
+
+export interface QuantizeResult {
+  out: string;
+  files: { model: string[]; quant_report_json: string; quant_report_md: string; balance_report: string[] };
+  report: QuantReport;
+  seconds: number;
+  summary: { maxvio_natural: number; maxvio_used: number };
+}
+
+function validate(o: QuantizeOptions): void {
+  const bits = o.bits ?? 4;
+  if (![2, 3, 4, 8].includes(bits)) throw fail('BAD_OPTION', `--bits ${bits} is not supported (choose 2, 3, 4 or 8)`);
+  const format = o.format ?? 'gptq';
+  if (!['gptq', 'gptq_v2', 'dequantized'].includes(format)) throw fail('BAD_OPTION', `--format must be gptq, gptq_v2 or dequantized (got ${format})`);
+  if (format !== 'dequantized' && bits !== 4 && bits !== 8)
+    throw fail('BAD_OPTION', `the GPTQ writer packs 4 or 8 bits; --bits ${bits} needs --format dequantized (float32 weights, for evaluation)`);
+  if (!['rtn', 'gptq', 'agq'].includes(o.method ?? 'agq')) throw fail('BAD_OPTION', `--method must be rtn, gptq or agq (got ${o.method})`);
+  const g = o.groupSize ?? 128;
+  if (!(g === -1 || (Number.isInteger(g) && g > 0))) throw fail('BAD_OPTION', `--group-size must be a positive integer or -1 (got ${g})`);
+  if (!(o.damp === undefined || (o.damp > 0 && o.damp < 1))) throw fail('BAD_OPTION', `--damp must be in (0, 1) (got ${o.damp})`);
+  if (o.calib && o.data?.length) throw fail('BAD_OPTION', 'give either --calib or --data, not both');
+  if (!o.calib && !o.data?.length) throw fail('BAD_OPTION', 'quantize needs calibration: --calib CALIB_DIR or --data FILE');
+}
+
+export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult> {
+  validate(o);
+  let skip: RegExp | null = null;
+  if (o.skip) {
+    try {
+      skip = new RegExp(o.skip);
+    } catch (e) {
+      throw fail('BAD_OPTION', `--skip is not a valid regular expression: ${(e as Error).message}`);
+    }
+  }
+  const method = o.method ?? 'agq';
+  const bits = o.bits ?? 4;
+  const format = o.format ?? 'gptq';
+  checkOutputDir(o.out, { force: o.force, model: o.model, marker: 'quant-report.json' });
+  const t0 = performance.now();
+  const engine = await createEngine(o.model, o);
+  try {
+    const fingerprint = modelFingerprint(engine.model);
+    let result!: QuantizeResult;
+    const out = await writeOutputDir(o.out, async (tmp) => {
+      let calibDir = o.calib ?? null;
+      if (!calibDir) {
+        calibDir = path.join(tmp, '.calibration');
+        o.onNote?.('calibrating inline (loss-free routing bias ' + ((o.routingBias ?? 'loss-free') === 'loss-free' ? 'on' : 'off') + ')');
+        await calibrate({ ...o, out: calibDir, data: o.data!, routingBias: o.routingBias ?? 'loss-free', onProgress: (d, t) => o.onProgress?.('calibrate', d, t) });
+      }
+      const calib = readCalibration(calibDir, fingerprint);
+      const writer = new QuantizedCheckpointWriter(tmp, engine.model, format, o.maxShardBytes);
+      let expertSource = 0;
+      let expertQuant = 0;
+      const records: ModuleRecord[] = await quantizeSequential(
+        engine,
+        calib,
+        {
+          method,
+          bits,
+          groupSize: o.groupSize ?? 128,
+          sym: o.sym ?? false,
+          damp: o.damp ?? 0.01,
+          blockSize: o.blockSize ?? 128,
+          actOrder: o.actOrder ?? false,
+          quantizeRouter: o.quantizeRouter ?? false,
+          skip,
+          onProgress: (d, t) => o.onProgress?.('quantize', d, t),
+        },
+        (m, q) => {
+          let tensors: TensorToWrite[];
+          if (format === 'dequantized') {
+            tensors = [{ name: m.weight, dtype: 'F32', shape: [m.N, m.K], data: tensorBytes(q.dequantized) }];
+          } else {
+            const p = packGptq(q, format);
+            tensors = [
+              { name: `${m.prefix}.qweight`, dtype: 'I32', shape: [q.K / (32 / bits), q.N], data: tensorBytes(p.qweight) },
+              { name: `${m.prefix}.qzeros`, dtype: 'I32', shape: [q.K / q.groupSize, q.N / (32 / bits)], data: tensorBytes(p.qzeros) },
+              { name: `${m.prefix}.scales`, dtype: 'F16', shape: [q.K / q.groupSize, q.N], data: tensorBytes(p.scales) },
+              { name: `${m.prefix}.g_idx`, dtype: 'I32', shape: [q.K], data: tensorBytes(p.gIdx) },
+            ];
+          }
+          if (m.kind === 'routed_expert') {
+            const info = engine.model.checkpoint.info(m.weight);
+            expertSource += info.byteLength;
+            expertQuant += tensors.reduce((s, t) => s + (t.data as Uint8Array).byteLength, 0);
+          }
+          writer.add(m.weight, tensors);
+        },
+        (layer) => writer.flushLayer(layer.index),
+      );
+      const quantized = records.map((r) => r.module);
+      const relNames = [...new Set(quantized.map((p) => p.replace(/^model\.layers\.\d+\./, '')))];
+      const configExtra: Record<string, unknown> =
+        format === 'dequantized'
+          ? { moe_quant: { method, bits, group_size: o.groupSize ?? 128, sym: o.sym ?? false, note: 'fake-quantized: dequantized float32 weights' } }
+          : {
+              quantization_config: {
+                quant_method: 'gptq',
+                bits,
+                group_size: o.groupSize ?? 128,
+                desc_act: o.actOrder ?? false,
+                static_groups: o.actOrder ?? false,
+                sym: o.sym ?? false,
+                lm_head: false,
+                true_sequential: true,
+                damp_percent: o.damp ?? 0.01,
+                checkpoint_format: format,
+                pack_dtype: 'int32',
+                modules_in_block_to_quantize: [relNames],
+                meta: { quantizer: [`moe-quant:${versions()['moe-quant']}`], method, routing_bias: calib.routingBias },
+              },
+            };
+      const modelFiles = writer.finish(configExtra);
+      const byKind = new Map<string, number[]>();
+      for (const r of records) if (Number.isFinite(r.rel_error)) byKind.set(r.kind, [...(byKind.get(r.kind) ?? []), r.rel_error]);
+      const report: QuantReport = {
+        format: QUANT_REPORT_FORMAT,
+        model: path.resolve(o.model),
+        model_type: engine.model.spec.family,
+        method,
+        bits,
+        group_size: o.groupSize ?? 128,
+        sym: o.sym ?? false,
+        act_order: o.actOrder ?? false,
+        damp: o.damp ?? 0.01,
+        block_size: o.blockSize ?? 128,
+        output_format: format,
+        calibration: { dir: o.calib ? path.resolve(o.calib) : null, samples: calib.windows.length, seq_len: calib.windows[0]!.length, routing_bias: calib.routingBias },
+        modules: records,
+        totals: {
+          modules: records.length,
+          seconds: records.reduce((s, r) => s + r.seconds, 0),
+          mean_rel_error: Object.fromEntries([...byKind].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0) / v.length])),
+          expert_bytes_source: expertSource,
+          expert_bytes_quantized: expertQuant,
+        },
+        fallbacks: records.filter((r) => r.fallback).map((r) => ({ module: r.module, reason: r.fallback! })),
+      };
+      const qr = writeQuantReport(tmp, report);
+      const br = writeBalanceReport(tmp, calib.report);
+      if (!o.calib) fs.rmSync(calibDir, { recursive: true, force: true });
+      const rel = (p: string) => path.join(path.resolve(o.out), path.basename(p));
+      result = {
+        out: path.resolve(o.out),
+        files: { model: modelFiles.map(rel), quant_report_json: rel(qr.json), quant_report_md: rel(qr.md), balance_report: [br.json, br.md, br.html].map(rel) },
+        report,
+        seconds: 0,
+        summary: { maxvio_natural: calib.report.summary.natural.maxvio, maxvio_used: calib.report.summary.used.maxvio },
+      };
+    });
+    void out;
+    result.seconds = (performance.now() - t0) / 1000;
+    return result;
+  } finally {
+    await engine.close();
+  }
+}

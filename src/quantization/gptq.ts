@@ -1,0 +1,249 @@
+/**
+ * GPTQ (Frantar et al. 2022), following the reference `GPTQ.fasterquant` of IST-DASLab/gptq step by step.
+ * AGQ (MoEQuant) is the same solver fed with the affinity-weighted Hessian; the caller chooses H.
+ *
+ * Paper / reference notation → code:
+ *   W [N, K]        → `W` (input, PyTorch [out, in]); the working copy is stored transposed and permuted:
+ *                     `WT[p*N + n]` = W[n, perm[p]] (column p of the permuted W is a contiguous row of WT)
+ *   H [K, K]        → `H` (input, Σ x xᵀ up to any positive factor); damped, permuted and reversed → `Hrev`
+ *   Hinv = UᵀU      → `U` (upper Cholesky factor of H⁻¹, row-major K×K, in permuted order)
+ *   W1, Err1        → `W1` (float64 [B, N], block columns as rows), `Err1` ([B, N], i.e. Err1ᵀ)
+ *   d = Hinv[i, i]  → `d`;  Q → `q` (integer levels) / `dequantized`;  Losses → `loss`
+ *   perm, invperm   → `perm` (act-order: columns by descending diag(H), stable)
+ *
+ * Where it runs:
+ *   - JavaScript: validation, dead columns, damping, permutation, group parameters (`findParams`), the column loop
+ *     inside each block (quantize, err = (w − q)/d, OBS update W1[:, i:] −= err ⊗ U[i, i:]) in float64.
+ *   - onnxruntime Gemm: U (see linalg.ts: one blocked Cholesky + triangular inverse; plain JavaScript float64 for
+ *     K ≤ 256) and the lazy-batch update of the tail after each block, W[:, i2:] −= Err1 · U[i1:i2, i2:]
+ *     (Gemm transA=1, alpha=−1, beta=1 on WT), in float32 by default like the PyTorch reference.
+ *
+ * Reference behaviours kept on purpose (so results match AutoGPTQ / GPTQModel / IST-DASLab):
+ *   - groupSize −1: one set of per-row parameters from the original W, before dead columns are zeroed;
+ *   - dynamic groups: parameters from W[:, p : p+g] as it stands at the group start, which holds the lazy updates
+ *     of earlier blocks but not the in-block updates of the current block (identical when g is a multiple of the
+ *     block size, e.g. the usual g = blockSize = 128);
+ *   - static groups: parameters of each natural group from the original W (dead columns zeroed), before permuting;
+ *   - loss = Σ (w − q)² / d² / 2, in the units of the given H (the reference uses H = 2/n Σ x xᵀ).
+ */
+import { fail } from '../errors.js';
+import type { SessionPool } from '../graph/session.js';
+import { cholInverse, type LinalgOptions } from './linalg.js';
+import { gemm, type GemmArray } from './ort-gemm.js';
+import {
+  checkFinite,
+  dequantize,
+  findParams,
+  maxQ,
+  quantizeValue,
+  resolveGroupSize,
+  type GroupParams,
+  type QuantConfig,
+  type QuantizedLinear,
+} from './quantizer.js';
+
+/** Options of {@link gptqQuantize}. */
+export interface GptqOptions extends QuantConfig {
+  /** Dampening as a fraction of mean(diag(H)) (reference `percdamp`). Default 0.01. */
+  damp?: number;
+  /** Lazy-batch block size in columns. Default 128. */
+  blockSize?: number;
+  /** Process columns by descending diag(H) (reference `act_order` / `desc_act`). Default false. */
+  actOrder?: boolean;
+  /** Group parameters from the original weights in natural order, so g_idx stays k // g. Default false. */
+  staticGroups?: boolean;
+  /** Element type of the onnxruntime Gemms (lazy update and blocked factorization). Default 'float32'. */
+  precision?: 'float32' | 'float64';
+  /** Tuning of the Cholesky / inverse (thresholds between JavaScript and onnxruntime). */
+  linalg?: Omit<LinalgOptions, 'precision' | 'keepL'>;
+}
+
+/** Result of {@link gptqQuantize}. */
+export interface GptqResult extends QuantizedLinear {
+  /** Σ (w − q)² / d² / 2 over all weights (the reference's `Losses.sum()`). */
+  loss: number;
+  /** Dampening fraction actually used (larger than requested when H needed more to be positive definite). */
+  damp: number;
+}
+
+const DAMP_RETRIES = 3;
+
+/**
+ * Quantizes `W` [N, K] with GPTQ given the Hessian `H` [K, K] (row-major Float32Array, Σ x xᵀ at any positive
+ * scale, e.g. the affinity-weighted AGQ Hessian). Returns the quantized Linear in natural column order.
+ * Throws BAD_OPTION for bad bits / group / block sizes or shapes, NUMERIC for non-finite W or H, or when H stays
+ * not positive definite after raising the dampening 10× three times.
+ */
+export async function gptqQuantize(
+  W: Float32Array,
+  N: number,
+  K: number,
+  H: Float32Array,
+  opts: GptqOptions,
+  pool: SessionPool,
+): Promise<GptqResult> {
+  // ---- JavaScript: validation and set-up ----
+  if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw fail('BAD_OPTION', `invalid layer shape N=${N}, K=${K}`);
+  if (W.length !== N * K) throw fail('BAD_OPTION', `weight has ${W.length} values, expected N*K = ${N}*${K}`);
+  if (H.length !== K * K) throw fail('BAD_OPTION', `Hessian has ${H.length} values, expected K*K = ${K}*${K}`);
+  const groupSize = resolveGroupSize(opts, K);
+  const grouped = opts.groupSize !== -1;
+  const blockSize = opts.blockSize ?? 128;
+  if (!Number.isInteger(blockSize) || blockSize <= 0) throw fail('BAD_OPTION', `GPTQ block size ${blockSize} must be a positive integer`);
+  let damp = opts.damp ?? 0.01;
+  if (!Number.isFinite(damp) || damp < 0) throw fail('BAD_OPTION', `--damp ${damp} must be a non-negative number`);
+  checkFinite(W, 'weight');
+  checkFinite(H, 'Hessian');
+  const { bits, sym } = opts;
+  const maxq = maxQ(bits);
+  const G = K / groupSize;
+  const staticGroups = grouped && (opts.staticGroups ?? false);
+  const precision = opts.precision ?? 'float32';
+  const jsMaxN = opts.linalg?.jsMaxN ?? 256;
+  const T = precision === 'float64' ? Float64Array : Float32Array;
+
+  const scales = new Float32Array(N * G);
+  const zeros = new Uint8Array(N * G);
+  const storeParams = (p: GroupParams, g: number): void => {
+    for (let n = 0; n < N; n++) {
+      scales[n * G + g] = p.scale[n]!;
+      zeros[n * G + g] = p.zero[n]!;
+    }
+  };
+  // groupSize −1: parameters of the whole row, from W before dead columns are zeroed (reference order).
+  if (!grouped) storeParams(findParams(W, N, K, 1, 0, K, bits, sym), 0);
+
+  // Dead columns (diag(H) = 0): H[i,i] = 1, W[:, i] = 0.
+  const diag = new Float64Array(K);
+  const dead = new Uint8Array(K);
+  for (let i = 0; i < K; i++) {
+    diag[i] = H[i * K + i]!;
+    if (diag[i] === 0) {
+      dead[i] = 1;
+      diag[i] = 1;
+    }
+  }
+  const Wz = W.slice();
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) if (dead[k]) Wz[n * K + k] = 0;
+  if (staticGroups) for (let g = 0; g < G; g++) storeParams(findParams(Wz, N, K, 1, g * groupSize, (g + 1) * groupSize, bits, sym), g);
+
+  // Act-order permutation (stable, like torch.argsort(stable=True)); position p holds original column perm[p].
+  const perm = Int32Array.from({ length: K }, (_, i) => i);
+  if (opts.actOrder) perm.sort((a, b) => diag[b]! - diag[a]! || a - b);
+
+  // WT[p, n] = W[n, perm[p]]: column p of the permuted W as a contiguous row.
+  const WT = new T(K * N);
+  for (let n = 0; n < N; n++) for (let p = 0; p < K; p++) WT[p * N + n] = Wz[n * K + perm[p]!]!;
+
+  // Damped, permuted H, stored reversed in both indices (see linalg.ts: U = J·chol(J·H·J)⁻¹·J).
+  const HT = K <= jsMaxN || precision === 'float64' ? Float64Array : Float32Array;
+  const Hrev = new HT(K * K);
+  const last = K - 1;
+  for (let p = 0; p < K; p++) {
+    const src = perm[p]! * K;
+    const dst = (last - p) * K + last;
+    for (let r = 0; r < K; r++) Hrev[dst - r] = H[src + perm[r]!]!;
+    Hrev[dst - p] = diag[perm[p]!]!;
+  }
+  let mean = 0;
+  for (let i = 0; i < K; i++) mean += diag[i]!;
+  mean /= K;
+
+  // ---- U: JavaScript float64 (small K) or blocked with onnxruntime Gemm (linalg.ts) ----
+  let U: GemmArray | null = null;
+  let applied = 0;
+  for (let attempt = 0; attempt <= DAMP_RETRIES; attempt++) {
+    const add = damp * mean - applied;
+    for (let i = 0; i < K; i++) Hrev[i * K + i] += add;
+    applied = damp * mean;
+    const res = await cholInverse(Hrev, K, pool, { ...opts.linalg, precision });
+    if (res) {
+      U = res.M.reverse();
+      break;
+    }
+    if (attempt < DAMP_RETRIES) damp = damp > 0 ? damp * 10 : 0.01;
+  }
+  if (!U) {
+    throw fail('NUMERIC', `the Hessian (K=${K}) is not positive definite even with dampening ${damp} × mean(diag); ` +
+      'the calibration inputs of this layer are degenerate (too few samples or constant features)');
+  }
+
+  // ---- Column loop ----
+  const q = new Uint8Array(N * K);
+  const gIdx = new Int32Array(K);
+  const s = new Float64Array(N);
+  const z = new Float64Array(N);
+  const loadParams = (g: number): void => {
+    for (let n = 0; n < N; n++) {
+      s[n] = scales[n * G + g]!;
+      z[n] = zeros[n * G + g]!;
+    }
+  };
+  if (!grouped) loadParams(0);
+  let loss = 0;
+  let current = -1;
+  for (let i1 = 0; i1 < K; i1 += blockSize) {
+    const i2 = Math.min(i1 + blockSize, K);
+    const B = i2 - i1;
+    const W1 = Float64Array.from(WT.subarray(i1 * N, i2 * N));
+    const Err1 = new T(B * N);
+    // JavaScript, float64: quantize column by column with the OBS update inside the block.
+    for (let i = 0; i < B; i++) {
+      const p = i1 + i;
+      let g = 0;
+      if (grouped) {
+        if (staticGroups) g = Math.floor(perm[p]! / groupSize);
+        else {
+          g = Math.floor(p / groupSize);
+          // Dynamic: parameters of W[:, p : p+g] from WT (lazy updates of earlier blocks only, as the reference).
+          if (p % groupSize === 0) storeParams(findParams(WT, N, 1, N, p, p + groupSize, bits, sym), g);
+        }
+        if (g !== current) loadParams(g);
+        current = g;
+      }
+      gIdx[perm[p]!] = g;
+      const d = U[p * K + p]!;
+      const row = i * N;
+      const col = perm[p]!;
+      for (let n = 0; n < N; n++) {
+        const w = W1[row + n]!;
+        const level = quantizeValue(w, s[n]!, z[n]!, maxq);
+        q[n * K + col] = level;
+        const e = (w - (level - z[n]!) * s[n]!) / d;
+        loss += e * e;
+        Err1[row + n] = e;
+        W1[row + n] = e; // the column itself is done; keep err here for the update below
+      }
+      const err = W1.subarray(row, row + N);
+      for (let j = i + 1; j < B; j++) {
+        const u = U[p * K + i1 + j]!;
+        if (u === 0) continue;
+        const rj = j * N;
+        for (let n = 0; n < N; n++) W1[rj + n] -= u * err[n]!;
+      }
+    }
+    if (i2 >= K) break;
+    // onnxruntime Gemm: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
+    const rest = K - i2;
+    const Ublk = new T(B * rest);
+    for (let r = 0; r < B; r++) Ublk.set(U.subarray((i1 + r) * K + i2, (i1 + r + 1) * K), r * rest);
+    const tail = WT.subarray(i2 * N);
+    const updated = await gemm(pool, { a: Ublk, aDims: [B, rest], b: Err1, bDims: [B, N], c: tail, transA: true, alpha: -1, beta: 1 });
+    tail.set(updated);
+  }
+
+  return {
+    N,
+    K,
+    bits,
+    groupSize,
+    sym,
+    q,
+    scales,
+    zeros,
+    gIdx,
+    dequantized: dequantize(N, K, q, scales, zeros, gIdx),
+    loss: loss / 2,
+    damp,
+  };
+}

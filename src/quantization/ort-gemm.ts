@@ -1,0 +1,74 @@
+/**
+ * Y = alpha · op(A) · op(B) + beta · C on onnxruntime (ONNX `Gemm`, MLAS kernels), for the level-3 work of GPTQ:
+ * blocked Cholesky / triangular inverse and the lazy-batch update. Runs entirely in onnxruntime; JavaScript only
+ * wraps the typed arrays (no copy: views with an offset are passed as they are).
+ *
+ * One session per (element type, transA, transB, alpha, beta, has C), all dimensions symbolic, cached in the
+ * caller's SessionPool.
+ */
+import * as ort from 'onnxruntime-node';
+import { attr, GraphBuilder, OnnxType } from '../graph/builder.js';
+import type { SessionPool } from '../graph/session.js';
+
+/** A dense row-major matrix buffer: float32 (fast) or float64 (accurate) Gemm. */
+export type GemmArray = Float32Array | Float64Array;
+
+/** Operands of {@link gemm}; dims are those of the stored (untransposed) matrices. */
+export interface GemmArgs<T extends GemmArray> {
+  a: T;
+  /** [rows, cols] of `a` as stored. */
+  aDims: readonly [number, number];
+  b: T;
+  /** [rows, cols] of `b` as stored. */
+  bDims: readonly [number, number];
+  /** Optional addend [M, N] (used when beta ≠ 0). */
+  c?: T;
+  transA?: boolean;
+  transB?: boolean;
+  /** Default 1. */
+  alpha?: number;
+  /** Default 1 when `c` is given. */
+  beta?: number;
+}
+
+function gemmGraph(double: boolean, transA: boolean, transB: boolean, alpha: number, beta: number, hasC: boolean): Uint8Array {
+  const T = double ? OnnxType.DOUBLE : OnnxType.FLOAT;
+  const g = new GraphBuilder('quant_gemm');
+  const a = g.input('a', T, ['a0', 'a1']);
+  const b = g.input('b', T, ['b0', 'b1']);
+  const inputs = [a, b];
+  if (hasC) inputs.push(g.input('c', T, ['m', 'n']));
+  const y = g.op('Gemm', inputs, {
+    alpha: attr.f(alpha),
+    beta: attr.f(beta),
+    transA: attr.i(transA ? 1 : 0),
+    transB: attr.i(transB ? 1 : 0),
+  });
+  g.output('y', y, T, ['m', 'n']);
+  return g.build();
+}
+
+/**
+ * Runs one Gemm in onnxruntime and returns the new [M, N] result (a fresh array of the operands' type).
+ * alpha and beta travel as float attributes, so use values exact in float32 (±1, 0).
+ */
+export async function gemm<T extends GemmArray>(pool: SessionPool, args: GemmArgs<T>): Promise<T> {
+  const double = args.a instanceof Float64Array;
+  const transA = args.transA ?? false;
+  const transB = args.transB ?? false;
+  const alpha = args.alpha ?? 1;
+  const hasC = args.c !== undefined;
+  const beta = hasC ? (args.beta ?? 1) : 0;
+  const key = `quant-gemm:${double ? 'f64' : 'f32'}:${+transA}${+transB}:${alpha}:${beta}:${+hasC}`;
+  const session = await pool.get(key, () => gemmGraph(double, transA, transB, alpha, beta, hasC));
+  const type = double ? 'float64' : 'float32';
+  const M = transA ? args.aDims[1] : args.aDims[0];
+  const N = transB ? args.bDims[0] : args.bDims[1];
+  const feeds: Record<string, ort.Tensor> = {
+    a: new ort.Tensor(type, args.a, [...args.aDims]),
+    b: new ort.Tensor(type, args.b, [...args.bDims]),
+  };
+  if (args.c) feeds['c'] = new ort.Tensor(type, args.c, [M, N]);
+  const out = await pool.run(session, feeds);
+  return out['y']!.data as T;
+}

@@ -1,0 +1,128 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { calibrate } from '../../src/calibration/calibrate.js';
+import { SafetensorsFile, writeSafetensors } from '../../src/checkpoint/safetensors.js';
+import { createEngine } from '../../src/engine/engine.js';
+import { MoeQuantError } from '../../src/errors.js';
+import { evaluatePerplexity } from '../../src/eval/perplexity.js';
+import { quantizeModel } from '../../src/pipeline/quantize.js';
+
+const SHARED = path.resolve(__dirname, '../../../shared');
+const C4 = path.join(SHARED, 'data/c4/c4-en-train.00000-of-01024.first1000.jsonl');
+const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
+const MIXTRAL = path.join(SHARED, 'fixtures/tiny-mixtral');
+const QWEN = path.join(SHARED, 'fixtures/tiny-qwen3-moe');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-q-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const calibSmall = { samples: 8, seqLen: 128, batchTokens: 512, device: 'cpu' as const };
+let calibDir = '';
+
+async function calibOnce(): Promise<string> {
+  if (!calibDir) calibDir = (await calibrate({ model: MIXTRAL, data: [C4], out: path.join(tmp, 'calib'), ...calibSmall })).out;
+  return calibDir;
+}
+
+describe('quantize', () => {
+  it('writes a GPTQ checkpoint whose packed weights unpack exactly to the quantizer output, and evaluates it', async () => {
+    const calib = await calibOnce();
+    const gptq = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'agq'), calib, method: 'agq', device: 'cpu' });
+    const fake = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'agq-deq'), calib, method: 'agq', format: 'dequantized', device: 'cpu' });
+    const cfg = JSON.parse(fs.readFileSync(path.join(gptq.out, 'config.json'), 'utf8'));
+    expect(cfg.quantization_config).toMatchObject({ quant_method: 'gptq', bits: 4, group_size: 128, sym: false, checkpoint_format: 'gptq', desc_act: false });
+    for (const f of ['quant-report.json', 'quant-report.md', 'balance-report.json', 'balance-report.md', 'balance-report.html', 'tokenizer.json'])
+      expect(fs.existsSync(path.join(gptq.out, f)), f).toBe(true);
+    const st = SafetensorsFile.open(path.join(gptq.out, 'model.safetensors'));
+    const p = 'model.layers.1.block_sparse_moe.experts.3.w2';
+    expect(st.tensors.get(`${p}.qweight`)!.shape).toEqual([256 / 8, 128]);
+    expect(st.tensors.get(`${p}.qzeros`)!.shape).toEqual([2, 128 / 8]);
+    expect(st.tensors.get(`${p}.scales`)!.dtype).toBe('F16');
+    expect(st.tensors.has(`${p}.weight`)).toBe(false);
+    expect(st.tensors.get('model.layers.1.block_sparse_moe.gate.weight')!.dtype).toBe('BF16'); // router kept
+    st.close();
+    // Unpacking what the writer packed gives exactly the weights the quantizer produced.
+    const a = await createEngine(gptq.out, { device: 'cpu' });
+    const b = await createEngine(fake.out, { device: 'cpu' });
+    for (const name of [`${p}.weight`, 'model.layers.0.self_attn.q_proj.weight', 'model.layers.3.block_sparse_moe.experts.0.w1.weight']) {
+      const x = a.weights.get(name);
+      const y = b.weights.get(name);
+      expect(x.length).toBe(y.length);
+      expect(Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(y.buffer, y.byteOffset, y.byteLength)), name).toBe(true);
+    }
+    await a.close();
+    await b.close();
+    const fp = await evaluatePerplexity({ model: MIXTRAL, data: WIKI, seqLen: 128, maxWindows: 8, device: 'cpu' });
+    const q = await evaluatePerplexity({ model: gptq.out, data: WIKI, seqLen: 128, maxWindows: 8, device: 'cpu' });
+    expect(q.quantization).toMatchObject({ quant_method: 'gptq', bits: 4 });
+    expect(q.ppl / fp.ppl).toBeGreaterThan(0.97);
+    expect(q.ppl / fp.ppl).toBeLessThan(1.05);
+    // Expert weights at least 3× smaller than bf16.
+    expect(gptq.report.totals.expert_bytes_source / gptq.report.totals.expert_bytes_quantized).toBeGreaterThan(3);
+  });
+
+  it('is deterministic: model files and reports are byte-identical (timings aside)', async () => {
+    const calib = await calibOnce();
+    const run = (name: string) => quantizeModel({ model: MIXTRAL, out: path.join(tmp, name), calib, method: 'gptq', device: 'cpu' });
+    const [x, y] = [await run('det-1'), await run('det-2')];
+    for (const f of fs.readdirSync(x.out).sort()) {
+      let [u, v] = [fs.readFileSync(path.join(x.out, f)), fs.readFileSync(path.join(y.out, f))];
+      if (f.startsWith('quant-report')) {
+        const strip = (b: Buffer) => Buffer.from(b.toString().replace(/"seconds": [0-9.e-]+/g, '').replace(/\| [0-9.]+ \|\n/g, '|\n').replace(/in [0-9.]+ s/g, ''));
+        [u, v] = [strip(u), strip(v)];
+      }
+      expect(u.equals(v), f).toBe(true);
+    }
+  });
+
+  it('falls back to RTN for experts that received no calibration tokens, and names them', async () => {
+    const few = await calibrate({ model: QWEN, data: [C4], out: path.join(tmp, 'calib-few'), samples: 1, seqLen: 8, batchTokens: 8, routingBias: 'none', device: 'cpu' });
+    const r = await quantizeModel({ model: QWEN, out: path.join(tmp, 'fallback'), calib: few.out, method: 'agq', device: 'cpu' });
+    expect(r.report.fallbacks.length).toBeGreaterThan(0);
+    const md = fs.readFileSync(r.files.quant_report_md, 'utf8');
+    expect(md).toContain(r.report.fallbacks[0]!.module);
+    expect(r.report.modules.find((m) => m.module === r.report.fallbacks[0]!.module)!.method).toBe('rtn');
+  });
+
+  it('rejects bad input clearly and leaves nothing behind', async () => {
+    const calib = await calibOnce();
+    const bad = async (p: Promise<unknown>, re: RegExp) => {
+      const e = await p.then(() => null, (x) => x);
+      expect(e, String(re)).toBeInstanceOf(MoeQuantError);
+      expect((e as Error).message).toMatch(re);
+    };
+    const out = path.join(tmp, 'bad-out');
+    await bad(quantizeModel({ model: QWEN, out, calib, device: 'cpu' }), /made for another model/);
+    await bad(quantizeModel({ model: MIXTRAL, out, calib, bits: 5, device: 'cpu' }), /--bits 5/);
+    await bad(quantizeModel({ model: MIXTRAL, out, calib, bits: 3, device: 'cpu' }), /packs 4 or 8 bits.*--format dequantized/);
+    await bad(quantizeModel({ model: MIXTRAL, out, calib, groupSize: 96, device: 'cpu' }), /group/i);
+    await bad(quantizeModel({ model: MIXTRAL, out, device: 'cpu' }), /--calib CALIB_DIR or --data/);
+    await bad(quantizeModel({ model: MIXTRAL, out: MIXTRAL, calib, device: 'cpu' }), /overwrite the input model/);
+    const noHess = path.join(tmp, 'not-calib');
+    fs.mkdirSync(noHess);
+    await bad(quantizeModel({ model: MIXTRAL, out, calib: noHess, device: 'cpu' }), /not a calibration directory/);
+    // NaN weights
+    const nanDir = path.join(tmp, 'nan-model');
+    fs.cpSync(MIXTRAL, nanDir, { recursive: true });
+    for (const f of fs.readdirSync(nanDir)) fs.chmodSync(path.join(nanDir, f), 0o644);
+    const src = SafetensorsFile.open(path.join(MIXTRAL, 'model.safetensors'));
+    writeSafetensors(
+      path.join(nanDir, 'model.safetensors'),
+      [...src.tensors.values()].map((t) => ({
+        name: t.name,
+        dtype: t.dtype,
+        shape: t.shape,
+        data: () => {
+          const b = src.readBytes(t.name);
+          if (t.name === 'model.layers.0.self_attn.k_proj.weight') new Uint16Array(b.buffer, b.byteOffset, 4).fill(0x7fc0);
+          return b;
+        },
+      })),
+    );
+    src.close();
+    await bad(quantizeModel({ model: nanDir, out, data: [C4], ...calibSmall, device: 'cpu' } as never), /NaN|Inf|finite/i);
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  });
+});
