@@ -68,7 +68,8 @@ export function maxQ(bits: number): number {
 
 /**
  * Checks `cfg` against a layer with `K` input features and returns the actual group size (K for −1).
- * Throws BAD_OPTION for an unsupported bit width or a group size that does not divide K.
+ * Throws BAD_OPTION for an unsupported bit width or a group size that does not divide K (K < group size is fine:
+ * one group per row).
  */
 export function resolveGroupSize(cfg: QuantConfig, K: number): number {
   if (!BITS.includes(cfg.bits)) throw fail('BAD_OPTION', `--bits ${cfg.bits} is not supported (use 2, 3, 4 or 8)`);
@@ -77,6 +78,9 @@ export function resolveGroupSize(cfg: QuantConfig, K: number): number {
   if (!Number.isInteger(g) || g <= 0) {
     throw fail('BAD_OPTION', `--group-size ${g} is invalid (use a positive integer or -1 for one group per row)`);
   }
+  // K smaller than the group (e.g. MLA kv_b_proj, K = kv_lora_rank): one group per row. That is exactly the GPTQ
+  // layout a loader expects for group_size g (ceil(K/g) = 1 group, g_idx = k // g = 0), so no special casing.
+  if (K < g) return K;
   if (K % g !== 0) {
     throw fail('BAD_OPTION', `--group-size ${g} does not divide the layer's input size K=${K} (K % ${g} = ${K % g})`);
   }
