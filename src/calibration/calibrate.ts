@@ -30,7 +30,10 @@ import type { MoeFfnSpec } from '../architectures/types.js';
 export type RoutingBiasMode = 'none' | 'loss-free';
 
 /** Default loss-free update rate; see README "Choosing the bias rate" for the measurements behind it. */
-export const DEFAULT_BIAS_RATE = 1e-2;
+export const DEFAULT_BIAS_RATE = 0.03;
+
+/** Default update rule (measured together with the rate; README "Choosing the bias rate"). */
+export const DEFAULT_BIAS_UPDATE = 'linear' as const;
 
 export interface CalibrateOptions extends EngineOptions {
   model: string;
@@ -70,7 +73,7 @@ export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult
   const seed = opts.seed ?? 0;
   const mode = opts.routingBias ?? 'loss-free';
   const biasRate = opts.biasRate ?? DEFAULT_BIAS_RATE;
-  const biasUpdate = opts.biasUpdate ?? 'sign';
+  const biasUpdate = opts.biasUpdate ?? DEFAULT_BIAS_UPDATE;
   const batchTokens = opts.batchTokens ?? 4096;
   const minTokens = opts.minTokens ?? 16;
   if (!['none', 'loss-free'].includes(mode)) throw fail('BAD_OPTION', `--routing-bias must be none or loss-free (got ${mode})`);

@@ -11,7 +11,7 @@ import type * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
-import { buildAttentionGraph, buildDenseGraph, buildHeadGraph, buildMoeGraph } from '../graph/layer-graphs.js';
+import { buildAttentionGraph, buildAttentionInputsGraph, buildDenseGraph, buildHeadGraph, buildMoeGraph } from '../graph/layer-graphs.js';
 import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
 import type { WeightStore } from './weights.js';
@@ -91,6 +91,18 @@ export function causalMask(S: number, past = 0): Float32Array {
   return m;
 }
 
+/** What the attention half of a layer hands to the FFN half. */
+export interface AttentionOutputs {
+  numTokens: number;
+  h: ort.Tensor;
+  ffnIn: ort.Tensor;
+  routerLogits: Float32Array | null;
+  /** Captured linear inputs (capture mode): attn, o, qB, kvB. */
+  captured: Record<string, Float32Array>;
+  presentKey?: ort.Tensor;
+  presentValue?: ort.Tensor;
+}
+
 /** What one layer step needs besides the weights. */
 export interface LayerStepContext {
   bs: ort.Tensor;
@@ -102,6 +114,8 @@ export interface LayerStepContext {
   hooks?: ForwardHooks;
   /** KV cache of this layer (decoding); absent for full-sequence runs. */
   past?: { key: ort.Tensor; value: ort.Tensor };
+  /** Run the attention half only (capture passes that need attention inputs only); x is left unchanged. */
+  attentionOnly?: boolean;
 }
 
 export class ForwardEngine {
@@ -233,11 +247,37 @@ export class ForwardEngine {
    * graph appends to the KV cache and the present keys/values are returned.
    */
   async layerStep(layer: LayerSpec, x: Float32Array, ctx: LayerStepContext): Promise<{ presentKey?: ort.Tensor; presentValue?: ort.Tensor }> {
+    const a = await this.attentionStep(layer, x, ctx);
+    if (ctx.attentionOnly) {
+      if (ctx.hooks?.capture && ctx.hooks.onActivations) {
+        const inputs: Record<string, Float32Array> = { ffn: a.ffnIn.data as Float32Array, ...a.captured };
+        await ctx.hooks.onActivations({ layerIndex: layer.index, batchIndex: ctx.batchIndex, tokenOffset: ctx.tokenOffset, numTokens: a.numTokens, inputs });
+      }
+      return {};
+    }
+    await this.ffnStep(layer, x, a, ctx);
+    return ctx.past ? { presentKey: a.presentKey, presentValue: a.presentValue } : {};
+  }
+
+  /** Inputs of the attention's first linears only (`attn`, MLA `qB`, `kvB`), without computing attention. */
+  async attentionInputs(layer: LayerSpec, x: Float32Array): Promise<Record<string, Float32Array>> {
+    const H = this.spec.hiddenSize;
+    const session = await this.pool.get('attn_inputs', () => buildAttentionInputsGraph(this.spec));
+    const feeds: Record<string, ort.Tensor> = { hidden: tensor.f32(x, [x.length / H, H]) };
+    for (const role of ['inputNorm', 'qA', 'qANorm', 'kvA', 'kvANorm']) {
+      const name = layer.attention[role];
+      if (name && (role === 'inputNorm' || this.spec.attention.kind === 'mla')) feeds[`w.${role}`] = this.weightTensor(name);
+    }
+    const out = await this.pool.run(session, feeds);
+    return Object.fromEntries(Object.entries(out).map(([k, v]) => [k.slice(3), v.data as Float32Array]));
+  }
+
+  /** The attention half of a layer: h = x + Attn(norm(x)), ffn_in = norm(h), router logits, captured inputs. */
+  async attentionStep(layer: LayerSpec, x: Float32Array, ctx: LayerStepContext): Promise<AttentionOutputs> {
     const H = this.spec.hiddenSize;
     const T = x.length / H;
     const capture = Boolean(ctx.hooks?.capture);
     const attn = await this.attentionSession(layer, ctx.past !== undefined, capture);
-    const ffn = await this.ffnSession(layer, capture);
     const attnFeeds: Record<string, ort.Tensor> = {
       ...this.attentionFeeds(layer),
       cos: ctx.cos,
@@ -248,20 +288,36 @@ export class ForwardEngine {
     };
     if (ctx.past) Object.assign(attnFeeds, { past_key: ctx.past.key, past_value: ctx.past.value });
     const a = await this.pool.run(attn, attnFeeds);
-    const ffnIn = a['ffn_in']!.data as Float32Array;
-    const feeds: Record<string, ort.Tensor> = { ...this.ffnWeightFeeds(layer), h: a['h']!, ffn_in: a['ffn_in']! };
+    const captured: Record<string, Float32Array> = {};
+    for (const [key, value] of Object.entries(a)) if (key.startsWith('in.')) captured[key.slice(3)] = value.data as Float32Array;
+    return {
+      numTokens: T,
+      h: a['h']!,
+      ffnIn: a['ffn_in']!,
+      routerLogits: a['router_logits'] ? (a['router_logits'].data as Float32Array) : null,
+      captured,
+      presentKey: a['present_key'],
+      presentValue: a['present_value'],
+    };
+  }
+
+  /** The FFN half: routes (MoE), runs experts or the dense MLP, writes the layer output into x. */
+  async ffnStep(layer: LayerSpec, x: Float32Array, a: AttentionOutputs, ctx: LayerStepContext): Promise<void> {
+    const capture = Boolean(ctx.hooks?.capture);
+    const ffn = await this.ffnSession(layer, capture);
+    const ffnIn = a.ffnIn.data as Float32Array;
+    const feeds: Record<string, ort.Tensor> = { ...this.ffnWeightFeeds(layer), h: a.h, ffn_in: a.ffnIn };
     let moe: ReturnType<ForwardEngine['moeFeeds']> | undefined;
     if (layer.ffn.kind === 'moe') {
-      const logits = a['router_logits']!.data as Float32Array;
-      moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, logits, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
+      moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
       Object.assign(feeds, moe.feeds);
     } else {
       ctx.hooks?.onDenseFfn?.({ layerIndex: layer.index, batchIndex: ctx.batchIndex, tokenOffset: ctx.tokenOffset, ffnIn });
     }
     const out = await this.pool.run(ffn, feeds);
     if (capture && ctx.hooks?.onActivations) {
-      const inputs: Record<string, Float32Array> = { ffn: ffnIn };
-      for (const [key, value] of [...Object.entries(a), ...Object.entries(out)]) {
+      const inputs: Record<string, Float32Array> = { ffn: ffnIn, ...a.captured };
+      for (const [key, value] of Object.entries(out)) {
         if (key.startsWith('in.')) inputs[key.slice(3)] = value.data as Float32Array;
         if (key === 'shared_gate') inputs[key] = value.data as Float32Array;
       }
@@ -273,7 +329,7 @@ export class ForwardEngine {
         layerIndex: layer.index,
         batchIndex: ctx.batchIndex,
         tokenOffset: ctx.tokenOffset,
-        numTokens: T,
+        numTokens: a.numTokens,
         inputs,
         routing: moe?.routing,
         rows: moe?.rows,
@@ -281,7 +337,6 @@ export class ForwardEngine {
       });
     }
     x.set(out['out']!.data as Float32Array);
-    return ctx.past ? { presentKey: a['present_key'], presentValue: a['present_value'] } : {};
   }
 
   /** Embedding rows of every token of every sequence [N·S × hidden] (row reads; never the whole table unless resident). */

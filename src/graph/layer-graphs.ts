@@ -234,3 +234,27 @@ export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll'): Uint8Ar
   }
   return g.build();
 }
+
+/**
+ * Only the inputs of the attention's first linears (calibration of q/k/v, q_a/kv_a and MLA q_b/kv_b): the normed
+ * hidden states, and for MLA the normed q_a and kv_a latents. No attention is computed.
+ */
+export function buildAttentionInputsGraph(spec: ModelSpec): Uint8Array {
+  const g = new GraphBuilder('attention_inputs');
+  const H = spec.hiddenSize;
+  const hidden = g.input('hidden', F, ['T', H]);
+  const x = rmsNorm(g, hidden, g.input('w.inputNorm', F, [H]), spec.rmsNormEps);
+  g.output('in.attn', x, F, ['T', H]);
+  const a = spec.attention;
+  if (a.kind === 'mla') {
+    const innerEps = 1e-6;
+    if (a.qLoraRank !== null) {
+      const qA = linear(g, x, g.input('w.qA', F, [a.qLoraRank, H]));
+      g.output('in.qB', rmsNorm(g, qA, g.input('w.qANorm', F, [a.qLoraRank]), innerEps), F, ['T', a.qLoraRank]);
+    }
+    const ckv = linear(g, x, g.input('w.kvA', F, [a.kvLoraRank + a.qkRopeHeadDim, H]));
+    const [c] = g.opN('Split', [ckv, g.i64([a.kvLoraRank, a.qkRopeHeadDim])], 2, { axis: attr.i(-1) });
+    g.output('in.kvB', rmsNorm(g, c!, g.input('w.kvANorm', F, [a.kvLoraRank]), innerEps), F, ['T', a.kvLoraRank]);
+  }
+  return g.build();
+}

@@ -93,6 +93,9 @@ export async function resolveDevice(device: Device): Promise<{ device: ResolvedD
 /** Sessions cached by graph key, with a running total of time spent in `run`. */
 export class SessionPool {
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly keys = new Map<ort.InferenceSession, string>();
+  /** Milliseconds and runs per graph key (for profiling). */
+  readonly byKey = new Map<string, { ms: number; runs: number }>();
   /** Milliseconds spent inside onnxruntime's run(). */
   runMs = 0;
   runs = 0;
@@ -109,6 +112,7 @@ export class SessionPool {
     let s = this.sessions.get(key);
     if (!s) {
       s = ort.InferenceSession.create(build(), sessionOptions(this.device, this.threads));
+      s.then((session) => this.keys.set(session, key)).catch(() => undefined);
       this.sessions.set(key, s);
     }
     return s;
@@ -118,8 +122,14 @@ export class SessionPool {
   async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
     const t0 = performance.now();
     const out = await session.run(feeds);
-    this.runMs += performance.now() - t0;
+    const ms = performance.now() - t0;
+    this.runMs += ms;
     this.runs++;
+    const key = this.keys.get(session) ?? '?';
+    const k = this.byKey.get(key) ?? { ms: 0, runs: 0 };
+    k.ms += ms;
+    k.runs++;
+    this.byKey.set(key, k);
     return out;
   }
 

@@ -11,6 +11,7 @@
 import type { LayerSpec } from '../architectures/types.js';
 import { LayerHessians } from '../calibration/hessian-collector.js';
 import type { Engine } from '../engine/engine.js';
+import type { ActivationsEvent, AttentionOutputs } from '../engine/forward.js';
 import { tensor } from '../graph/session.js';
 import { gptqQuantize } from '../quantization/gptq.js';
 import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
@@ -70,36 +71,74 @@ export async function quantizeSequential(
   const totalPasses = plans.reduce((s, p) => s + p.length + 1, 0) * batches.length;
   let done = 0;
 
-  /** One pass of `layer` over all batches; capture passes work on copies, the final pass updates x in place. */
-  const pass = async (layer: LayerSpec, hessians: LayerHessians | null) => {
+  /**
+   * One pass of `layer` over all batches; capture passes work on copies, the final pass updates x in place.
+   * Once the attention modules of the layer are final, its attention outputs are computed once per batch and
+   * reused by the FFN passes (`attentionCache`): only the FFN half runs again.
+   */
+  let attentionCache: AttentionOutputs[] | null = null;
+  const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' = 'layer') => {
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
       const start = rows[0]! * S * H;
       const slice = x.subarray(start, start + rows.length * S * H);
-      await forward.layerStep(layer, hessians ? slice.slice() : slice, {
+      if (mode === 'inputs') {
+        const inputs = await forward.attentionInputs(layer, slice);
+        await hessians!.add({ layerIndex: layer.index, batchIndex: b, tokenOffset: rows[0]! * S, numTokens: rows.length * S, inputs });
+        opts.onProgress?.(++done, totalPasses);
+        continue;
+      }
+      const attentionOnly = mode === 'attention';
+      const stepCtx = {
         ...ctx,
         bs: tensor.i64From([rows.length, S]),
         batchIndex: b,
         tokenOffset: rows[0]! * S,
+        attentionOnly,
         hooks: {
           capture: hessians !== null,
-          selectionBias: (l) => calib.biasFor(l, b),
-          onActivations: hessians ? (ev) => hessians.add(ev) : undefined,
+          selectionBias: (l: number) => calib.biasFor(l, b),
+          onActivations: hessians ? (ev: ActivationsEvent) => hessians.add(ev) : undefined,
         },
-      });
+      };
+      const target = hessians ? slice.slice() : slice;
+      if (attentionCache) await forward.ffnStep(layer, target, attentionCache[b]!, stepCtx);
+      else await forward.layerStep(layer, target, stepCtx);
       opts.onProgress?.(++done, totalPasses);
     }
   };
 
+  /** Compute and keep the attention outputs of every batch (no capture). */
+  const cacheAttention = async (layer: LayerSpec) => {
+    attentionCache = [];
+    for (let b = 0; b < batches.length; b++) {
+      const rows = batches[b]!;
+      const start = rows[0]! * S * H;
+      attentionCache.push(
+        await forward.attentionStep(layer, x.subarray(start, start + rows.length * S * H), {
+          ...ctx,
+          bs: tensor.i64From([rows.length, S]),
+          batchIndex: b,
+          tokenOffset: rows[0]! * S,
+        }),
+      );
+    }
+  };
+
   for (const layer of spec.layers) {
+    attentionCache = null;
     for (const group of plans[layer.index]!) {
+      // Attention is final once every attention group is done (the router group changes the logits: recompute after).
+      if (!attentionCache && group.modules.every((m) => m.kind !== 'attention')) await cacheAttention(layer);
       const todo = group.modules.filter((m) => !(opts.skip && opts.skip.test(m.prefix)));
       if (todo.length === 0) {
         done += batches.length;
         continue;
       }
       const hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)));
-      await pass(layer, hessians);
+      // q/k/v (MLA q_a/kv_a, q_b/kv_b) need only the attention's input projections; o_proj needs the attention.
+      const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : 'layer';
+      await pass(layer, hessians, mode);
       for (const m of todo) {
         const acc = hessians.slots.get(m.hessian)!.acc;
         const W = weights.get(m.weight);
@@ -140,8 +179,11 @@ export async function quantizeSequential(
         records.push(record);
         onQuantized(m, q, record);
       }
+      if (group.name === 'router') attentionCache = null; // router logits come from the attention graph
     }
+    if (!attentionCache) await cacheAttention(layer);
     await pass(layer, null);
+    attentionCache = null;
     await onLayerDone(layer);
     for (const group of plans[layer.index]!) for (const m of group.modules) weights.overrides.delete(m.weight);
     forward.releaseLayer(layer);

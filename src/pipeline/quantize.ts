@@ -197,6 +197,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     });
     void out;
     result.seconds = (performance.now() - t0) / 1000;
+    if (process.env['MOE_QUANT_PROFILE'])
+      for (const [k, v] of [...engine.pool.byKey].sort((a, b) => b[1].ms - a[1].ms)) o.onNote?.(`ort ${k}: ${(v.ms / 1000).toFixed(2)} s in ${v.runs} runs`);
     return result;
   } finally {
     await engine.close();

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { calibrate, DEFAULT_BIAS_RATE, type RoutingBiasMode } from '../../calibration/calibrate.js';
+import { calibrate, DEFAULT_BIAS_RATE, DEFAULT_BIAS_UPDATE, type RoutingBiasMode } from '../../calibration/calibrate.js';
 import { DEFAULT_CALIB_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
 import type { BiasUpdate } from '../../routing/loss-free.js';
 import { table } from '../format.js';
@@ -59,7 +59,7 @@ export function registerCalibrate(program: Command): void {
     )
     .option('--bias-rate <u>', 'bias update rate u', positiveNumber('--bias-rate'), DEFAULT_BIAS_RATE)
     .addOption(
-      new Option('--bias-update <rule>', 'sign: δ += u·sign(mean − load); linear: δ += u·(mean − load)/mean').choices(['sign', 'linear']).default('sign'),
+      new Option('--bias-update <rule>', 'sign: δ += u·sign(mean − load); linear: δ += u·(mean − load)/mean').choices(['sign', 'linear']).default(DEFAULT_BIAS_UPDATE),
     )
     .option('--batch-tokens <n>', 'tokens per batch (the bias updates after each batch)', positiveInt('--batch-tokens'), 4096)
     .option('--min-tokens <n>', 'flag experts with fewer tokens than this as under-calibrated', nonNegativeInt('--min-tokens'), 16)
