@@ -10,6 +10,11 @@ export interface EngineOptions {
   threads?: number;
   /** Keep all weights resident when the float32 model is at most this many bytes (default 2 GiB). */
   cacheBytes?: number;
+  /**
+   * GPTQ checkpoints: run eligible 4-bit linears on onnxruntime's MatMulNBits kernels (default true); false
+   * dequantizes every packed weight to float32 on load.
+   */
+  int4Kernels?: boolean;
 }
 
 export interface Engine {
@@ -29,6 +34,7 @@ export async function createEngine(dir: string, options: EngineOptions = {}): Pr
     const { device, note } = await resolveDevice(options.device ?? 'cpu');
     const pool = new SessionPool(device, options.threads);
     const weights = new WeightStore(model.checkpoint, model.expected, options.cacheBytes, model.gptq, model.packed);
+    weights.useNBits = options.int4Kernels ?? true;
     const forward = new ForwardEngine(model.spec, pool, weights);
     return {
       model,

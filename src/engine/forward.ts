@@ -7,11 +7,13 @@
  * The routing seam: `hooks.selectionBias(layer)` adds a per-expert bias to selection, `hooks.onRouting(event)` sees
  * the FFN input rows, router logits and the routing used (selected experts, combine weights) of every batch.
  */
-import type * as ort from 'onnxruntime-node';
+import { createHash } from 'node:crypto';
+import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
 import { buildAttentionGraph, buildAttentionInputsGraph, buildDenseGraph, buildHeadGraph, buildMoeGraph } from '../graph/layer-graphs.js';
+import { FLOAT_WEIGHTS, type WeightForms } from '../graph/blocks.js';
 import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
 import type { WeightStore } from './weights.js';
@@ -125,46 +127,83 @@ export class ForwardEngine {
     readonly weights: WeightStore,
   ) {}
 
+  /** Linear weights of a layer by graph role (`q`, `router`, `expert.3.gate`, `shared.up`, `gate`, …). */
+  linearRoles(layer: LayerSpec, part: 'attention' | 'ffn'): Map<string, string> {
+    const roles = new Map<string, string>();
+    if (part === 'attention') {
+      for (const r of ['q', 'k', 'v', 'o', 'qA', 'qB', 'kvA', 'kvB']) if (layer.attention[r]) roles.set(r, layer.attention[r]!);
+      if (layer.ffn.kind === 'moe') roles.set('router', layer.ffn.router);
+      return roles;
+    }
+    const f = layer.ffn;
+    if (f.kind === 'dense') {
+      for (const r of ['gate', 'up', 'down'] as const) roles.set(r, f.tensors[r]);
+      return roles;
+    }
+    for (let e = 0; e < f.routing.numExperts; e++) for (const r of ['gate', 'up', 'down'] as const) roles.set(`expert.${e}.${r}`, f.expert(e)[r]);
+    if (f.shared) {
+      for (const r of ['gate', 'up', 'down'] as const) roles.set(`shared.${r}`, f.shared.tensors[r]);
+      if (f.shared.gate) roles.set('shared.gateProj', f.shared.gate);
+    }
+    return roles;
+  }
+
+  /** Weight forms of a layer part, and a short key naming them (part of the session key). */
+  private forms(layer: LayerSpec, part: 'attention' | 'ffn'): { forms: WeightForms; key: string } {
+    const blocks = new Map<string, number>();
+    for (const [role, name] of this.linearRoles(layer, part)) {
+      const b = this.weights.nbitsBlockSize(name);
+      if (b !== null) blocks.set(role, b);
+    }
+    if (blocks.size === 0) return { forms: FLOAT_WEIGHTS, key: 'f32' };
+    const key = createHash('sha1').update([...blocks].map(([r, b]) => `${r}:${b}`).join(',')).digest('hex').slice(0, 12);
+    return { forms: (role) => (blocks.has(role) ? { kind: 'nbits', blockSize: blocks.get(role)! } : { kind: 'float' }), key: `nbits-${key}` };
+  }
+
   private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean) {
     const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
-    return this.pool.get(`attn:${experts}:${withCache}:${capture}`, () =>
-      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture }),
+    const { forms, key } = this.forms(layer, 'attention');
+    return this.pool.get(`attn:${experts}:${withCache}:${capture}:${key}`, () =>
+      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture, forms }),
     );
   }
 
   private ffnSession(layer: LayerSpec, capture: boolean) {
     const f = layer.ffn;
+    const { forms, key } = this.forms(layer, 'ffn');
     if (f.kind === 'dense')
-      return this.pool.get(`dense:${f.intermediateSize}:${capture}`, () => buildDenseGraph(this.spec, f.intermediateSize, capture));
+      return this.pool.get(`dense:${f.intermediateSize}:${capture}:${key}`, () => buildDenseGraph(this.spec, f.intermediateSize, capture, forms));
     return this.pool.get(
-      `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}`,
-      () => buildMoeGraph(this.spec, f, capture),
+      `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
+      () => buildMoeGraph(this.spec, f, capture, forms),
     );
   }
 
-  /** Weight feeds `w.<role>` of a layer's attention graph. */
+  /** Feed one weight by role: `w.<role>` (float32) or its MatMulNBits blobs. */
+  private feedWeight(feeds: Record<string, ort.Tensor>, role: string, name: string): void {
+    const block = this.weights.nbitsBlockSize(name);
+    if (block === null) {
+      feeds[`w.${role}`] = this.weightTensor(name);
+      return;
+    }
+    const t = this.weights.nbits(name);
+    feeds[`w.${role}.B`] = new ort.Tensor('uint8', t.B, [t.N, t.kBlocks, t.blockSize / 2]);
+    feeds[`w.${role}.scales`] = tensor.f32(t.scales, [t.N, t.kBlocks]);
+    feeds[`w.${role}.zp`] = new ort.Tensor('uint8', t.zeroPoints, [t.N, Math.ceil(t.kBlocks / 2)]);
+  }
+
+  /** Weight feeds of a layer's attention graph (norms, biases and linears). */
   private attentionFeeds(layer: LayerSpec): Record<string, ort.Tensor> {
     const feeds: Record<string, ort.Tensor> = {};
-    for (const [role, name] of Object.entries(layer.attention)) feeds[`w.${role}`] = this.weightTensor(name);
-    if (layer.ffn.kind === 'moe') feeds['w.router'] = this.weightTensor(layer.ffn.router);
+    const linears = this.linearRoles(layer, 'attention');
+    for (const [role, name] of Object.entries(layer.attention)) if (!linears.has(role)) feeds[`w.${role}`] = this.weightTensor(name);
+    for (const [role, name] of linears) this.feedWeight(feeds, role, name);
     return feeds;
   }
 
   private ffnWeightFeeds(layer: LayerSpec): Record<string, ort.Tensor> {
-    const f = layer.ffn;
     const feeds: Record<string, ort.Tensor> = {};
-    if (f.kind === 'dense') {
-      for (const role of ['gate', 'up', 'down'] as const) feeds[`w.${role}`] = this.weightTensor(f.tensors[role]);
-      return feeds;
-    }
-    for (let e = 0; e < f.routing.numExperts; e++) {
-      const t = f.expert(e);
-      for (const role of ['gate', 'up', 'down'] as const) feeds[`w.expert.${e}.${role}`] = this.weightTensor(t[role]);
-    }
-    if (f.shared) {
-      for (const role of ['gate', 'up', 'down'] as const) feeds[`w.shared.${role}`] = this.weightTensor(f.shared.tensors[role]);
-      if (f.shared.gate) feeds['w.shared.gateProj'] = this.weightTensor(f.shared.gate);
-    }
+    for (const [role, name] of this.linearRoles(layer, 'ffn')) this.feedWeight(feeds, role, name);
     return feeds;
   }
 

@@ -6,7 +6,7 @@
  */
 import type { ExpectedTensor } from '../architectures/shapes.js';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { unpackGptq } from '../quantization/pack.js';
+import { toMatMulNBits, unpackGptq, type MatMulNBitsTensors } from '../quantization/pack.js';
 import type { GptqConfig } from './model.js';
 
 export interface WeightSource {
@@ -39,7 +39,45 @@ export class WeightStore implements WeightSource {
     for (const t of expected) this.shapes.set(t.name, t.shape);
   }
 
+  /** Use onnxruntime's MatMulNBits for eligible packed weights (4-bit, g_idx = k // group, power-of-two group). */
+  useNBits = true;
+  private readonly nbitsCache = new Map<string, MatMulNBitsTensors>();
+  private readonly blockSizes = new Map<string, number | null>();
+
+  /** MatMulNBits block size for a packed weight that can run on the 4-bit kernel, else null (use float32). */
+  nbitsBlockSize(name: string): number | null {
+    if (!this.useNBits || this.overrides.has(name)) return null;
+    const hit = this.blockSizes.get(name);
+    if (hit !== undefined) return hit;
+    let block: number | null = null;
+    const p = this.packed.get(name);
+    const q = this.gptq;
+    if (p && q && q.bits === 4) {
+      const g = q.groupSize > 0 ? q.groupSize : p.K;
+      if (g >= 16 && (g & (g - 1)) === 0) {
+        const gIdx = this.checkpoint.has(`${p.prefix}.g_idx`) ? this.checkpoint.readBytes(`${p.prefix}.g_idx`) : null;
+        const ids = gIdx ? new Int32Array(gIdx.buffer.slice(gIdx.byteOffset, gIdx.byteOffset + gIdx.byteLength)) : null;
+        if (!ids || ids.every((v, k) => v === Math.floor(k / g))) block = g;
+      }
+    }
+    this.blockSizes.set(name, block);
+    return block;
+  }
+
+  /** MatMulNBits inputs of a packed weight (see nbitsBlockSize). */
+  nbits(name: string): MatMulNBitsTensors {
+    const hit = this.nbitsCache.get(name);
+    if (hit) return hit;
+    const out = toMatMulNBits(this.unpack(name), this.nbitsBlockSize(name)!);
+    if (this.resident) this.nbitsCache.set(name, out);
+    return out;
+  }
+
   private readPacked(name: string): Float32Array {
+    return this.unpack(name).dequantized;
+  }
+
+  private unpack(name: string) {
     const { prefix, N, K } = this.packed.get(name)!;
     const q = this.gptq!;
     const i32 = (suffix: string) => {
@@ -57,7 +95,7 @@ export class WeightStore implements WeightSource {
         gIdx,
       },
       { N, K, bits: q.bits, format: q.format },
-    ).dequantized;
+    );
   }
 
   get(name: string): Float32Array {
@@ -87,6 +125,9 @@ export class WeightStore implements WeightSource {
   /** Drop cached tensors (used between layers when not resident). */
   release(names: Iterable<string>): void {
     if (this.resident) return;
-    for (const n of names) this.cache.delete(n);
+    for (const n of names) {
+      this.cache.delete(n);
+      this.nbitsCache.delete(n);
+    }
   }
 }

@@ -72,7 +72,12 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
       device: engine.device,
       seconds,
       tokens_per_second: (windows.length * seqLen) / seconds,
-      quantization: (engine.model.config['quantization_config'] ?? engine.model.config['moe_quant'] ?? null) as Record<string, unknown> | null,
+      quantization: engine.model.gptq
+        ? {
+            ...(engine.model.config['quantization_config'] as Record<string, unknown>),
+            kernel: [...engine.model.packed.keys()].some((n) => engine.weights.nbitsBlockSize(n) !== null) ? 'MatMulNBits' : 'dequantized-float32',
+          }
+        : ((engine.model.config['moe_quant'] ?? null) as Record<string, unknown> | null),
     };
   } finally {
     await engine.close();

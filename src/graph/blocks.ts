@@ -3,7 +3,7 @@
  * weights arrive as graph inputs in PyTorch [out, in] orientation and are applied with Gemm(transB=1), so one graph
  * serves every layer of the same shape and weights stream through without re-building sessions.
  */
-import { attr, type GraphBuilder } from './builder.js';
+import { attr, OnnxType, type GraphBuilder } from './builder.js';
 
 /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) * w (onnxruntime's SimplifiedLayerNormalization, fp32). */
 export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number): string {
@@ -15,15 +15,47 @@ export function linear(g: GraphBuilder, x: string, weight: string, bias?: string
   return g.op('Gemm', bias ? [x, weight, bias] : [x, weight], { transB: attr.i(1) });
 }
 
+/** How a graph receives one linear's weight: float32 [N, K], or 4-bit blobs for onnxruntime's MatMulNBits. */
+export type WeightForm = { kind: 'float' } | { kind: 'nbits'; blockSize: number };
+
+/** Weight form of each role (`q`, `expert.3.gate`, …); graphs built for all-float weights use FLOAT_WEIGHTS. */
+export type WeightForms = (role: string) => WeightForm;
+export const FLOAT_WEIGHTS: WeightForms = () => ({ kind: 'float' });
+
+/**
+ * y = x · Wᵀ (+ b) for the weight of `role`, declared as graph input(s): `w.<role>` (float) or
+ * `w.<role>.B` / `.scales` / `.zp` (MatMulNBits: 4-bit, block-wise scales and packed zero points).
+ */
+export function projection(g: GraphBuilder, x: string, role: string, N: number, K: number, forms: WeightForms, bias?: string): string {
+  const form = forms(role);
+  if (form.kind === 'float') return linear(g, x, g.input(`w.${role}`, OnnxType.FLOAT, [N, K]), bias);
+  const kb = Math.ceil(K / form.blockSize);
+  const y = g.msOp(
+    'MatMulNBits',
+    [
+      x,
+      g.input(`w.${role}.B`, OnnxType.UINT8, [N, kb, form.blockSize / 2]),
+      g.input(`w.${role}.scales`, OnnxType.FLOAT, [N, kb]),
+      g.input(`w.${role}.zp`, OnnxType.UINT8, [N, Math.ceil(kb / 2)]),
+    ],
+    { K: attr.i(K), N: attr.i(N), bits: attr.i(4), block_size: attr.i(form.blockSize), accuracy_level: attr.i(0) },
+  );
+  return bias ? g.op('Add', [y, bias]) : y;
+}
+
 /** silu(x) = x · sigmoid(x). */
 export function silu(g: GraphBuilder, x: string): string {
   return g.op('Mul', [x, g.op('Sigmoid', [x])]);
 }
 
-/** SwiGLU MLP: down(silu(gate(x)) * up(x)). Returns the output and the down_proj input (for calibration). */
-export function swiglu(g: GraphBuilder, x: string, w: { gate: string; up: string; down: string }): { out: string; hidden: string } {
-  const hidden = g.op('Mul', [silu(g, linear(g, x, w.gate)), linear(g, x, w.up)]);
-  return { out: linear(g, hidden, w.down), hidden };
+/**
+ * SwiGLU MLP with weights of roles `<prefix>.gate/up/down` (or `gate/up/down` for an empty prefix):
+ * down(silu(gate(x)) * up(x)). Returns the output and the down_proj input (for calibration).
+ */
+export function swiglu(g: GraphBuilder, x: string, prefix: string, H: number, I: number, forms: WeightForms): { out: string; hidden: string } {
+  const role = (r: string) => (prefix ? `${prefix}.${r}` : r);
+  const hidden = g.op('Mul', [silu(g, projection(g, x, role('gate'), I, H, forms)), projection(g, x, role('up'), I, H, forms)]);
+  return { out: projection(g, hidden, role('down'), H, I, forms), hidden };
 }
 
 /** [T, heads*dim] → [B, heads, S, dim], where `bs` is an int64 [2] input holding [B, S]. */

@@ -9,7 +9,7 @@
  */
 import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { attr, GraphBuilder, OnnxType } from './builder.js';
-import { linear, mergeHeads, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu } from './blocks.js';
+import { FLOAT_WEIGHTS, linear, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
 
 const F = OnnxType.FLOAT;
 const I64 = OnnxType.INT64;
@@ -21,6 +21,8 @@ export interface AttentionGraphOptions {
   withCache: boolean;
   /** Also output the input of every linear (`in.attn`, `in.o`, MLA `in.qB`, `in.kvB`) for calibration. */
   capture?: boolean;
+  /** Weight form per role (default: all float32). */
+  forms?: WeightForms;
 }
 
 /** Common inputs of attention graphs. */
@@ -37,14 +39,14 @@ function attentionInputs(g: GraphBuilder, spec: ModelSpec, rotDim: number) {
   };
 }
 
-function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean) {
+function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms) {
   const H = spec.hiddenSize;
   const { numHeads, numKvHeads, headDim } = a;
   const w = (role: string, dims: number[]) => g.input(`w.${role}`, F, dims);
   const bias = (role: string, n: number) => (a.qkvBias ? w(role, [n]) : undefined);
-  let q = linear(g, x, w('q', [numHeads * headDim, H]), bias('qBias', numHeads * headDim));
-  let k = linear(g, x, w('k', [numKvHeads * headDim, H]), bias('kBias', numKvHeads * headDim));
-  let v = linear(g, x, w('v', [numKvHeads * headDim, H]), bias('vBias', numKvHeads * headDim));
+  let q = projection(g, x, 'q', numHeads * headDim, H, forms, bias('qBias', numHeads * headDim));
+  let k = projection(g, x, 'k', numKvHeads * headDim, H, forms, bias('kBias', numKvHeads * headDim));
+  let v = projection(g, x, 'v', numKvHeads * headDim, H, forms, bias('vBias', numKvHeads * headDim));
   if (a.qkNorm === 'full') {
     q = rmsNorm(g, q, w('qNorm', [numHeads * headDim]), spec.rmsNormEps);
     k = rmsNorm(g, k, w('kNorm', [numKvHeads * headDim]), spec.rmsNormEps);
@@ -79,11 +81,11 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
     a.softmaxScale,
   );
   const oIn = mergeHeads(g, out, numHeads, headDim);
-  const o = linear(g, oIn, w('o', [H, numHeads * headDim]), a.oBias ? w('oBias', [H]) : undefined);
+  const o = projection(g, oIn, 'o', H, numHeads * headDim, forms, a.oBias ? w('oBias', [H]) : undefined);
   return { o, kv, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
 }
 
-function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean) {
+function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms) {
   const H = spec.hiddenSize;
   const { numHeads: nH, qkNopeHeadDim: nope, qkRopeHeadDim: rot, vHeadDim: dv, kvLoraRank: r } = a;
   const dq = nope + rot;
@@ -92,17 +94,17 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   const innerEps = 1e-6;
   const captured: Record<string, [string, number]> = {};
   let q: string;
-  if (a.qLoraRank === null) q = linear(g, x, w('q', [nH * dq, H]));
+  if (a.qLoraRank === null) q = projection(g, x, 'q', nH * dq, H, forms);
   else {
-    const qBIn = rmsNorm(g, linear(g, x, w('qA', [a.qLoraRank, H])), w('qANorm', [a.qLoraRank]), innerEps);
+    const qBIn = rmsNorm(g, projection(g, x, 'qA', a.qLoraRank, H, forms), w('qANorm', [a.qLoraRank]), innerEps);
     captured['in.qB'] = [qBIn, a.qLoraRank];
-    q = linear(g, qBIn, w('qB', [nH * dq, a.qLoraRank]));
+    q = projection(g, qBIn, 'qB', nH * dq, a.qLoraRank, forms);
   }
   const [qNope, qPe] = g.opN('Split', [splitHeads(g, q, io.bs, nH, dq), g.i64([nope, rot])], 2, { axis: attr.i(-1) });
-  const [c, kPe2d] = g.opN('Split', [linear(g, x, w('kvA', [r + rot, H])), g.i64([r, rot])], 2, { axis: attr.i(-1) });
+  const [c, kPe2d] = g.opN('Split', [projection(g, x, 'kvA', r + rot, H, forms), g.i64([r, rot])], 2, { axis: attr.i(-1) });
   const kvBIn = rmsNorm(g, c!, w('kvANorm', [r]), innerEps);
   captured['in.kvB'] = [kvBIn, r];
-  const kv = linear(g, kvBIn, w('kvB', [nH * (nope + dv), r]));
+  const kv = projection(g, kvBIn, 'kvB', nH * (nope + dv), r, forms);
   const [kNope, v4] = g.opN('Split', [splitHeads(g, kv, io.bs, nH, nope + dv), g.i64([nope, dv])], 2, { axis: attr.i(-1) });
   const kPe = rope(g, splitHeads(g, kPe2d!, io.bs, 1, rot), io.cos, io.sin, rot, a.rope.layout);
   const qFull = g.op('Concat', [qNope!, rope(g, qPe!, io.cos, io.sin, rot, a.rope.layout)], { axis: attr.i(-1) });
@@ -111,7 +113,7 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale);
   const oIn = mergeHeads(g, out, nH, dv);
   captured['in.o'] = [oIn, nH * dv];
-  const o = linear(g, oIn, w('o', [H, nH * dv]));
+  const o = projection(g, oIn, 'o', H, nH * dv, forms);
   return { o, kv: cache, captured };
 }
 
@@ -132,7 +134,8 @@ export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions
   const a = spec.attention;
   const io = attentionInputs(g, spec, a.rope.dim);
   const x = rmsNorm(g, io.hidden, io.inputNorm, spec.rmsNormEps);
-  const { o, captured } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache) : mlaCore(g, spec, a, x, io, opts.withCache);
+  const forms = opts.forms ?? FLOAT_WEIGHTS;
+  const { o, captured } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache, forms) : mlaCore(g, spec, a, x, io, opts.withCache, forms);
   if (opts.capture) {
     g.output('in.attn', x, F, ['T', spec.hiddenSize]);
     for (const [name, [value, width]] of Object.entries(captured)) g.output(name, value, F, ['T', width]);
@@ -142,24 +145,18 @@ export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions
   g.output('h', h, F, ['T', spec.hiddenSize]);
   g.output('ffn_in', ffnIn, F, ['T', spec.hiddenSize]);
   if (opts.routerExperts !== null) {
-    const router = g.input('w.router', F, [opts.routerExperts, spec.hiddenSize]);
-    g.output('router_logits', linear(g, ffnIn, router), F, ['T', opts.routerExperts]);
+    g.output('router_logits', projection(g, ffnIn, 'router', opts.routerExperts, spec.hiddenSize, forms), F, ['T', opts.routerExperts]);
   }
   return g.build();
 }
 
 /** Dense MLP layer: out = h + MLP(ffn_in). */
-export function buildDenseGraph(spec: ModelSpec, intermediate: number, capture = false): Uint8Array {
+export function buildDenseGraph(spec: ModelSpec, intermediate: number, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
   const g = new GraphBuilder('dense_ffn');
   const H = spec.hiddenSize;
   const h = g.input('h', F, ['T', H]);
   const x = g.input('ffn_in', F, ['T', H]);
-  const w = {
-    gate: g.input('w.gate', F, [intermediate, H]),
-    up: g.input('w.up', F, [intermediate, H]),
-    down: g.input('w.down', F, [H, intermediate]),
-  };
-  const mlp = swiglu(g, x, w);
+  const mlp = swiglu(g, x, '', H, intermediate, forms);
   g.output('out', g.op('Add', [h, mlp.out]), F, ['T', H]);
   if (capture) g.output('in.down', mlp.hidden, F, ['T', intermediate]);
   return g.build();
@@ -169,7 +166,7 @@ export function buildDenseGraph(spec: ModelSpec, intermediate: number, capture =
  * MoE layer: each expert e gets the rows `rows.e` of ffn_in; outputs are concatenated in expert order, gathered back
  * per (token, slot) with `combine_pos` [T, k] and summed with `combine_w` [T, k]. Shared expert (optionally gated) added.
  */
-export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false): Uint8Array {
+export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
   const g = new GraphBuilder('moe_ffn');
   const H = spec.hiddenSize;
   const E = ffn.routing.numExperts;
@@ -183,12 +180,7 @@ export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false)
   for (let e = 0; e < E; e++) {
     const rows = g.input(`rows.${e}`, I64, [`n${e}`]);
     const xe = g.op('Gather', [x, rows], { axis: attr.i(0) });
-    const w = {
-      gate: g.input(`w.expert.${e}.gate`, F, [I, H]),
-      up: g.input(`w.expert.${e}.up`, F, [I, H]),
-      down: g.input(`w.expert.${e}.down`, F, [H, I]),
-    };
-    const mlp = swiglu(g, xe, w);
+    const mlp = swiglu(g, xe, `expert.${e}`, H, I, forms);
     outs.push(mlp.out);
     if (capture) g.output(`in.expert.${e}.down`, mlp.hidden, F, [`n${e}`, I]);
   }
@@ -198,16 +190,11 @@ export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false)
   let out = g.op('Add', [h, g.op('ReduceSum', [weighted, g.i64([1])], { keepdims: attr.i(0) })]);
   if (ffn.shared) {
     const S = ffn.shared.intermediateSize;
-    const w = {
-      gate: g.input('w.shared.gate', F, [S, H]),
-      up: g.input('w.shared.up', F, [S, H]),
-      down: g.input('w.shared.down', F, [H, S]),
-    };
-    const mlp = swiglu(g, x, w);
+    const mlp = swiglu(g, x, 'shared', H, S, forms);
     let shared = mlp.out;
     if (capture) g.output('in.shared.down', mlp.hidden, F, ['T', S]);
     if (ffn.shared.gate) {
-      const gate = g.op('Sigmoid', [linear(g, x, g.input('w.shared.gateProj', F, [1, H]))]);
+      const gate = g.op('Sigmoid', [projection(g, x, 'shared.gateProj', 1, H, forms)]);
       if (capture) g.output('shared_gate', gate, F, ['T', 1]);
       shared = g.op('Mul', [shared, gate]);
     }

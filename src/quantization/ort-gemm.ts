@@ -3,6 +3,10 @@
  * blocked Cholesky / triangular inverse and the lazy-batch update. Runs entirely in onnxruntime; JavaScript only
  * wraps the typed arrays (no copy: views with an offset are passed as they are).
  *
+ * Float32 subnormal operands make MLAS Gemm about 30× slower (measured: 0.1 s → 4 s for a 3000×128·128×4096 update),
+ * and GPTQ's factors have entries that decay towards zero, so callers pass their float32 operands through
+ * {@link flushSubnormals} first (what `torch.set_flush_denormal(True)` does for PyTorch).
+ *
  * One session per (element type, transA, transB, alpha, beta, has C), all dimensions symbolic, cached in the
  * caller's SessionPool.
  */
@@ -71,4 +75,16 @@ export async function gemm<T extends GemmArray>(pool: SessionPool, args: GemmArg
   if (args.c) feeds['c'] = new ort.Tensor(type, args.c, [M, N]);
   const out = await pool.run(session, feeds);
   return out['y']!.data as T;
+}
+
+const F32_MIN_NORMAL = 2 ** -126;
+
+/** Sets float32 subnormals (|v| < 2^−126) to zero in place and returns the array; float64 arrays are left alone. */
+export function flushSubnormals<T extends GemmArray>(a: T): T {
+  if (a instanceof Float64Array) return a;
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i]!;
+    if (v !== 0 && v < F32_MIN_NORMAL && v > -F32_MIN_NORMAL) a[i] = 0;
+  }
+  return a;
 }

@@ -55,7 +55,11 @@ describe('quantize', () => {
     await b.close();
     const fp = await evaluatePerplexity({ model: MIXTRAL, data: WIKI, seqLen: 128, maxWindows: 8, device: 'cpu' });
     const q = await evaluatePerplexity({ model: gptq.out, data: WIKI, seqLen: 128, maxWindows: 8, device: 'cpu' });
-    expect(q.quantization).toMatchObject({ quant_method: 'gptq', bits: 4 });
+    expect(q.quantization).toMatchObject({ quant_method: 'gptq', bits: 4, kernel: 'MatMulNBits' });
+    // onnxruntime's 4-bit kernels and the dequantized float32 path agree.
+    const deq = await evaluatePerplexity({ model: gptq.out, data: WIKI, seqLen: 128, maxWindows: 8, device: 'cpu', int4Kernels: false });
+    expect(deq.quantization).toMatchObject({ kernel: 'dequantized-float32' });
+    expect(Math.abs(deq.ppl - q.ppl) / deq.ppl).toBeLessThan(1e-4);
     expect(q.ppl / fp.ppl).toBeGreaterThan(0.97);
     expect(q.ppl / fp.ppl).toBeLessThan(1.05);
     // Expert weights at least 3× smaller than bf16.

@@ -12,6 +12,7 @@ interface EvalCliOptions {
   batchTokens: number;
   device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
   json?: boolean;
+  dequantize?: boolean;
 }
 
 export function registerEval(program: Command): void {
@@ -24,6 +25,7 @@ export function registerEval(program: Command): void {
     .option('--max-windows <n>', 'evaluate only the first N windows', positiveInt('--max-windows'))
     .option('--batch-tokens <n>', 'tokens per onnxruntime run (memory vs speed)', positiveInt('--batch-tokens'), 4096)
     .addOption(deviceOption())
+    .option('--dequantize', 'GPTQ checkpoints: dequantize weights to float32 instead of running onnxruntime\'s 4-bit MatMulNBits kernels')
     .option('--json', 'print one JSON object on stdout')
     .addHelpText('after', '\nExample:\n  moe-quant eval --model ./tiny-mixtral --data wiki.test.raw --seq-len 256 --max-windows 40 --json')
     .action(async (opts: EvalCliOptions) => {
@@ -35,6 +37,7 @@ export function registerEval(program: Command): void {
         maxWindows: opts.maxWindows,
         batchTokens: opts.batchTokens,
         device: opts.device,
+        int4Kernels: !opts.dequantize,
         onProgress: bar.callback,
         onDevice: (note) => process.stderr.write(`${note}\n`),
       });
