@@ -138,6 +138,19 @@ describe('bad input → one line, exit code 2', () => {
     expect((await runCli('eval', '--device', 'tpu')).code).toBe(2);
   });
 
+  it('calibrate and quantize: unknown option values, --samples 0, --bits 5, existing foreign --out', async () => {
+    expect((await runCli('calibrate', '--routing-bias', 'sometimes')).code).toBe(2);
+    expect((await runCli('calibrate', '--bias-update', 'cubic')).code).toBe(2);
+    expect((await runCli('calibrate', '--samples', '0')).code).toBe(2);
+    expect((await runCli('quantize', '--method', 'awq')).code).toBe(2);
+    expectOneLineError(await runCli('quantize', '--model', MIXTRAL, '--bits', '5', '--out', path.join(tmp, 'q5')), /--bits 5 is not supported/);
+    const foreign = path.join(tmp, 'foreign');
+    fs.mkdirSync(foreign);
+    fs.writeFileSync(path.join(foreign, 'keep.txt'), 'x');
+    expectOneLineError(await runCli('calibrate', '--model', MIXTRAL, '--out', foreign), /not a moe-quant output.*--force/);
+    expect(fs.readFileSync(path.join(foreign, 'keep.txt'), 'utf8')).toBe('x');
+  });
+
   it('--debug shows the stack', async () => {
     const r = await runCli('--debug', 'inspect', '--model', path.join(tmp, 'does-not-exist'));
     expect(r.code).toBe(2);

@@ -66,6 +66,23 @@ describe('quantize', () => {
     expect(gptq.report.totals.expert_bytes_source / gptq.report.totals.expert_bytes_quantized).toBeGreaterThan(3);
   });
 
+  it('gptq_v2 checkpoints (zeros stored as-is) load to the same weights as v1', async () => {
+    const calib = await calibOnce();
+    const v1 = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'v1'), calib, method: 'rtn', device: 'cpu' });
+    const v2 = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'v2'), calib, method: 'rtn', format: 'gptq_v2', device: 'cpu' });
+    expect(JSON.parse(fs.readFileSync(path.join(v2.out, 'config.json'), 'utf8')).quantization_config.checkpoint_format).toBe('gptq_v2');
+    const [a, b] = [await createEngine(v1.out, { device: 'cpu' }), await createEngine(v2.out, { device: 'cpu' })];
+    const name = 'model.layers.2.block_sparse_moe.experts.6.w3.weight';
+    expect(Buffer.from(a.weights.get(name).buffer).equals(Buffer.from(b.weights.get(name).buffer))).toBe(true);
+    const st1 = SafetensorsFile.open(path.join(v1.out, 'model.safetensors'));
+    const st2 = SafetensorsFile.open(path.join(v2.out, 'model.safetensors'));
+    expect(Buffer.from(st1.readBytes(name.replace('.weight', '.qzeros'))).equals(Buffer.from(st2.readBytes(name.replace('.weight', '.qzeros'))))).toBe(false);
+    st1.close();
+    st2.close();
+    await a.close();
+    await b.close();
+  });
+
   it('is deterministic: model files and reports are byte-identical (timings aside)', async () => {
     const calib = await calibOnce();
     const run = (name: string) => quantizeModel({ model: MIXTRAL, out: path.join(tmp, name), calib, method: 'gptq', device: 'cpu' });
