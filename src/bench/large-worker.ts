@@ -8,12 +8,17 @@
  *   gc        — global.gc() right after each layer's weights are released (needs --expose-gc)
  *   noarena   — sessions created with enableCpuMemArena: false
  *   gc+noarena
+ *   arena     — prototype of a fix: one reused float32 buffer sized for the largest layer (or the head), tensors are
+ *               views into it, release() rewinds it (no per-layer allocation, no reliance on GC)
  */
 import * as ort from 'onnxruntime-node';
 import { createEngine, type Engine } from '../engine/engine.js';
 import { ForwardEngine } from '../engine/forward.js';
 import { openModel } from '../engine/model.js';
 import { WeightStore } from '../engine/weights.js';
+import type { ExpectedTensor } from '../architectures/shapes.js';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { toFloat32 } from '../checkpoint/dtypes.js';
 import { sessionOptions, SessionPool } from '../graph/session.js';
 import { emit, peakRssMb } from './proc.js';
 import { generateCheckpoint, LARGE_MIXTRAL_CONFIG } from './synth.js';
@@ -76,13 +81,63 @@ class GcWeightStore extends WeightStore {
   }
 }
 
+/**
+ * Prototype: every tensor of a layer (or of the head) is converted into a view of one preallocated float32 buffer,
+ * and release() of everything in use rewinds it. Peak weight memory is exactly the largest layer, allocated once.
+ */
+class ArenaWeightStore extends WeightStore {
+  private readonly arena: Float32Array;
+  private offset = 0;
+  private readonly live = new Map<string, Float32Array>();
+
+  constructor(
+    private readonly ckpt: Checkpoint,
+    expected: ExpectedTensor[],
+  ) {
+    super(ckpt, expected, 0);
+    const groups = new Map<number | null, number>();
+    for (const t of expected) {
+      if (t.kind === 'embedding') continue; // read row by row
+      groups.set(t.layer, (groups.get(t.layer) ?? 0) + t.shape.reduce((a, b) => a * b, 1));
+    }
+    this.arena = new Float32Array(Math.max(...groups.values()));
+  }
+
+  override get(name: string): Float32Array {
+    const hit = this.overrides.get(name) ?? this.live.get(name);
+    if (hit) return hit;
+    const info = this.ckpt.info(name);
+    const n = info.shape.reduce((a, b) => a * b, 1);
+    if (this.offset + n > this.arena.length) return super.get(name);
+    const dst = this.arena.subarray(this.offset, this.offset + n);
+    const bytes = this.ckpt.readBytes(name);
+    if (info.dtype === 'BF16') {
+      const src = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+      const d = new Uint32Array(dst.buffer, dst.byteOffset, n);
+      for (let i = 0; i < n; i++) d[i] = src[i]! << 16;
+    } else dst.set(toFloat32(info.dtype, bytes));
+    this.offset += n;
+    this.live.set(name, dst);
+    return dst;
+  }
+
+  override release(names: Iterable<string>): void {
+    for (const n of names) this.live.delete(n);
+    if (this.live.size === 0) this.offset = 0;
+  }
+}
+
 async function buildEngine(dir: string, variant: string): Promise<Engine> {
   if (variant === 'default') return createEngine(dir, { device: 'cpu', cacheBytes: 0 });
   const gc = variant.includes('gc');
   if (gc && typeof (globalThis as { gc?: unknown }).gc !== 'function') throw new Error('variant gc needs node --expose-gc');
   const model = openModel(dir);
   const pool = variant.includes('noarena') ? new OptionPool({ enableCpuMemArena: false }) : new SessionPool('cpu');
-  const weights = gc ? new GcWeightStore(model.checkpoint, model.expected, 0) : new WeightStore(model.checkpoint, model.expected, 0);
+  const weights = variant === 'arena'
+    ? new ArenaWeightStore(model.checkpoint, model.expected)
+    : gc
+      ? new GcWeightStore(model.checkpoint, model.expected, 0)
+      : new WeightStore(model.checkpoint, model.expected, 0);
   const forward = new ForwardEngine(model.spec, pool, weights);
   return {
     model,
@@ -122,13 +177,24 @@ async function run(dir: string, seqs: number, seqLen: number, variant: string): 
   const engine = await buildEngine(dir, variant);
   const spec = engine.model.spec;
   samples.push(sample(0, 'engine created'));
+  // Memory around every onnxruntime run, to tell weight buffers (JS) from what onnxruntime allocates.
+  const pool = engine.pool;
+  const plainRun = pool.run.bind(pool);
+  let step = 0;
+  pool.run = async (session, feeds) => {
+    const before = sample(step, 'before ort');
+    const out = await plainRun(session, feeds);
+    const after = sample(step, `ort ${session.inputNames.includes('w.lmHead') ? 'head' : session.inputNames.includes('combine_pos') ? 'moe' : session.inputNames.includes('w.gate') ? 'dense' : 'attn'}`);
+    samples.push(before, after);
+    return out;
+  };
   const setupSeconds = (performance.now() - t0) / 1000;
   try {
     const sequences = randomSequences(seqs, seqLen, spec.vocabSize);
     const t1 = performance.now();
     const { nll } = await engine.forward.run(sequences, {
       head: 'nll',
-      onProgress: (done, total) => samples.push(sample(done, done === total ? 'head' : `layer ${done - 1}`)),
+      onProgress: (done, total) => samples.push(sample((step = done), done === total ? 'head done' : `layer ${done - 1} done`)),
     });
     const runSeconds = (performance.now() - t1) / 1000;
     let s = 0;

@@ -13,7 +13,8 @@
  *
  * Where it runs:
  *   - JavaScript: validation, dead columns, damping, permutation, group parameters (`findParams`), the column loop
- *     inside each block (quantize, err = (w − q)/d, OBS update W1[:, i:] −= err ⊗ U[i, i:]) in float64.
+ *     inside each block (gptq-block.ts: quantize, err = (w − q)/d, OBS update W1[:, i:] −= err ⊗ U[i, i:]) in
+ *     float64.
  *   - onnxruntime Gemm: U (see linalg.ts: one blocked Cholesky + triangular inverse; plain JavaScript float64 for
  *     K ≤ 256) and the lazy-batch update of the tail after each block, W[:, i2:] −= Err1 · U[i1:i2, i2:]
  *     (Gemm transA=1, alpha=−1, beta=1 on WT), in float32 by default like the PyTorch reference.
@@ -29,13 +30,13 @@
 import { fail } from '../errors.js';
 import type { SessionPool } from '../graph/session.js';
 import { cholInverse, type LinalgOptions } from './linalg.js';
-import { gemm, type GemmArray } from './ort-gemm.js';
+import { quantizeBlock } from './gptq-block.js';
+import { flushSubnormals, gemm, type GemmArray } from './ort-gemm.js';
 import {
   checkFinite,
   dequantize,
   findParams,
   maxQ,
-  quantizeValue,
   resolveGroupSize,
   type GroupParams,
   type QuantConfig,
@@ -123,8 +124,11 @@ export async function gptqQuantize(
       diag[i] = 1;
     }
   }
-  const Wz = W.slice();
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) if (dead[k]) Wz[n * K + k] = 0;
+  let Wz = W;
+  if (dead.includes(1)) {
+    Wz = W.slice();
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) if (dead[k]) Wz[n * K + k] = 0;
+  }
   if (staticGroups) for (let g = 0; g < G; g++) storeParams(findParams(Wz, N, K, 1, g * groupSize, (g + 1) * groupSize, bits, sym), g);
 
   // Act-order permutation (stable, like torch.argsort(stable=True)); position p holds original column perm[p].
@@ -133,7 +137,13 @@ export async function gptqQuantize(
 
   // WT[p, n] = W[n, perm[p]]: column p of the permuted W as a contiguous row.
   const WT = new T(K * N);
-  for (let n = 0; n < N; n++) for (let p = 0; p < K; p++) WT[p * N + n] = Wz[n * K + perm[p]!]!;
+  for (let n0 = 0; n0 < N; n0 += 64) {
+    const n1 = Math.min(n0 + 64, N);
+    for (let p = 0; p < K; p++) {
+      const col = perm[p]!;
+      for (let n = n0; n < n1; n++) WT[p * N + n] = Wz[n * K + col]!;
+    }
+  }
 
   // Damped, permuted H, stored reversed in both indices (see linalg.ts: U = J·chol(J·H·J)⁻¹·J).
   const HT = K <= jsMaxN || precision === 'float64' ? Float64Array : Float32Array;
@@ -169,67 +179,46 @@ export async function gptqQuantize(
   }
 
   // ---- Column loop ----
-  const q = new Uint8Array(N * K);
-  const gIdx = new Int32Array(K);
-  const s = new Float64Array(N);
-  const z = new Float64Array(N);
-  const loadParams = (g: number): void => {
-    for (let n = 0; n < N; n++) {
-      s[n] = scales[n * G + g]!;
-      z[n] = zeros[n * G + g]!;
-    }
-  };
-  if (!grouped) loadParams(0);
+  // Group of each position: dynamic p // g, static perm[p] // g (natural group), 0 without groups.
+  const gPos = new Int32Array(K);
+  for (let p = 0; p < K; p++) gPos[p] = !grouped ? 0 : staticGroups ? Math.floor(perm[p]! / groupSize) : Math.floor(p / groupSize);
+  const qT = new Uint8Array(K * N); // levels by position, [K, N]
   let loss = 0;
-  let current = -1;
   for (let i1 = 0; i1 < K; i1 += blockSize) {
     const i2 = Math.min(i1 + blockSize, K);
     const B = i2 - i1;
-    const W1 = Float64Array.from(WT.subarray(i1 * N, i2 * N));
-    const Err1 = new T(B * N);
-    // JavaScript, float64: quantize column by column with the OBS update inside the block.
-    for (let i = 0; i < B; i++) {
-      const p = i1 + i;
-      let g = 0;
-      if (grouped) {
-        if (staticGroups) g = Math.floor(perm[p]! / groupSize);
-        else {
-          g = Math.floor(p / groupSize);
-          // Dynamic: parameters of W[:, p : p+g] from WT (lazy updates of earlier blocks only, as the reference).
-          if (p % groupSize === 0) storeParams(findParams(WT, N, 1, N, p, p + groupSize, bits, sym), g);
-        }
-        if (g !== current) loadParams(g);
-        current = g;
-      }
-      gIdx[perm[p]!] = g;
-      const d = U[p * K + p]!;
-      const row = i * N;
-      const col = perm[p]!;
-      for (let n = 0; n < N; n++) {
-        const w = W1[row + n]!;
-        const level = quantizeValue(w, s[n]!, z[n]!, maxq);
-        q[n * K + col] = level;
-        const e = (w - (level - z[n]!) * s[n]!) / d;
-        loss += e * e;
-        Err1[row + n] = e;
-        W1[row + n] = e; // the column itself is done; keep err here for the update below
-      }
-      const err = W1.subarray(row, row + N);
-      for (let j = i + 1; j < B; j++) {
-        const u = U[p * K + i1 + j]!;
-        if (u === 0) continue;
-        const rj = j * N;
-        for (let n = 0; n < N; n++) W1[rj + n] -= u * err[n]!;
+    // Dynamic groups starting in this block: parameters of W[:, p : p+g] from WT, which holds the lazy updates of
+    // earlier blocks only (the reference reads W, not W1); WT does not change until the block ends.
+    if (grouped && !staticGroups) {
+      for (let p = Math.ceil(i1 / groupSize) * groupSize; p < i2; p += groupSize) {
+        storeParams(findParams(WT, N, 1, N, p, p + groupSize, bits, sym), p / groupSize);
       }
     }
+    const W1 = Float64Array.from(WT.subarray(i1 * N, i2 * N));
+    const Err1 = new T(B * N);
+    loss += quantizeBlock({ W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq });
     if (i2 >= K) break;
     // onnxruntime Gemm: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
     const rest = K - i2;
     const Ublk = new T(B * rest);
     for (let r = 0; r < B; r++) Ublk.set(U.subarray((i1 + r) * K + i2, (i1 + r + 1) * K), r * rest);
     const tail = WT.subarray(i2 * N);
+    // Subnormal entries of U (far off-diagonal) would slow the float32 Gemm ~30×; they change nothing here.
+    flushSubnormals(Ublk);
     const updated = await gemm(pool, { a: Ublk, aDims: [B, rest], b: Err1, bDims: [B, N], c: tail, transA: true, alpha: -1, beta: 1 });
     tail.set(updated);
+  }
+
+  // Unpermute (JavaScript): q[n, perm[p]] = qT[p, n]; g_idx[perm[p]] = group of position p.
+  const q = new Uint8Array(N * K);
+  const gIdx = new Int32Array(K);
+  for (let p = 0; p < K; p++) gIdx[perm[p]!] = gPos[p]!;
+  for (let n0 = 0; n0 < N; n0 += 64) {
+    const n1 = Math.min(n0 + 64, N);
+    for (let p = 0; p < K; p++) {
+      const col = perm[p]!;
+      for (let n = n0; n < n1; n++) q[n * K + col] = qT[p * N + n]!;
+    }
   }
 
   return {
@@ -243,7 +232,7 @@ export async function gptqQuantize(
     zeros,
     gIdx,
     dequantized: dequantize(N, K, q, scales, zeros, gIdx),
-    loss: loss / 2,
+    loss,
     damp,
   };
 }

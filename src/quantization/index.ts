@@ -2,5 +2,5 @@
 export * from './quantizer.js';
 export { gptqQuantize, type GptqOptions, type GptqResult } from './gptq.js';
 export { cholInverse, choleskyJs, hinvUpper, invertLowerJs, type CholInverse, type LinalgOptions } from './linalg.js';
-export { gemm, type GemmArgs, type GemmArray } from './ort-gemm.js';
+export { flushSubnormals, gemm, type GemmArgs, type GemmArray } from './ort-gemm.js';
 export * from './pack.js';

@@ -77,14 +77,12 @@ export async function gemm<T extends GemmArray>(pool: SessionPool, args: GemmArg
   return out['y']!.data as T;
 }
 
-const F32_MIN_NORMAL = 2 ** -126;
-
-/** Sets float32 subnormals (|v| < 2^−126) to zero in place and returns the array; float64 arrays are left alone. */
+/** Sets float32 subnormals to +0 in place (integer test on the bit patterns) and returns the array; float64 arrays are left alone. */
 export function flushSubnormals<T extends GemmArray>(a: T): T {
-  if (a instanceof Float64Array) return a;
-  for (let i = 0; i < a.length; i++) {
-    const v = a[i]!;
-    if (v !== 0 && v < F32_MIN_NORMAL && v > -F32_MIN_NORMAL) a[i] = 0;
-  }
+  if (a instanceof Float32Array) flush32(new Uint32Array(a.buffer, a.byteOffset, a.length));
   return a;
+}
+
+function flush32(bits: Uint32Array): void {
+  for (let i = 0; i < bits.length; i++) if ((bits[i]! & 0x7f800000) === 0) bits[i] = 0;
 }

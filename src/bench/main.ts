@@ -1,0 +1,87 @@
+/**
+ * `npm run bench -- [options]`: forward-pass throughput and memory of the onnxruntime engine.
+ *  1. Each fixture in its own process (fixture-worker.js): fp32 tokens/s at seq-len 256 warm and including setup,
+ *     share of wall time inside onnxruntime session.run, peak RSS.
+ *  2. A generated ≥4 GB bf16 Mixtral-layout checkpoint (cached in .bench-tmp/), run layer by layer with
+ *     cacheBytes 0 in its own process (large-worker.js): peak RSS and seconds for 512 tokens.
+ *  3. With --torch and .venv/bin/python present: PyTorch eager tokens/s on the same windows, and the ratio.
+ * Progress goes to stderr; the result (tables, or one JSON object with --json) to stdout.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from './args.js';
+import type { FixtureResult } from './fixture-worker.js';
+import type { LargeRunResult } from './large-worker.js';
+import { runNodeWorker, tail } from './proc.js';
+import { fixtureTable, largeTable, type FixtureRow, type LargeReport } from './report.js';
+import type { GenerateResult } from './synth.js';
+import { runTorch, torchPython } from './torch.js';
+
+/** Target peak RSS of the large-model run (1.5 GB, decimal). */
+const TARGET_RSS_MB = 1.5e9 / 2 ** 20;
+
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  if (!fs.existsSync(o.data)) throw new Error(`data file ${o.data} does not exist (--data)`);
+  const python = o.torch ? torchPython() : null;
+  if (o.torch && !python) log('bench: --torch given but .venv/bin/python is missing; PyTorch comparison skipped');
+
+  const loadBefore = os.loadavg()[0]!;
+  const fixtures: FixtureRow[] = [];
+  for (const dir of o.fixtures) {
+    const fixture = path.basename(dir);
+    log(`bench: ${fixture}: ${o.windows}×${o.seqLen} tokens, 1 cold + ${o.repeats} warm runs…`);
+    const r = await runNodeWorker<FixtureResult>('fixture-worker.js', [dir, o.data, String(o.windows), String(o.seqLen), String(o.repeats)], [], false);
+    const row: FixtureRow = { fixture, node: r.result ?? { error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` } };
+    if (python) {
+      log(`bench: ${fixture}: PyTorch eager…`);
+      row.torch = await runTorch(python, dir, o.data, o.windows, o.seqLen, o.repeats);
+    }
+    fixtures.push(row);
+  }
+
+  let large: LargeReport | null = null;
+  if (!o.skipLarge) {
+    log(`bench: large checkpoint in ${o.largeDir} (generated once, then reused)…`);
+    const g = await runNodeWorker<GenerateResult & { peakRssMb: number }>('large-worker.js', ['generate', o.largeDir], [], false);
+    large = { generate: g.result ?? { error: `generator exited with ${g.code}: ${tail(g.stderr, 3)}` }, runs: [], targetRssMb: TARGET_RSS_MB };
+    if (g.result) {
+      for (const variant of ['default', ...o.largeVariants.filter((v) => v !== 'default')]) {
+        log(`bench: large model, ${o.largeSeqs}×${o.largeSeqLen} tokens, variant ${variant}…`);
+        const args = ['run', o.largeDir, String(o.largeSeqs), String(o.largeSeqLen), variant];
+        const r = await runNodeWorker<LargeRunResult>('large-worker.js', args, variant.includes('gc') ? ['--expose-gc'] : [], false);
+        large.runs.push(r.result ?? { variant, error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
+      }
+    }
+  }
+
+  const machine = { cpus: os.availableParallelism(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
+  const busy = Math.max(machine.loadavg1mBefore, machine.loadavg1mAfter) > machine.cpus * 0.5;
+  if (o.json) {
+    process.stdout.write(`${JSON.stringify({ options: o, machine, fixtures, large }, null, 2)}\n`);
+    return;
+  }
+  const out = [`Forward pass, fp32 on CPU, ${o.windows} windows × ${o.seqLen} tokens of ${path.basename(o.data)}, head 'nll'`];
+  out.push(fixtureTable(fixtures, !!python), '');
+  out.push('warm: median of warm runs; incl. setup: createEngine + first run (sessions, weights); ORT share: time in session.run / wall');
+  if (python) {
+    const t = fixtures.map((f) => f.torch).find((x): x is Exclude<typeof x, { error: string } | undefined> => !!x && !('error' in x));
+    if (t) out.push(`torch: PyTorch ${t.torch} eager, transformers ${t.transformers}, ${t.threads} threads, same windows and batches`);
+    for (const f of fixtures) if (f.torch && 'error' in f.torch) out.push(`torch ${f.fixture}: ${f.torch.error}`);
+  }
+  if (busy)
+    out.push(
+      `warning: the machine was busy (1-min load ${machine.loadavg1mBefore.toFixed(1)} before, ${machine.loadavg1mAfter.toFixed(1)} after, ` +
+        `${machine.cpus} CPUs): timings are unreliable; compare "best" columns`,
+    );
+  if (large) out.push('', 'Large model (random weights, Mixtral layout), createEngine(dir, { device: "cpu", cacheBytes: 0 })', largeTable(large));
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

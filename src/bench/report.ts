@@ -1,0 +1,97 @@
+/** Plain-text tables for the benchmark results. */
+import type { FixtureResult } from './fixture-worker.js';
+import type { LargeRunResult } from './large-worker.js';
+import type { GenerateResult } from './synth.js';
+import type { TorchResult } from './torch.js';
+
+export interface FixtureRow {
+  fixture: string;
+  node: FixtureResult | { error: string };
+  torch?: TorchResult | { error: string };
+}
+
+export interface LargeReport {
+  generate: (GenerateResult & { peakRssMb: number }) | { error: string };
+  runs: (LargeRunResult | { error: string; variant: string })[];
+  targetRssMb: number;
+}
+
+const ok = <T extends object>(r: T | { error: string } | undefined): r is T => !!r && !('error' in r);
+
+function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
+}
+
+const f0 = (x: number) => Math.round(x).toLocaleString('en-US');
+const f1 = (x: number) => x.toFixed(1);
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+export function fixtureTable(rows: FixtureRow[], withTorch: boolean): string {
+  const head = ['fixture', 'warm tok/s', 'best tok/s', 'incl. setup tok/s', 'ORT share', 'peak RSS MB', 'ppl (ref)'];
+  if (withTorch) head.push('torch tok/s', 'torch best', 'node/torch', 'best/best');
+  const body = rows.map((r) => {
+    if (!ok(r.node)) return [r.fixture, `error: ${r.node.error}`];
+    const n = r.node;
+    const best = Math.max(...n.warmRuns.map((w) => n.tokens / (w.wallMs / 1000)));
+    const cells = [
+      r.fixture,
+      f0(n.warmTokensPerSec),
+      f0(best),
+      f0(n.coldTokensPerSec),
+      pct(n.ortShare),
+      f0(n.peakRssMb),
+      `${n.ppl.toFixed(3)} (${n.referencePpl === null ? '-' : n.referencePpl.toFixed(3)})`,
+    ];
+    if (withTorch) {
+      const t = r.torch;
+      if (ok(t))
+        cells.push(
+          f0(t.warmTokensPerSec),
+          f0(t.bestTokensPerSec),
+          `${(n.warmTokensPerSec / t.warmTokensPerSec).toFixed(2)}×`,
+          `${(best / t.bestTokensPerSec).toFixed(2)}×`,
+        );
+      else cells.push(t ? 'error' : '-', '-', '-', '-');
+    }
+    return cells;
+  });
+  return table(head, body);
+}
+
+export function largeTable(r: LargeReport): string {
+  const lines: string[] = [];
+  if (ok(r.generate)) {
+    const g = r.generate;
+    lines.push(
+      `checkpoint: ${g.dir} — ${(g.totalBytes / 1e9).toFixed(2)} GB bf16 in ${g.shards} shards, ` +
+        (g.reused ? 'reused from cache' : `generated in ${f1(g.seconds)} s with peak RSS ${f0(g.peakRssMb)} MB`),
+    );
+  } else lines.push(`checkpoint: error: ${r.generate.error}`);
+  const head = ['variant', 'tokens', 'setup s', 'run s', 'total s', 'ORT s', 'peak RSS MB', '< 1.5 GB', 'JS buffers MB', 'other MB', 'layer f32 MB', 'lm_head f32 MB'];
+  const body = r.runs.map((x) =>
+    'error' in x
+      ? [x.variant, `error: ${x.error}`]
+      : [
+          x.variant,
+          String(x.tokens),
+          f1(x.setupSeconds),
+          f1(x.runSeconds),
+          f1(x.seconds),
+          f1(x.ortSeconds),
+          f0(x.peakRssMb),
+          x.peakRssMb < r.targetRssMb ? 'yes' : 'NO',
+          f0(Math.max(...x.samples.map((m) => m.arrayBuffersMb))),
+          f0(Math.max(...x.samples.filter((m) => m.label.startsWith('ort ')).map((m) => m.rssMb - m.arrayBuffersMb))),
+          f0(x.layerF32Mb),
+          f0(x.lmHeadF32Mb),
+        ],
+  );
+  lines.push(table(head, body));
+  lines.push(
+    'MB = MiB; JS buffers: max ArrayBuffer memory (weights + garbage awaiting GC); other: max RSS − ArrayBuffers right after an ' +
+      'onnxruntime run (Node, onnxruntime arena/activations, malloc fragmentation)',
+  );
+  return lines.join('\n');
+}

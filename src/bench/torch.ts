@@ -1,0 +1,32 @@
+/** Optional PyTorch eager comparison: runs scripts/bench/torch_eager.py with the repository's .venv, if present. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { REPO_ROOT, runChild, tail } from './proc.js';
+
+export interface TorchResult {
+  fixture: string;
+  windows: number;
+  seqLen: number;
+  tokens: number;
+  warmMs: number;
+  warmTokensPerSec: number;
+  bestMs: number;
+  bestTokensPerSec: number;
+  ppl: number;
+  threads: number;
+  torch: string;
+  transformers: string;
+}
+
+export function torchPython(): string | null {
+  const py = path.join(REPO_ROOT, '.venv', 'bin', 'python');
+  return fs.existsSync(py) ? py : null;
+}
+
+export async function runTorch(python: string, dir: string, data: string, windows: number, seqLen: number, repeats: number): Promise<TorchResult | { error: string }> {
+  const script = path.join(REPO_ROOT, 'scripts', 'bench', 'torch_eager.py');
+  const args = [script, dir, '--data', data, '--windows', String(windows), '--seq-len', String(seqLen), '--repeats', String(repeats)];
+  const r = await runChild<TorchResult>(python, args, { env: { ...process.env, TOKENIZERS_PARALLELISM: 'false' } });
+  if (r.result) return r.result;
+  return { error: `torch_eager.py exited with ${r.code}: ${tail(r.stderr, 4)}` };
+}

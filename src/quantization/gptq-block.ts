@@ -1,0 +1,92 @@
+/**
+ * The sequential part of GPTQ: the columns inside one lazy-batch block, in JavaScript (float64).
+ * Notation as in gptq.ts: W1 (the block's columns, stored as rows [B, N]), Err1, U = upper factor of H⁻¹, d = U[p,p].
+ */
+import type { GemmArray } from './ort-gemm.js';
+import { quantizeValue } from './quantizer.js';
+
+/** Inputs of {@link quantizeBlock}; arrays are modified in place where noted. */
+export interface BlockArgs {
+  /** The block's columns of the working W, as rows [B, N] (overwritten). */
+  W1: Float64Array;
+  /** Output: err of every column, [B, N] (Err1ᵀ). */
+  Err1: GemmArray;
+  /** Output: integer levels by position, [K, N]. */
+  qT: Uint8Array;
+  /** Upper factor of H⁻¹, [K, K] row-major, permuted order. */
+  U: GemmArray;
+  K: number;
+  N: number;
+  /** Groups per row of `scales` / `zeros`. */
+  G: number;
+  /** First position of the block. */
+  i1: number;
+  /** Columns in the block. */
+  B: number;
+  /** Group of each position. */
+  gPos: Int32Array;
+  /** [N, G] fp16-exact scales (already set for every group the block uses). */
+  scales: Float32Array;
+  /** [N, G] zero points. */
+  zeros: Uint8Array;
+  maxq: number;
+}
+
+/** Rows of W per pass over a block: 128 rows × 128 columns of float64 stay in L2. */
+const ROW_CHUNK = 128;
+
+/**
+ * JavaScript, float64: the columns of one block (W1 holds them as rows, [B, N]). For each column:
+ * q = quant(w), err = (w − q)/d, W1[:, i+1:] −= err ⊗ U[i, i+1:], Err1[:, i] = err. Output rows are independent
+ * inside a block, so the work runs in chunks of rows that stay in cache. Returns Σ err² / 2.
+ */
+export function quantizeBlock(a: BlockArgs): number {
+  const { W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq } = a;
+  let loss = 0;
+  for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) {
+    const n1 = Math.min(n0 + ROW_CHUNK, N);
+    for (let i = 0; i < B; i++) {
+      const p = i1 + i;
+      const g = gPos[p]!;
+      const d = U[p * K + p]!;
+      const row = i * N;
+      for (let n = n0; n < n1; n++) {
+        const w = W1[row + n]!;
+        const s = scales[n * G + g]!;
+        const z = zeros[n * G + g]!;
+        const level = quantizeValue(w, s, z, maxq);
+        qT[p * N + n] = level;
+        const e = (w - (level - z) * s) / d;
+        loss += e * e;
+        Err1[row + n] = e;
+        W1[row + n] = e; // the column is done: keep err in its place for the update below
+      }
+      // OBS update of the later columns of the block, four at a time (fewer loads of err per FMA).
+      const uRow = p * K + i1;
+      let j = i + 1;
+      for (; j + 3 < B; j += 4) {
+        const u0 = U[uRow + j]!;
+        const u1 = U[uRow + j + 1]!;
+        const u2 = U[uRow + j + 2]!;
+        const u3 = U[uRow + j + 3]!;
+        const r0 = j * N;
+        const r1 = r0 + N;
+        const r2 = r1 + N;
+        const r3 = r2 + N;
+        for (let n = n0; n < n1; n++) {
+          const e = W1[row + n]!;
+          W1[r0 + n] -= u0 * e;
+          W1[r1 + n] -= u1 * e;
+          W1[r2 + n] -= u2 * e;
+          W1[r3 + n] -= u3 * e;
+        }
+      }
+      for (; j < B; j++) {
+        const u0 = U[uRow + j]!;
+        const r0 = j * N;
+        for (let n = n0; n < n1; n++) W1[r0 + n] -= u0 * W1[row + n]!;
+      }
+    }
+  }
+  return loss / 2;
+}

@@ -1,0 +1,60 @@
+/** The built CLI, run the way the README tells a new user to: `moe-quant quantize` with no arguments, then the rest. */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(__dirname, '../..');
+const BIN = path.join(ROOT, 'bin/moe-quant');
+const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-cli-'));
+afterAll(() => fs.rmSync(cwd, { recursive: true, force: true }));
+
+function run(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('moe-quant CLI end to end', () => {
+  it('every command has --help', () => {
+    for (const cmd of ['inspect', 'eval', 'calibrate', 'quantize', 'report']) {
+      const r = run(cmd, '--help');
+      expect(r.code, cmd).toBe(0);
+      expect(r.stdout).toContain('Usage: moe-quant ' + cmd);
+      expect(r.stdout).toContain('Example');
+    }
+  });
+
+  it('`moe-quant quantize` with no arguments runs on the bundled model and prints the table', () => {
+    const r = run('quantize');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/method\s+ppl fp\s+ppl 4-bit\s+size fp\s+size 4-bit\s+MaxVio natural\s+MaxVio biased/);
+    const row = r.stdout.split('\n')[1]!.trim().split(/\s{2,}/);
+    const [fp, q] = [Number(row[1]), Number(row[2])];
+    expect(row[0]).toBe('AGQ');
+    expect(q / fp).toBeLessThan(1.01);
+    const out = path.join(cwd, 'moe-quant-out');
+    for (const f of ['model.safetensors', 'config.json', 'quant-report.json', 'quant-report.md', 'balance-report.json', 'balance-report.md', 'balance-report.html', 'tokenizer.json'])
+      expect(fs.existsSync(path.join(out, f)), f).toBe(true);
+    // The quantized model is an ordinary input for the other commands.
+    const inspect = run('inspect', '--model', out, '--json');
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(JSON.parse(inspect.stdout).dtypes).toHaveProperty('GPTQ 4-bit');
+    const ev = run('eval', '--model', out, '--seq-len', '256', '--max-windows', '4', '--json');
+    expect(ev.code, ev.stderr).toBe(0);
+    expect(JSON.parse(ev.stdout).quantization).toMatchObject({ quant_method: 'gptq', kernel: 'MatMulNBits' });
+    const rep = run('report', out);
+    expect(rep.code, rep.stderr).toBe(0);
+    expect(rep.stdout).toContain('MaxVio');
+    // Running the main command again replaces its own earlier output.
+    expect(run('quantize', '--no-eval').code).toBe(0);
+  });
+
+  it('calibrate --json prints the summary and paths', () => {
+    const r = run('calibrate', '--samples', '16', '--seq-len', '128', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.summary.used).toHaveProperty('maxvio');
+    expect(fs.existsSync(j.files['balance-report.html'])).toBe(true);
+  });
+});

@@ -1,0 +1,140 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { MoeQuantError } from '../../src/errors.js';
+import { SessionPool } from '../../src/graph/session.js';
+import { gptqQuantize, type GptqOptions } from '../../src/quantization/gptq.js';
+import { rtnQuantize } from '../../src/quantization/quantizer.js';
+import { correlatedX, gram, levelDiff, outputError, randn, referenceGptq } from './helpers.js';
+
+const pool = new SessionPool('cpu');
+afterAll(() => pool.release());
+
+function problem(N: number, K: number, seed: number, deadCols: number[] = []) {
+  const m = 2 * K;
+  const X = correlatedX(m, K, 0.7, seed);
+  for (const c of deadCols) for (let r = 0; r < m; r++) X[r * K + c] = 0;
+  return { W: randn(N * K, seed + 100, 0.05), H: gram(X, m, K) };
+}
+
+async function errorCode(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return e instanceof MoeQuantError ? `${e.code}: ${e.message}` : String(e);
+  }
+  return 'no error';
+}
+
+describe('gptqQuantize vs an unblocked float64 reference', () => {
+  const N = 24;
+  const K = 96;
+  const { W, H } = problem(N, K, 1, [5, 40]);
+  const cases: Array<[string, GptqOptions]> = [
+    ['per-row (g=-1), asym', { bits: 4, groupSize: -1, sym: false }],
+    ['g=16 < block 32 (group params lag inside a block), asym', { bits: 4, groupSize: 16, sym: false, blockSize: 32 }],
+    ['g=48 > block 32 (groups start mid-block), sym', { bits: 4, groupSize: 48, sym: true, blockSize: 32 }],
+    ['act-order, dynamic groups, 3 bits', { bits: 3, groupSize: 32, sym: false, blockSize: 32, actOrder: true }],
+    ['act-order + static groups, sym', { bits: 4, groupSize: 32, sym: true, blockSize: 32, actOrder: true, staticGroups: true }],
+    ['static groups without act-order, 2 bits', { bits: 2, groupSize: 48, sym: false, blockSize: 40, staticGroups: true }],
+    ['8 bits, act-order, g=-1', { bits: 8, groupSize: -1, sym: false, blockSize: 20, actOrder: true }],
+  ];
+  for (const [name, opts] of cases) {
+    it(`${name}: identical levels with float64 Gemm`, async () => {
+      const ref = referenceGptq(W, N, K, H, opts);
+      const res = await gptqQuantize(W, N, K, H, { ...opts, precision: 'float64' }, pool);
+      expect(levelDiff(res.q, ref.q).count).toBe(0);
+      expect(Array.from(res.gIdx)).toEqual(Array.from(ref.gIdx));
+      expect(res.loss).toBeCloseTo(ref.loss, 8);
+      expect(Math.abs(res.loss - ref.loss) / ref.loss).toBeLessThan(1e-9);
+      expect(res.damp).toBe(0.01);
+    });
+  }
+
+  it('float32 Gemm (default) agrees up to rare rounding flips', async () => {
+    const opts: GptqOptions = { bits: 4, groupSize: 32, sym: false, blockSize: 32, actOrder: true };
+    const ref = referenceGptq(W, N, K, H, opts);
+    const res = await gptqQuantize(W, N, K, H, opts, pool);
+    const d = levelDiff(res.q, ref.q);
+    expect(d.count).toBeLessThan(N * K * 0.005);
+    expect(d.max).toBeLessThanOrEqual(1);
+    expect(Math.abs(res.loss - ref.loss) / ref.loss).toBeLessThan(1e-3);
+  });
+
+  it('g_idx: act-order without static groups follows the permutation, with static groups stays k // g', async () => {
+    const dyn = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: 32, sym: false, actOrder: true }, pool);
+    const stat = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: 32, sym: false, actOrder: true, staticGroups: true }, pool);
+    const diag = Array.from({ length: K }, (_, i) => H[i * K + i]!).map((v) => (v === 0 ? 1 : v));
+    const perm = Array.from({ length: K }, (_, i) => i).sort((a, b) => diag[b]! - diag[a]! || a - b);
+    for (let p = 0; p < K; p++) expect(dyn.gIdx[perm[p]!]).toBe(Math.floor(p / 32));
+    expect(Array.from(stat.gIdx)).toEqual(Array.from({ length: K }, (_, k) => Math.floor(k / 32)));
+    // dequantized is consistent with q, scales, zeros and g_idx
+    for (const r of [dyn, stat]) {
+      for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
+        const g = n * 3 + r.gIdx[k]!;
+        expect(r.dequantized[n * K + k]).toBe(Math.fround((r.q[n * K + k]! - r.zeros[g]!) * r.scales[g]!));
+      }
+    }
+  });
+
+  it('dead columns are quantized as zeros', async () => {
+    const res = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: 32, sym: false }, pool);
+    for (let n = 0; n < N; n++) for (const c of [5, 40]) expect(res.dequantized[n * K + c]).toBe(0);
+  });
+});
+
+describe('gptqQuantize on a larger layer (blocked onnxruntime Cholesky path)', () => {
+  it('K=384, N=64: close to the reference and better than RTN on correlated inputs', async () => {
+    const N = 64;
+    const K = 384;
+    const { W, H } = problem(N, K, 9);
+    const opts: GptqOptions = { bits: 4, groupSize: 128, sym: false };
+    const res = await gptqQuantize(W, N, K, H, { ...opts, linalg: { baseBlock: 128 } }, pool);
+    const ref = referenceGptq(W, N, K, H, opts);
+    const d = levelDiff(res.q, ref.q);
+    expect(d.count).toBeLessThan(N * K * 0.005);
+    expect(Math.abs(res.loss - ref.loss) / ref.loss).toBeLessThan(1e-3);
+    const rtn = rtnQuantize(W, N, K, opts);
+    const eG = outputError(W, res.dequantized, H, N, K);
+    const eR = outputError(W, rtn.dequantized, H, N, K);
+    expect(eG).toBeLessThan(0.7 * eR);
+  });
+});
+
+describe('gptqQuantize: scale invariance, dampening and errors', () => {
+  const N = 8;
+  const K = 48;
+  const { W, H } = problem(N, K, 3);
+
+  it('multiplying H by a constant changes only the loss', async () => {
+    const opts: GptqOptions = { bits: 4, groupSize: 16, sym: false, precision: 'float64' };
+    const a = await gptqQuantize(W, N, K, H, opts, pool);
+    const b = await gptqQuantize(W, N, K, H.map((v) => v * 4), opts, pool);
+    expect(levelDiff(a.q, b.q).count).toBe(0);
+    expect(b.loss / a.loss).toBeCloseTo(4, 6);
+  });
+
+  it('raises the dampening 10x when H is not positive definite, then fails NUMERIC', async () => {
+    // rank-deficient H with damp 0 → retried with 0.01
+    const m = K / 2;
+    const X = correlatedX(m, K, 0.5, 4);
+    const low = gram(X, m, K);
+    const r = await gptqQuantize(W, N, K, low, { bits: 4, groupSize: 16, sym: false, damp: 0 }, pool);
+    expect(r.damp).toBe(0.01);
+    const neg = H.slice();
+    for (let i = 0; i < K; i++) neg[i * K + i] = -1;
+    expect(await errorCode(gptqQuantize(W, N, K, neg, { bits: 4, groupSize: 16, sym: false }, pool))).toMatch(/^NUMERIC: .*not positive definite/);
+  });
+
+  it('rejects bad options and non-finite inputs', async () => {
+    const base = { bits: 4, groupSize: 16, sym: false };
+    expect(await errorCode(gptqQuantize(W, N, K, H, { ...base, bits: 6 }, pool))).toMatch(/^BAD_OPTION/);
+    expect(await errorCode(gptqQuantize(W, N, K, H, { ...base, groupSize: 20 }, pool))).toMatch(/^BAD_OPTION: .*K=48/);
+    expect(await errorCode(gptqQuantize(W, N, K, H, { ...base, blockSize: 0 }, pool))).toMatch(/^BAD_OPTION/);
+    expect(await errorCode(gptqQuantize(W, N, K, H.subarray(1), base, pool))).toMatch(/^BAD_OPTION/);
+    const nanH = H.slice();
+    nanH[3] = NaN;
+    expect(await errorCode(gptqQuantize(W, N, K, nanH, base, pool))).toMatch(/^NUMERIC: Hessian/);
+    const infW = W.slice();
+    infW[0] = Infinity;
+    expect(await errorCode(gptqQuantize(infW, N, K, H, base, pool))).toMatch(/^NUMERIC: weight/);
+  });
+});

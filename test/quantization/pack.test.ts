@@ -1,0 +1,160 @@
+import * as ort from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MoeQuantError } from '../../src/errors.js';
+import { attr, GraphBuilder, OnnxType } from '../../src/graph/builder.js';
+import { SessionPool } from '../../src/graph/session.js';
+import { gptqQuantize } from '../../src/quantization/gptq.js';
+import { packGptq, toMatMulNBits, unpackGptq } from '../../src/quantization/pack.js';
+import { rtnQuantize, type QuantizedLinear } from '../../src/quantization/quantizer.js';
+import { correlatedX, gram, randn } from './helpers.js';
+
+const pool = new SessionPool('cpu');
+afterAll(() => pool.release());
+
+function bitsOf(a: Float32Array): Uint32Array {
+  return new Uint32Array(a.buffer, a.byteOffset, a.length);
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    return e instanceof MoeQuantError ? `${e.code}: ${e.message}` : String(e);
+  }
+  return 'no error';
+}
+
+/** Weights where some groups are all positive (asym zero 0) and some all negative (asym zero maxq). */
+function skewed(N: number, K: number, g: number, seed: number): Float32Array {
+  const W = randn(N * K, seed, 0.1);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const group = Math.floor(k / g);
+      if ((n + group) % 3 === 0) W[n * K + k] = Math.abs(W[n * K + k]!) + 0.01;
+      if ((n + group) % 3 === 1) W[n * K + k] = -Math.abs(W[n * K + k]!) - 0.01;
+    }
+  }
+  return W;
+}
+
+function roundTrip(ql: QuantizedLinear, format: 'gptq' | 'gptq_v2') {
+  const packed = packGptq(ql, format);
+  const un = unpackGptq(packed, { N: ql.N, K: ql.K, bits: ql.bits, format });
+  expect(Array.from(un.q)).toEqual(Array.from(ql.q));
+  expect(Array.from(un.zeros)).toEqual(Array.from(ql.zeros));
+  expect(Array.from(un.gIdx)).toEqual(Array.from(ql.gIdx));
+  expect(Array.from(bitsOf(un.scales))).toEqual(Array.from(bitsOf(ql.scales)));
+  expect(Array.from(bitsOf(un.dequantized))).toEqual(Array.from(bitsOf(ql.dequantized)));
+  return packed;
+}
+
+describe('GPTQ packing', () => {
+  const N = 16;
+  const K = 64;
+
+  for (const format of ['gptq', 'gptq_v2'] as const) {
+    it(`${format}: 4-bit asym round trip is exact, including zero points 0 and 15`, () => {
+      const ql = rtnQuantize(skewed(N, K, 16, 1), N, K, { bits: 4, groupSize: 16, sym: false });
+      expect(ql.zeros.includes(0)).toBe(true);
+      expect(ql.zeros.includes(15)).toBe(true);
+      const packed = roundTrip(ql, format);
+      expect(packed.qweight.length).toBe((K / 8) * N);
+      expect(packed.qzeros.length).toBe(4 * (N / 8));
+      expect(packed.v1ZeroOverflow).toBe(format === 'gptq' ? ql.zeros.filter((z) => z === 0).length : 0);
+    });
+
+    it(`${format}: 8-bit round trip is exact`, () => {
+      const ql = rtnQuantize(skewed(N, K, 32, 2), N, K, { bits: 8, groupSize: 32, sym: false });
+      roundTrip(ql, format);
+    });
+  }
+
+  it('bit layout: little-nibble-first along K, v1 sym zeros are 0x77777777', () => {
+    const ql = rtnQuantize(randn(8 * 8, 3), 8, 8, { bits: 4, groupSize: -1, sym: true });
+    ql.q.set([1, 2, 3, 4, 5, 6, 7, 8]); // row 0
+    const p = packGptq(ql, 'gptq');
+    expect(p.qweight[0]! >>> 0).toBe(0x87654321);
+    expect(Array.from(p.qzeros).map((w) => w >>> 0)).toEqual([0x77777777]);
+    expect(Array.from(packGptq(ql, 'gptq_v2').qzeros).map((w) => w >>> 0)).toEqual([0x88888888]);
+  });
+
+  it('act-order g_idx survives packing; unpack without g_idx assumes k // g', async () => {
+    const m = 2 * K;
+    const H = gram(correlatedX(m, K, 0.6, 5), m, K);
+    const ql = await gptqQuantize(randn(N * K, 6, 0.05), N, K, H, { bits: 4, groupSize: 16, sym: false, actOrder: true }, pool);
+    roundTrip(ql, 'gptq_v2');
+    const p = packGptq(rtnQuantize(randn(N * K, 7), N, K, { bits: 4, groupSize: 16, sym: true }), 'gptq');
+    const un = unpackGptq({ qweight: p.qweight, qzeros: p.qzeros, scales: p.scales }, { N, K, bits: 4, format: 'gptq' });
+    expect(un.groupSize).toBe(16);
+    expect(un.gIdx[17]).toBe(1);
+  });
+
+  it('errors: 3 bits cannot be written, shapes must pack, inconsistent tensors are BAD_CHECKPOINT', () => {
+    const q3 = rtnQuantize(randn(N * K, 8), N, K, { bits: 3, groupSize: 16, sym: false });
+    expect(code(() => packGptq(q3, 'gptq'))).toBe('BAD_OPTION: the GPTQ writer packs 4 or 8 bits; --bits 3 can be evaluated but not written');
+    const narrow = rtnQuantize(randn(4 * K, 9), 4, K, { bits: 4, groupSize: 16, sym: false });
+    expect(code(() => packGptq(narrow, 'gptq'))).toMatch(/^UNSUPPORTED: .*N=4/);
+    const short = rtnQuantize(randn(N * 12, 9), N, 12, { bits: 4, groupSize: -1, sym: false });
+    expect(code(() => packGptq(short, 'gptq'))).toMatch(/^UNSUPPORTED: .*K=12/);
+    const p = packGptq(rtnQuantize(randn(N * K, 10), N, K, { bits: 4, groupSize: 16, sym: false }), 'gptq');
+    expect(code(() => unpackGptq({ ...p, qweight: p.qweight.subarray(1) }, { N, K, bits: 4, format: 'gptq' }))).toMatch(/^BAD_CHECKPOINT/);
+    expect(code(() => unpackGptq({ ...p, gIdx: new Int32Array(K).fill(9) }, { N, K, bits: 4, format: 'gptq' }))).toMatch(/^BAD_CHECKPOINT/);
+  });
+});
+
+describe('MatMulNBits', () => {
+  function graph(M: number, K: number, N: number, bs: number, kBlocks: number): Uint8Array {
+    const g = new GraphBuilder('mmnb');
+    const a = g.input('A', OnnxType.FLOAT, [M, K]);
+    const b = g.input('B', OnnxType.UINT8, [N, kBlocks, bs / 2]);
+    const s = g.input('scales', OnnxType.FLOAT, [N, kBlocks]);
+    const z = g.input('zero_points', OnnxType.UINT8, [N, Math.ceil(kBlocks / 2)]);
+    const y = g.msOp('MatMulNBits', [a, b, s, z], {
+      K: attr.i(K),
+      N: attr.i(N),
+      bits: attr.i(4),
+      block_size: attr.i(bs),
+      accuracy_level: attr.i(0),
+    });
+    g.output('Y', y, OnnxType.FLOAT, [M, N]);
+    return g.build();
+  }
+
+  for (const [K, N, bs, source] of [[96, 24, 32, 'unpacked GPTQ v1 checkpoint'], [128, 16, 64, 'quantizer output']] as const) {
+    it(`Y = A · dequantizedᵀ (K=${K}, N=${N}, block ${bs}, ${source})`, async () => {
+      const ql = rtnQuantize(skewed(N, K, bs, K), N, K, { bits: 4, groupSize: bs, sym: false });
+      const src = source === 'quantizer output' ? ql : unpackGptq(packGptq(ql, 'gptq'), { N, K, bits: 4, format: 'gptq' });
+      const mm = toMatMulNBits(src, bs);
+      expect(mm.B.length).toBe(N * mm.kBlocks * (bs / 2));
+      const M = 5;
+      const A = randn(M * K, 42);
+      const session = await pool.get(`test-mmnb:${K}:${N}:${bs}`, () => graph(M, K, N, bs, mm.kBlocks));
+      const out = await pool.run(session, {
+        A: new ort.Tensor('float32', A, [M, K]),
+        B: new ort.Tensor('uint8', mm.B, [N, mm.kBlocks, bs / 2]),
+        scales: new ort.Tensor('float32', mm.scales, [N, mm.kBlocks]),
+        zero_points: new ort.Tensor('uint8', mm.zeroPoints, [N, Math.ceil(mm.kBlocks / 2)]),
+      });
+      const Y = out['Y']!.data as Float32Array;
+      let err = 0;
+      let scale = 0;
+      for (let i = 0; i < M; i++) for (let n = 0; n < N; n++) {
+        let ref = 0;
+        for (let k = 0; k < K; k++) ref += A[i * K + k]! * ql.dequantized[n * K + k]!;
+        err = Math.max(err, Math.abs(Y[i * N + n]! - ref));
+        scale = Math.max(scale, Math.abs(ref));
+      }
+      expect(err / scale).toBeLessThan(1e-5);
+    });
+  }
+
+  it('rejects act-order g_idx, non-4-bit weights and bad block sizes', () => {
+    const ql = rtnQuantize(randn(8 * 64, 1), 8, 64, { bits: 4, groupSize: 32, sym: false });
+    expect(code(() => toMatMulNBits(ql, 24))).toMatch(/^BAD_OPTION: .*power of two/);
+    expect(code(() => toMatMulNBits(ql, 16))).toMatch(/^BAD_OPTION/);
+    const shuffled = { ...ql, gIdx: ql.gIdx.slice().reverse() };
+    expect(code(() => toMatMulNBits(shuffled, 32))).toMatch(/^BAD_OPTION: .*g_idx/);
+    const q8 = rtnQuantize(randn(8 * 64, 1), 8, 64, { bits: 8, groupSize: 32, sym: false });
+    expect(code(() => toMatMulNBits(q8, 32))).toMatch(/^BAD_OPTION: .*4-bit/);
+  });
+});

@@ -1,0 +1,137 @@
+import { describe, expect, it } from 'vitest';
+import { float32ToF16, toFloat32 } from '../../src/checkpoint/dtypes.js';
+import { MoeQuantError } from '../../src/errors.js';
+import { findParams, quantizeValue, roundHalfEven, rtnQuantize } from '../../src/quantization/quantizer.js';
+import { randn } from './helpers.js';
+
+function f16(x: number): number {
+  return toFloat32('F16', new Uint8Array(float32ToF16(Float32Array.of(x)).buffer))[0]!;
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    return e instanceof MoeQuantError ? `${e.code}: ${e.message}` : String(e);
+  }
+  return 'no error';
+}
+
+describe('roundHalfEven (torch.round)', () => {
+  it('rounds ties to even', () => {
+    expect([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999, 2.5001].map(roundHalfEven)).toEqual([0, 2, 2, -0, -2, -2, 2, 3]);
+  });
+});
+
+describe('findParams', () => {
+  it('asym: xmin=min(min,0), xmax=max(max,0), fp16 scale, zero from the rounded scale', () => {
+    const row = Float32Array.of(0.3, 1.7, 0.9, 0.1); // all positive: xmin = 0
+    const p = findParams(row, 1, 4, 1, 0, 4, 4, false);
+    expect(p.scale[0]).toBe(f16(Math.fround(1.7) / 15));
+    expect(p.zero[0]).toBe(0);
+    const neg = Float32Array.of(-0.3, -1.2, -0.9, -0.1); // all negative: xmax = 0 → zero = maxq
+    const pn = findParams(neg, 1, 4, 1, 0, 4, 4, false);
+    expect(pn.zero[0]).toBe(15);
+    const mixed = Float32Array.of(-0.5, 1.0, 0.2, -0.1);
+    const pm = findParams(mixed, 1, 4, 1, 0, 4, 3, false);
+    const s = f16(Math.fround(1.5) / 7);
+    expect(pm.scale[0]).toBe(s);
+    expect(pm.zero[0]).toBe(roundHalfEven(Math.fround(0.5 / s)));
+  });
+
+  it('sym: xmax=max(|xmin|,xmax), zero=(maxq+1)/2; an all-non-negative row keeps xmin=0 like the reference', () => {
+    const row = Float32Array.of(-2, 0.5, 1, 0);
+    const p = findParams(row, 1, 4, 1, 0, 4, 4, true);
+    expect(p.scale[0]).toBe(f16(4 / 15));
+    expect(p.zero[0]).toBe(8);
+    const pos = findParams(Float32Array.of(3, 1, 2, 0.5), 1, 4, 1, 0, 4, 4, true);
+    expect(pos.scale[0]).toBe(f16(3 / 15));
+    expect(pos.zero[0]).toBe(8);
+    for (const [bits, z] of [[2, 2], [3, 4], [8, 128]] as const) {
+      expect(findParams(row, 1, 4, 1, 0, 4, bits, true).zero[0]).toBe(z);
+    }
+  });
+
+  it('all-zero rows use [-1, 1]', () => {
+    const z = new Float32Array(8);
+    const a = findParams(z, 2, 4, 1, 0, 4, 4, false);
+    expect(Array.from(a.scale)).toEqual([f16(2 / 15), f16(2 / 15)]);
+    expect(a.zero[0]).toBe(roundHalfEven(Math.fround(1 / f16(2 / 15))));
+    const s = findParams(z, 2, 4, 1, 0, 4, 4, true);
+    expect(s.scale[0]).toBe(f16(2 / 15));
+    expect(s.zero[0]).toBe(8);
+  });
+
+  it('reads strided layouts (Wᵀ) the same as row-major W', () => {
+    const W = randn(6 * 10, 3);
+    const WT = new Float32Array(60);
+    for (let n = 0; n < 6; n++) for (let k = 0; k < 10; k++) WT[k * 6 + n] = W[n * 10 + k]!;
+    expect(findParams(WT, 6, 1, 6, 2, 7, 4, false)).toEqual(findParams(W, 6, 10, 1, 2, 7, 4, false));
+  });
+});
+
+describe('rtnQuantize', () => {
+  const N = 8;
+  const K = 64;
+  const W = randn(N * K, 11, 0.05);
+
+  for (const bits of [2, 3, 4, 8]) {
+    for (const sym of [false, true]) {
+      it(`${bits}-bit ${sym ? 'sym' : 'asym'}: fp16-exact scales, levels in range, dequantized consistent`, () => {
+        const ql = rtnQuantize(W, N, K, { bits, groupSize: 16, sym });
+        const maxq = 2 ** bits - 1;
+        expect(ql.groupSize).toBe(16);
+        expect(ql.scales.length).toBe(N * 4);
+        for (const s of ql.scales) {
+          expect(s).toBeGreaterThan(0);
+          expect(f16(s)).toBe(s);
+        }
+        for (const v of ql.q) expect(v).toBeLessThanOrEqual(maxq);
+        for (const v of ql.zeros) expect(v).toBeLessThanOrEqual(maxq);
+        expect(Array.from(ql.gIdx.slice(14, 18))).toEqual([0, 0, 1, 1]);
+        for (let n = 0; n < N; n++) {
+          for (let k = 0; k < K; k++) {
+            const g = n * 4 + (k >> 4);
+            const s = ql.scales[g]!;
+            const z = ql.zeros[g]!;
+            expect(ql.q[n * K + k]).toBe(quantizeValue(W[n * K + k]!, s, z, maxq));
+            expect(ql.dequantized[n * K + k]).toBe(Math.fround((ql.q[n * K + k]! - z) * s));
+            // half a step, plus the clipping the fp16-rounded scale can cause at the ends of the range
+            // (sym grids may also clip the positive end by a whole step)
+            const bound = s * (0.5 + maxq * 2 ** -11) + 1e-7;
+            if (!sym) expect(Math.abs(ql.dequantized[n * K + k]! - W[n * K + k]!)).toBeLessThanOrEqual(bound);
+          }
+        }
+      });
+    }
+  }
+
+  it('groupSize -1 is one group per row', () => {
+    const ql = rtnQuantize(W, N, K, { bits: 4, groupSize: -1, sym: false });
+    expect(ql.groupSize).toBe(K);
+    expect(ql.scales.length).toBe(N);
+    expect(ql.gIdx.every((g) => g === 0)).toBe(true);
+  });
+
+  it('a group larger than K is one group per row', () => {
+    const ql = rtnQuantize(W.subarray(0, 4 * 32), 4, 32, { bits: 4, groupSize: 128, sym: false });
+    expect(ql.groupSize).toBe(32);
+    expect(ql.scales.length).toBe(4);
+  });
+
+  it('errors: bad bits and group sizes are BAD_OPTION, non-finite weights NUMERIC', () => {
+    expect(code(() => rtnQuantize(W, N, K, { bits: 5, groupSize: 16, sym: false }))).toMatch(/^BAD_OPTION: --bits 5/);
+    expect(code(() => rtnQuantize(W, N, K, { bits: 4, groupSize: 24, sym: false }))).toMatch(/^BAD_OPTION: .*24.*K=64/);
+    expect(code(() => rtnQuantize(W, N, K, { bits: 4, groupSize: 0, sym: false }))).toMatch(/^BAD_OPTION/);
+    const bad = W.slice();
+    bad[7] = NaN;
+    expect(code(() => rtnQuantize(bad, N, K, { bits: 4, groupSize: 16, sym: false }))).toMatch(/^NUMERIC/);
+  });
+
+  it('tiny groups whose fp16 scale would underflow still quantize', () => {
+    const tiny = new Float32Array(16).fill(1e-9);
+    const ql = rtnQuantize(tiny, 1, 16, { bits: 4, groupSize: 16, sym: false });
+    expect(ql.scales[0]).toBe(2 ** -24);
+    expect(Number.isFinite(ql.dequantized[0]!)).toBe(true);
+  });
+});
