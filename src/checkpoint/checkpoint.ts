@@ -170,6 +170,11 @@ export class Checkpoint {
   }
 
   /** Tensor `name` as float32; `checkFinite` throws NUMERIC on NaN/Inf. */
+  /** Read a float tensor into a caller-owned float32 buffer (see SafetensorsFile.readFloat32Into). */
+  readFloat32Into(name: string, dst: Float32Array): Float32Array {
+    return this.entry(name).shard.readFloat32Into(name, dst);
+  }
+
   readFloat32(name: string, opts?: ReadFloat32Options): Float32Array {
     return this.entry(name).shard.readFloat32(name, opts);
   }

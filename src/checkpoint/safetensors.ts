@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail, MoeQuantError } from '../errors.js';
-import { DTYPE_BYTES, toFloat32 } from './dtypes.js';
+import { DTYPE_BYTES, expand16InPlace, toFloat32 } from './dtypes.js';
 import { MAX_HEADER_BYTES, parseHeader, PREFIX_BYTES, type TensorInfo } from './header.js';
 
 export type { TensorInfo } from './header.js';
@@ -177,6 +177,29 @@ export class SafetensorsFile {
       return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     }
     return toFloat32(t.dtype, bytes);
+  }
+
+  /**
+   * Read a float tensor into `dst` (float32, length = numel) with no intermediate buffer: F32 bytes land directly,
+   * BF16/F16 are read into the upper half of `dst` and expanded in place. Used by streaming loads that reuse buffers.
+   */
+  readFloat32Into(name: string, dst: Float32Array): Float32Array {
+    const t = this.info(name);
+    if (dst.length !== t.numel) throw fail('BAD_OPTION', `readFloat32Into: ${name} has ${t.numel} elements, buffer holds ${dst.length}`);
+    const bytes = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
+    const into = (target: Uint8Array) => {
+      try {
+        if (target.length > 0) readFully(this.ensureOpen(), target, t.byteOffset, this.label);
+      } catch (e) {
+        throw fsFail('read', this.label, e);
+      }
+    };
+    if (t.dtype === 'F32') into(bytes);
+    else if (t.dtype === 'BF16' || t.dtype === 'F16') {
+      into(bytes.subarray(2 * t.numel));
+      expand16InPlace(t.dtype, dst);
+    } else dst.set(this.readFloat32(name));
+    return dst;
   }
 
   private readRange(position: number, length: number): Uint8Array {

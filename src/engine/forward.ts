@@ -12,7 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
-import { buildAttentionGraph, buildAttentionInputsGraph, buildDenseGraph, buildHeadGraph, buildMoeGraph } from '../graph/layer-graphs.js';
+import { buildAttentionGraph, buildAttentionInputsGraph, buildCombineGraph, buildDenseGraph, buildExpertsGraph, buildHeadGraph } from '../graph/layer-graphs.js';
 import { FLOAT_WEIGHTS, type WeightForms } from '../graph/blocks.js';
 import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
@@ -121,6 +121,9 @@ export interface LayerStepContext {
 }
 
 export class ForwardEngine {
+  /** Streaming models: float32 bytes of expert weights loaded at once (see expertChunks). */
+  expertChunkBytes = 256 * 2 ** 20;
+
   constructor(
     readonly spec: ModelSpec,
     readonly pool: SessionPool,
@@ -148,10 +151,10 @@ export class ForwardEngine {
     return roles;
   }
 
-  /** Weight forms of a layer part, and a short key naming them (part of the session key). */
-  private forms(layer: LayerSpec, part: 'attention' | 'ffn'): { forms: WeightForms; key: string } {
+  /** Weight forms of the given roles (role → tensor), and a short key naming them (part of the session key). */
+  private formsOf(roles: Map<string, string>): { forms: WeightForms; key: string } {
     const blocks = new Map<string, number>();
-    for (const [role, name] of this.linearRoles(layer, part)) {
+    for (const [role, name] of roles) {
       const b = this.weights.nbitsBlockSize(name);
       if (b !== null) blocks.set(role, b);
     }
@@ -162,21 +165,47 @@ export class ForwardEngine {
 
   private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean) {
     const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
-    const { forms, key } = this.forms(layer, 'attention');
+    const { forms, key } = this.formsOf(this.linearRoles(layer, 'attention'));
     return this.pool.get(`attn:${experts}:${withCache}:${capture}:${key}`, () =>
       buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture, forms }),
     );
   }
 
-  private ffnSession(layer: LayerSpec, capture: boolean) {
-    const f = layer.ffn;
-    const { forms, key } = this.forms(layer, 'ffn');
-    if (f.kind === 'dense')
-      return this.pool.get(`dense:${f.intermediateSize}:${capture}:${key}`, () => buildDenseGraph(this.spec, f.intermediateSize, capture, forms));
-    return this.pool.get(
-      `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
-      () => buildMoeGraph(this.spec, f, capture, forms),
-    );
+  /**
+   * Expert chunks of a MoE layer: all experts at once when the model is resident, otherwise as many as fit in
+   * `expertChunkBytes` of float32 weights (at least one), so streaming peak memory does not scale with the expert count.
+   */
+  expertChunks(f: MoeFfnSpec): number[][] {
+    const E = f.routing.numExperts;
+    const perExpert = 3 * this.spec.hiddenSize * f.expertIntermediateSize * 4;
+    const size = this.weights.resident ? E : Math.max(1, Math.min(E, Math.floor(this.expertChunkBytes / perExpert)));
+    const chunks: number[][] = [];
+    for (let e = 0; e < E; e += size) chunks.push(Array.from({ length: Math.min(size, E - e) }, (_, j) => e + j));
+    return chunks;
+  }
+
+  /** Roles of a chunk's experts, named locally (`expert.<j>.gate`) as inside the chunk graph. */
+  private chunkRoles(f: MoeFfnSpec, chunk: number[]): Map<string, string> {
+    const roles = new Map<string, string>();
+    chunk.forEach((e, j) => {
+      for (const r of ['gate', 'up', 'down'] as const) roles.set(`expert.${j}.${r}`, f.expert(e)[r]);
+    });
+    return roles;
+  }
+
+  /** Roles of the combine graph (shared expert). */
+  private combineRoles(f: MoeFfnSpec): Map<string, string> {
+    const roles = new Map<string, string>();
+    if (f.shared) {
+      for (const r of ['gate', 'up', 'down'] as const) roles.set(`shared.${r}`, f.shared.tensors[r]);
+      if (f.shared.gate) roles.set('shared.gateProj', f.shared.gate);
+    }
+    return roles;
+  }
+
+  private denseSession(f: LayerSpec['ffn'] & { kind: 'dense' }, layer: LayerSpec, capture: boolean) {
+    const { forms, key } = this.formsOf(this.linearRoles(layer, 'ffn'));
+    return this.pool.get(`dense:${f.intermediateSize}:${capture}:${key}`, () => buildDenseGraph(this.spec, f.intermediateSize, capture, forms));
   }
 
   /** Feed one weight by role: `w.<role>` (float32) or its MatMulNBits blobs. */
@@ -201,9 +230,9 @@ export class ForwardEngine {
     return feeds;
   }
 
-  private ffnWeightFeeds(layer: LayerSpec): Record<string, ort.Tensor> {
+  private weightFeeds(roles: Map<string, string>): Record<string, ort.Tensor> {
     const feeds: Record<string, ort.Tensor> = {};
-    for (const [role, name] of this.linearRoles(layer, 'ffn')) this.feedWeight(feeds, role, name);
+    for (const [role, name] of roles) this.feedWeight(feeds, role, name);
     return feeds;
   }
 
@@ -340,30 +369,59 @@ export class ForwardEngine {
     };
   }
 
-  /** The FFN half: routes (MoE), runs experts or the dense MLP, writes the layer output into x. */
+  /** The FFN half: routes (MoE), runs experts (chunk by chunk) or the dense MLP, writes the layer output into x. */
   async ffnStep(layer: LayerSpec, x: Float32Array, a: AttentionOutputs, ctx: LayerStepContext): Promise<void> {
     const capture = Boolean(ctx.hooks?.capture);
-    const ffn = await this.ffnSession(layer, capture);
     const ffnIn = a.ffnIn.data as Float32Array;
-    const feeds: Record<string, ort.Tensor> = { ...this.ffnWeightFeeds(layer), h: a.h, ffn_in: a.ffnIn };
+    const inputs: Record<string, Float32Array> = { ffn: ffnIn, ...a.captured };
+    const f = layer.ffn;
+    let out: ort.InferenceSession.ReturnType;
     let moe: ReturnType<ForwardEngine['moeFeeds']> | undefined;
-    if (layer.ffn.kind === 'moe') {
-      moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
-      Object.assign(feeds, moe.feeds);
-    } else {
+    if (f.kind === 'dense') {
       ctx.hooks?.onDenseFfn?.({ layerIndex: layer.index, batchIndex: ctx.batchIndex, tokenOffset: ctx.tokenOffset, ffnIn });
+      const session = await this.denseSession(f, layer, capture);
+      out = await this.pool.run(session, { ...this.weightFeeds(this.linearRoles(layer, 'ffn')), h: a.h, ffn_in: a.ffnIn });
+      if (capture) inputs['dense.down'] = out['in.down']!.data as Float32Array;
+    } else {
+      moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
+      const H = this.spec.hiddenSize;
+      const parts: Float32Array[] = [];
+      for (const chunk of this.expertChunks(f)) {
+        const roles = this.chunkRoles(f, chunk);
+        const { forms, key } = this.formsOf(roles);
+        const session = await this.pool.get(`experts:${f.expertIntermediateSize}:${chunk.length}:${capture}:${key}`, () =>
+          buildExpertsGraph(this.spec, f, chunk.length, capture, forms),
+        );
+        const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ffn_in: a.ffnIn };
+        chunk.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
+        const y = await this.pool.run(session, feeds);
+        parts.push(y['y']!.data as Float32Array);
+        if (capture) chunk.forEach((e, j) => (inputs[`expert.${e}.down`] = y[`in.expert.${j}.down`]!.data as Float32Array));
+        this.weights.release(roles.values());
+      }
+      let all = parts[0]!;
+      if (parts.length > 1) {
+        all = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+        let o = 0;
+        for (const p of parts) all.set(p, (o += p.length) - p.length);
+      }
+      const croles = this.combineRoles(f);
+      const { forms, key } = this.formsOf(croles);
+      const combine = await this.pool.get(
+        `combine:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
+        () => buildCombineGraph(this.spec, f, capture, forms),
+      );
+      out = await this.pool.run(combine, {
+        ...this.weightFeeds(croles),
+        ...moe.feeds,
+        h: a.h,
+        ffn_in: a.ffnIn,
+        y: tensor.f32(all, [all.length / H, H]),
+      });
+      if (capture && out['in.shared.down']) inputs['shared.down'] = out['in.shared.down'].data as Float32Array;
+      if (capture && out['shared_gate']) inputs['shared_gate'] = out['shared_gate'].data as Float32Array;
     }
-    const out = await this.pool.run(ffn, feeds);
     if (capture && ctx.hooks?.onActivations) {
-      const inputs: Record<string, Float32Array> = { ffn: ffnIn, ...a.captured };
-      for (const [key, value] of Object.entries(out)) {
-        if (key.startsWith('in.')) inputs[key.slice(3)] = value.data as Float32Array;
-        if (key === 'shared_gate') inputs[key] = value.data as Float32Array;
-      }
-      if (layer.ffn.kind === 'dense' && inputs['down']) {
-        inputs['dense.down'] = inputs['down'];
-        delete inputs['down'];
-      }
       await ctx.hooks.onActivations({
         layerIndex: layer.index,
         batchIndex: ctx.batchIndex,
@@ -430,7 +488,7 @@ export class ForwardEngine {
     tokenOffset: number,
     ffnIn: Float32Array,
     hooks: ForwardHooks | undefined,
-  ): { feeds: Record<string, ort.Tensor>; routing: Routing; rows: Int32Array[]; rowWeights: Float32Array[] } {
+  ): { feeds: Record<string, ort.Tensor>; rowFeeds: ort.Tensor[]; routing: Routing; rows: Int32Array[]; rowWeights: Float32Array[] } {
     const f = layer.ffn;
     const routing = route(f.routing, logits, {
       correctionBias: f.correctionBias ? this.weights.get(f.correctionBias) : null,
@@ -442,7 +500,6 @@ export class ForwardEngine {
       combine_pos: tensor.i64From(combinePos, [routing.numTokens, routing.k]),
       combine_w: tensor.f32(routing.weights, [routing.numTokens, routing.k]),
     };
-    rows.forEach((r, e) => (feeds[`rows.${e}`] = tensor.i64From(r)));
-    return { feeds, routing, rows, rowWeights };
+    return { feeds, rowFeeds: rows.map((r) => tensor.i64From(r)), routing, rows, rowWeights };
   }
 }

@@ -98,13 +98,23 @@ export class WeightStore implements WeightSource {
     );
   }
 
+  /** Streaming mode: released float32 buffers by length, reused by the next tensor of that size (no GC wait). */
+  private readonly free = new Map<number, Float32Array[]>();
+
   get(name: string): Float32Array {
     const o = this.overrides.get(name);
     if (o) return o;
     const hit = this.cache.get(name);
     if (hit) return hit;
-    const data = this.packed.has(name) ? this.readPacked(name) : this.checkpoint.readFloat32(name);
-    if (this.resident) this.cache.set(name, data);
+    let data: Float32Array;
+    if (this.packed.has(name)) data = this.readPacked(name);
+    else if (this.resident) data = this.checkpoint.readFloat32(name);
+    else {
+      const n = this.checkpoint.info(name).numel;
+      data = this.checkpoint.readFloat32Into(name, this.free.get(n)?.pop() ?? new Float32Array(n));
+    }
+    // Resident: kept for good. Streaming: kept until release() (end of the expert chunk or of the layer).
+    this.cache.set(name, data);
     return data;
   }
 
@@ -122,10 +132,16 @@ export class WeightStore implements WeightSource {
     return this.shapes.get(name) ?? this.checkpoint.info(name).shape;
   }
 
-  /** Drop cached tensors (used between layers when not resident). */
+  /** Give back tensors (streaming mode): their buffers are reused for later reads. No-op when resident. */
   release(names: Iterable<string>): void {
     if (this.resident) return;
     for (const n of names) {
+      const data = this.cache.get(n);
+      if (data && !this.packed.has(n)) {
+        const list = this.free.get(data.length) ?? [];
+        list.push(data);
+        this.free.set(data.length, list);
+      }
       this.cache.delete(n);
       this.nbitsCache.delete(n);
     }

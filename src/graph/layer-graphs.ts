@@ -163,29 +163,40 @@ export function buildDenseGraph(spec: ModelSpec, intermediate: number, capture =
 }
 
 /**
- * MoE layer: each expert e gets the rows `rows.e` of ffn_in; outputs are concatenated in expert order, gathered back
- * per (token, slot) with `combine_pos` [T, k] and summed with `combine_w` [T, k]. Shared expert (optionally gated) added.
+ * Routed experts of one chunk (count experts, named 0..count−1 inside the graph so equal-size chunks share a
+ * session): expert j gets the rows `rows.j` of ffn_in; output `y` is their outputs concatenated in expert order.
+ * Chunks bound how many experts' weights are in memory at once when a model streams from disk.
  */
-export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
-  const g = new GraphBuilder('moe_ffn');
+export function buildExpertsGraph(spec: ModelSpec, ffn: MoeFfnSpec, count: number, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
+  const g = new GraphBuilder('moe_experts');
   const H = spec.hiddenSize;
-  const E = ffn.routing.numExperts;
   const I = ffn.expertIntermediateSize;
+  const x = g.input('ffn_in', F, ['T', H]);
+  const outs: string[] = [];
+  for (let j = 0; j < count; j++) {
+    const rows = g.input(`rows.${j}`, I64, [`n${j}`]);
+    const mlp = swiglu(g, g.op('Gather', [x, rows], { axis: attr.i(0) }), `expert.${j}`, H, I, forms);
+    outs.push(mlp.out);
+    if (capture) g.output(`in.expert.${j}.down`, mlp.hidden, F, [`n${j}`, I]);
+  }
+  g.output('y', count === 1 ? outs[0]! : g.op('Concat', outs, { axis: attr.i(0) }), F, ['R', H]);
+  return g.build();
+}
+
+/**
+ * Combine: the expert outputs `y` (all experts, concatenated in expert order) are gathered back per (token, slot)
+ * with `combine_pos` [T, k] and summed with `combine_w` [T, k]; the shared expert (optionally gated) is added.
+ */
+export function buildCombineGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
+  const g = new GraphBuilder('moe_combine');
+  const H = spec.hiddenSize;
   const k = ffn.routing.numExpertsUsed;
   const h = g.input('h', F, ['T', H]);
   const x = g.input('ffn_in', F, ['T', H]);
+  const y = g.input('y', F, ['R', H]);
   const pos = g.input('combine_pos', I64, ['T', k]);
   const cw = g.input('combine_w', F, ['T', k]);
-  const outs: string[] = [];
-  for (let e = 0; e < E; e++) {
-    const rows = g.input(`rows.${e}`, I64, [`n${e}`]);
-    const xe = g.op('Gather', [x, rows], { axis: attr.i(0) });
-    const mlp = swiglu(g, xe, `expert.${e}`, H, I, forms);
-    outs.push(mlp.out);
-    if (capture) g.output(`in.expert.${e}.down`, mlp.hidden, F, [`n${e}`, I]);
-  }
-  const all = g.op('Concat', outs, { axis: attr.i(0) });
-  const picked = g.op('Gather', [all, pos], { axis: attr.i(0) }); // [T, k, H]
+  const picked = g.op('Gather', [y, pos], { axis: attr.i(0) }); // [T, k, H]
   const weighted = g.op('Mul', [picked, g.op('Unsqueeze', [cw, g.i64([2])])]);
   let out = g.op('Add', [h, g.op('ReduceSum', [weighted, g.i64([1])], { keepdims: attr.i(0) })]);
   if (ffn.shared) {
