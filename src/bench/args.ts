@@ -17,6 +17,11 @@ export interface BenchOptions {
   largeDir: string;
   largeSeqs: number;
   largeSeqLen: number;
+  skipPipeline: boolean;
+  /** Calibration windows for the calibrate/quantize timings (of 512 tokens). */
+  pipelineSamples: number;
+  skipGptq: boolean;
+  gptqSize: number;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -30,6 +35,10 @@ export const USAGE = `usage: npm run bench -- [options]
   --skip-large          skip the generated ≥4 GB Mixtral-layout checkpoint
   --large-variants a,b  also run the large model as gc, noarena, gc+noarena, arena
                         (memory investigation; see src/bench/large-worker.ts)
+  --skip-pipeline       skip calibrate-vs-eval and quantize timings
+  --pipeline-samples N  calibration windows of 512 tokens for those timings (default 128)
+  --skip-gptq           skip the single large GPTQ solve
+  --gptq-size N         its K = N (default 4096)
   --json                print one JSON object instead of tables`;
 
 const SHARED = path.resolve(REPO_ROOT, '..', 'shared');
@@ -58,6 +67,10 @@ export function parseArgs(argv: string[]): BenchOptions {
     skipLarge: false,
     largeVariants: [],
     largeDir: path.join(REPO_ROOT, '.bench-tmp', 'mixtral-4gb'),
+    skipPipeline: false,
+    pipelineSamples: 128,
+    skipGptq: false,
+    gptqSize: 4096,
     largeSeqs: 2,
     largeSeqLen: 256,
   };
@@ -94,6 +107,18 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--skip-large':
         o.skipLarge = true;
+        break;
+      case '--skip-pipeline':
+        o.skipPipeline = true;
+        break;
+      case '--pipeline-samples':
+        o.pipelineSamples = positiveInt(a, argv[++i]);
+        break;
+      case '--skip-gptq':
+        o.skipGptq = true;
+        break;
+      case '--gptq-size':
+        o.gptqSize = positiveInt(a, argv[++i]);
         break;
       case '--help':
       case '-h':

@@ -14,7 +14,8 @@ import { parseArgs } from './args.js';
 import type { FixtureResult } from './fixture-worker.js';
 import type { LargeRunResult } from './large-worker.js';
 import { runNodeWorker, tail } from './proc.js';
-import { fixtureTable, largeTable, type FixtureRow, type LargeReport } from './report.js';
+import type { PipelineResult } from './pipeline-worker.js';
+import { fixtureTable, largeTable, pipelineTable, type FixtureRow, type LargeReport } from './report.js';
 import type { GenerateResult } from './synth.js';
 import { runTorch, torchPython } from './torch.js';
 
@@ -58,10 +59,26 @@ async function main(): Promise<void> {
     }
   }
 
+  const C4 = path.resolve(path.dirname(o.data), '..', 'c4', 'c4-en-train.00000-of-01024.first1000.jsonl');
+  const pipeline: Array<PipelineResult | { fixture: string; error: string }> = [];
+  if (!o.skipPipeline) {
+    for (const dir of o.fixtures) {
+      log(`bench: ${path.basename(dir)}: eval vs calibrate over ${o.pipelineSamples}×512 C4 tokens, quantize rtn/gptq/agq…`);
+      const r = await runNodeWorker<PipelineResult>('pipeline-worker.js', [dir, C4, String(o.pipelineSamples), '512'], [], false);
+      pipeline.push(r.result ?? { fixture: path.basename(dir), error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
+    }
+  }
+  let gptq: { N: number; K: number; seconds: number; threads: string | number } | { error: string } | null = null;
+  if (!o.skipGptq) {
+    log(`bench: one GPTQ solve, K = N = ${o.gptqSize}…`);
+    const r = await runNodeWorker<{ N: number; K: number; seconds: number; threads: string | number }>('gptq-worker.js', [String(o.gptqSize), String(o.gptqSize)], [], false);
+    gptq = r.result ?? { error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` };
+  }
+
   const machine = { cpus: os.availableParallelism(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
   const busy = Math.max(machine.loadavg1mBefore, machine.loadavg1mAfter) > machine.cpus * 0.5;
   if (o.json) {
-    process.stdout.write(`${JSON.stringify({ options: o, machine, fixtures, large }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ options: o, machine, fixtures, large, pipeline, gptq }, null, 2)}\n`);
     return;
   }
   const out = [`Forward pass, fp32 on CPU, ${o.windows} windows × ${o.seqLen} tokens of ${path.basename(o.data)}, head 'nll'`];
@@ -78,6 +95,15 @@ async function main(): Promise<void> {
         `${machine.cpus} CPUs): timings are unreliable; compare "best" columns`,
     );
   if (large) out.push('', 'Large model (random weights, Mixtral layout), createEngine(dir, { device: "cpu", cacheBytes: 0 })', largeTable(large));
+  if (pipeline.length) out.push('', `Calibrate vs eval over the same ${o.pipelineSamples} × 512 C4 tokens; quantize wall time per method (4-bit, group 128)`, pipelineTable(pipeline));
+  if (gptq)
+    out.push(
+      '',
+      'error' in gptq
+        ? `GPTQ solve: ${gptq.error}`
+        : `Largest single GPTQ solve (Cholesky + inverse + column loop), K = N = ${gptq.K}, group 128: ${gptq.seconds.toFixed(2)} s` +
+            ' (PyTorch side by side: scripts/quant-reference/README.md)',
+    );
   process.stdout.write(`${out.join('\n')}\n`);
 }
 

@@ -3,6 +3,7 @@ import type { FixtureResult } from './fixture-worker.js';
 import type { LargeRunResult } from './large-worker.js';
 import type { GenerateResult } from './synth.js';
 import type { TorchResult } from './torch.js';
+import type { PipelineResult } from './pipeline-worker.js';
 
 export interface FixtureRow {
   fixture: string;
@@ -93,5 +94,23 @@ export function largeTable(r: LargeReport): string {
     'MB = MiB; JS buffers: max ArrayBuffer memory (weights + garbage awaiting GC); other: max RSS − ArrayBuffers right after an ' +
       'onnxruntime run (Node, onnxruntime arena/activations, malloc fragmentation)',
   );
+  return lines.join('\n');
+}
+
+/** Calibrate-vs-eval ratio and quantize timings per fixture. */
+export function pipelineTable(rows: Array<PipelineResult | { fixture: string; error: string }>): string {
+  const lines = ['fixture            eval s  calibrate s  ratio (target ≤ 2)  rtn s   gptq s  agq s   largest solve'];
+  for (const r of rows) {
+    if ('error' in r) {
+      lines.push(`${r.fixture.padEnd(18)} error: ${r.error}`);
+      continue;
+    }
+    const q = (m: string) => r.quantize.find((x) => x.method === m)!;
+    const largest = q('agq').largestSolve;
+    lines.push(
+      `${r.fixture.padEnd(18)} ${r.evalSeconds.toFixed(2).padStart(6)}  ${r.calibrateSeconds.toFixed(2).padStart(11)}  ${r.calibrateRatio.toFixed(2).padStart(18)}  ` +
+        `${q('rtn').seconds.toFixed(1).padStart(5)}  ${q('gptq').seconds.toFixed(1).padStart(6)}  ${q('agq').seconds.toFixed(1).padStart(5)}   ${largest.seconds.toFixed(3)} s (${largest.module})`,
+    );
+  }
   return lines.join('\n');
 }
