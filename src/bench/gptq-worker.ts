@@ -7,6 +7,7 @@ import { SessionPool } from '../graph/session.js';
 import { gptqQuantize } from '../quantization/gptq.js';
 import { gemm } from '../quantization/ort-gemm.js';
 import { seededRandom } from '../calibration/samples.js';
+import { emit } from './proc.js';
 
 async function main(): Promise<void> {
   const N = Number(process.argv[2] ?? 4096);
@@ -26,7 +27,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const r = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: 128, sym: false }, pool);
   const seconds = (performance.now() - t0) / 1000;
-  process.stdout.write(`${JSON.stringify({ N, K, seconds, loss: r.loss, threads: threads ?? 'all' })}\n`);
+  emit({ N, K, seconds, loss: r.loss, threads: threads ?? 'all' });
   await pool.release();
 }
 

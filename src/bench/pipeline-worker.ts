@@ -12,6 +12,7 @@ import { loadTokenizer } from '../checkpoint/tokenizer.js';
 import { createEngine } from '../engine/engine.js';
 import { readTextData } from '../eval/data.js';
 import { quantizeModel } from '../pipeline/quantize.js';
+import { emit } from './proc.js';
 
 export interface PipelineResult {
   fixture: string;
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
       calibrateRatio: calib.seconds / evalSeconds,
       quantize,
     };
-    process.stdout.write(`${JSON.stringify(result)}\n`);
+    emit(result);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
