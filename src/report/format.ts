@@ -4,6 +4,7 @@
  */
 
 /** A finite number, or undefined for anything else (NaN/Infinity turn into null in JSON). */
+import type { LayerBalance } from './types.js';
 export function finite(x: unknown): number | undefined {
   return typeof x === 'number' && Number.isFinite(x) ? x : undefined;
 }
@@ -94,4 +95,38 @@ export function definitionItems(text: string): string[] {
     .split(/;\s+/)
     .map((l) => l.trim())
     .filter((l) => l !== '');
+}
+
+/** Header of the per-layer table (Markdown and HTML render the same columns). */
+export const LAYER_TABLE_HEADER = [
+  'Layer',
+  'Experts',
+  'Top-k',
+  'MaxVio nat',
+  'MaxVio used',
+  'σ nat',
+  'σ used',
+  'Entropy nat',
+  'Entropy used',
+  'Min tok nat',
+  'Min tok used',
+  'Under-calibrated',
+];
+
+/** Cells of one layer's row; the last cell lists under-calibrated expert ids ("—" for none). */
+export function layerTableRow(l: LayerBalance): string[] {
+  return [
+    String(l.layer),
+    String(l.experts),
+    String(l.top_k),
+    num(l.natural.maxvio),
+    num(l.used.maxvio),
+    num(l.natural.sigma),
+    num(l.used.sigma),
+    num(l.natural.entropy),
+    num(l.used.entropy),
+    int(l.natural.min_tokens),
+    int(l.used.min_tokens),
+    l.under_calibrated.length ? idRanges(l.under_calibrated) : '—',
+  ];
 }

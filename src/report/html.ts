@@ -6,7 +6,7 @@
  * Sized for 4–64 layers and 8–256 experts within a 1200 px wide page: heatmap cells, bar widths and label spacing
  * scale with the counts. Deterministic: the same report gives the same string.
  */
-import { definitionItems, finite, idRanges, int, num, pct, ratio, underCalibrated } from './format.js';
+import { definitionItems, finite, idRanges, int, LAYER_TABLE_HEADER, layerTableRow, num, pct, ratio, underCalibrated } from './format.js';
 import type { BalanceReport, BalanceStats, BalanceSummary, LayerBalance } from './types.js';
 
 /** Usable width inside the page's 1200 px column (padding excluded). */
@@ -530,26 +530,12 @@ export function renderBalanceHtml(report: BalanceReport): string {
 
   // per-layer table
   body.push('<section id="layer-table"><h2>Per-layer numbers</h2><div class="table-wrap"><table><thead><tr>');
-  for (const h of ['Layer', 'Experts', 'Top-k', 'MaxVio nat', 'MaxVio used', 'σ nat', 'σ used', 'Entropy nat', 'Entropy used', 'Min tok nat', 'Min tok used', 'Under-calibrated'])
-    body.push(`<th>${esc(h)}</th>`);
+  for (const h of LAYER_TABLE_HEADER) body.push(`<th>${esc(h)}</th>`);
   body.push('</tr></thead><tbody>');
   for (const l of layers) {
-    const cells = [
-      String(l.layer),
-      String(l.experts),
-      String(l.top_k),
-      num(l.natural.maxvio),
-      num(l.used.maxvio),
-      num(l.natural.sigma),
-      num(l.used.sigma),
-      num(l.natural.entropy),
-      num(l.used.entropy),
-      int(l.natural.min_tokens),
-      int(l.used.min_tokens),
-    ];
-    body.push(
-      `<tr>${cells.map((c) => `<td>${esc(c)}</td>`).join('')}<td class="ids">${l.under_calibrated.length ? esc(idRanges(l.under_calibrated)) : '—'}</td></tr>`,
-    );
+    const cells = layerTableRow(l);
+    const ids = cells.pop()!;
+    body.push(`<tr>${cells.map((c) => `<td>${esc(c)}</td>`).join('')}<td class="ids">${esc(ids)}</td></tr>`);
   }
   body.push('</tbody></table></div></section>');
 

@@ -1,7 +1,7 @@
 /**
  * balance-report.md: the balance report as Markdown, readable both rendered and as plain text in a terminal.
  */
-import { definitionItems, idRanges, int, num, ratio, underCalibrated } from './format.js';
+import { definitionItems, idRanges, int, LAYER_TABLE_HEADER, layerTableRow, num, ratio, underCalibrated } from './format.js';
 import type { BalanceReport, BalanceSummary } from './types.js';
 
 /** Inline code span that survives backticks in the text (CommonMark: fence longer than any run inside). */
@@ -82,34 +82,8 @@ export function renderBalanceMarkdown(report: BalanceReport): string {
   out.push('## Per layer', '');
   out.push(
     tableMd(
-      [
-        'Layer',
-        'Experts',
-        'Top-k',
-        'MaxVio nat',
-        'MaxVio used',
-        'σ nat',
-        'σ used',
-        'Entropy nat',
-        'Entropy used',
-        'Min tok nat',
-        'Min tok used',
-        'Under-calibrated',
-      ],
-      r.layers.map((l) => [
-        String(l.layer),
-        String(l.experts),
-        String(l.top_k),
-        num(l.natural.maxvio),
-        num(l.used.maxvio),
-        num(l.natural.sigma),
-        num(l.used.sigma),
-        num(l.natural.entropy),
-        num(l.used.entropy),
-        int(l.natural.min_tokens),
-        int(l.used.min_tokens),
-        l.under_calibrated.length ? idRanges(l.under_calibrated) : '—',
-      ]),
+      LAYER_TABLE_HEADER,
+      r.layers.map(layerTableRow),
       ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
     ),
     '',

@@ -10,17 +10,9 @@ import { MoeQuantError, type ErrorCode } from '../../src/errors.js';
 export const FIXTURES =
   process.env.MOE_QUANT_FIXTURES ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared/fixtures');
 
-/** Deterministic PRNG (mulberry32) returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG in [0, 1) — the one calibration sampling uses. */
+import { seededRandom as mulberry32 } from '../../src/calibration/samples.js';
+export { mulberry32 };
 
 /** A fresh temporary directory; remove it with `fs.rmSync(dir, { recursive: true, force: true })`. */
 export function tmpDir(prefix: string): string {

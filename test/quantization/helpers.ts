@@ -5,17 +5,9 @@
  */
 import { findParams, quantizeValue, type GroupParams } from '../../src/quantization/quantizer.js';
 
-/** mulberry32 uniform [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG in [0, 1) — the one calibration sampling uses. */
+import { seededRandom as rng } from '../../src/calibration/samples.js';
+export { rng };
 
 /** Standard normal samples (Box-Muller). */
 export function randn(n: number, seed: number, scale = 1): Float32Array {

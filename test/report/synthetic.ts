@@ -3,6 +3,7 @@
  * metric computed from them with the definitions in src/report/types.ts.
  */
 import { BALANCE_REPORT_FORMAT, type BalanceReport, type BalanceStats, type BalanceSummary, type LayerBalance } from '../../src/report/types.js';
+import { seededRandom as rng } from '../../src/calibration/samples.js';
 
 export const NASTY_MODEL = '/models/<script>alert("x")</script>&"tiny" \'moe\'';
 export const NASTY_DATA = '/data/a&b <c> "d".txt';
@@ -16,17 +17,6 @@ export const DEFINITIONS = [
   'affinity: c = the weight the model multiplies the expert\'s output by (after renormalisation and scaling).',
 ].join('\n');
 
-/** mulberry32: small deterministic PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
