@@ -83,6 +83,24 @@ describe('quantize', () => {
     await b.close();
   });
 
+  it('shards a large output with an index, and 8-bit checkpoints load (dequantized path)', async () => {
+    const calib = await calibOnce();
+    const r = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'sharded'), calib, method: 'rtn', bits: 8, maxShardBytes: 1_000_000, device: 'cpu' });
+    expect(r.files.model.length).toBeGreaterThan(2);
+    const index = JSON.parse(fs.readFileSync(path.join(r.out, 'model.safetensors.index.json'), 'utf8'));
+    expect(Object.keys(index.weight_map)).toContain('model.layers.3.block_sparse_moe.experts.7.w2.qweight');
+    const e = await createEngine(r.out, { device: 'cpu' });
+    expect(e.weights.nbitsBlockSize('model.layers.0.self_attn.q_proj.weight')).toBeNull(); // MatMulNBits path is 4-bit only
+    const w = e.weights.get('model.layers.0.self_attn.q_proj.weight');
+    const fp = await createEngine(MIXTRAL, { device: 'cpu' });
+    const orig = fp.weights.get('model.layers.0.self_attn.q_proj.weight');
+    let err = 0;
+    for (let i = 0; i < w.length; i++) err = Math.max(err, Math.abs(w[i]! - orig[i]!));
+    expect(err).toBeLessThan(0.01); // 8-bit RTN is close
+    await e.close();
+    await fp.close();
+  });
+
   it('is deterministic: model files and reports are byte-identical (timings aside)', async () => {
     const calib = await calibOnce();
     const run = (name: string) => quantizeModel({ model: MIXTRAL, out: path.join(tmp, name), calib, method: 'gptq', device: 'cpu' });
