@@ -137,6 +137,14 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       );
       const quantized = records.map((r) => r.module);
       const relNames = [...new Set(quantized.map((p) => p.replace(/^model\.layers\.\d+\./, '')))];
+      // Modules left out by --skip whose name is quantized in other layers: GPTQModel/vLLM-style exclusions.
+      const done = new Set(quantized);
+      const skipped = skip
+        ? engine.model.expected
+            .map((t) => t.name.replace(/\.weight$/, ''))
+            .filter((p) => skip!.test(p) && !done.has(p) && relNames.includes(p.replace(/^model\.layers\.\d+\./, '')))
+        : [];
+      const dynamic = Object.fromEntries(skipped.map((p) => [`-:^${p.replace(/\./g, '\\.')}$`, {}]));
       const configExtra: Record<string, unknown> =
         format === 'dequantized'
           ? { moe_quant: { method, bits, group_size: o.groupSize ?? 128, sym: o.sym ?? false, note: 'fake-quantized: dequantized float32 weights' } }
@@ -154,6 +162,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
                 checkpoint_format: format,
                 pack_dtype: 'int32',
                 modules_in_block_to_quantize: [relNames],
+                ...(skipped.length ? { dynamic } : {}),
                 meta: { quantizer: [`moe-quant:${versions()['moe-quant']}`], method, routing_bias: calib.routingBias },
               },
             };

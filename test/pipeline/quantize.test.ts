@@ -83,6 +83,21 @@ describe('quantize', () => {
     await b.close();
   });
 
+  it('--skip leaves matching modules unquantized', async () => {
+    const calib = await calibOnce();
+    const r = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'skip'), calib, method: 'rtn', skip: 'layers\\.0\\.self_attn', device: 'cpu' });
+    const st = SafetensorsFile.open(path.join(r.out, 'model.safetensors'));
+    expect(st.tensors.get('model.layers.0.self_attn.q_proj.weight')!.dtype).toBe('BF16');
+    expect(st.tensors.has('model.layers.0.self_attn.q_proj.qweight')).toBe(false);
+    expect(st.tensors.has('model.layers.1.self_attn.q_proj.qweight')).toBe(true);
+    st.close();
+    expect(r.report.modules.some((m) => m.module.startsWith('model.layers.0.self_attn'))).toBe(false);
+    const qc = JSON.parse(fs.readFileSync(path.join(r.out, 'config.json'), 'utf8')).quantization_config;
+    expect(qc.dynamic).toHaveProperty(['-:^model\\.layers\\.0\\.self_attn\\.q_proj$']);
+    const e = await createEngine(r.out, { device: 'cpu' }); // mixed checkpoint loads
+    await e.close();
+  });
+
   it('shards a large output with an index, and 8-bit checkpoints load (dequantized path)', async () => {
     const calib = await calibOnce();
     const r = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'sharded'), calib, method: 'rtn', bits: 8, maxShardBytes: 1_000_000, device: 'cpu' });
