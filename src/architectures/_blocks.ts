@@ -29,7 +29,7 @@ export const PROJ_NAMES = { gate: 'gate_proj', up: 'up_proj', down: 'down_proj' 
 /** Standard GQA attention. */
 export function mha(
   cfg: ConfigReader,
-  opts: { qkvBias?: boolean; oBias?: boolean; qkNorm?: MhaSpec['qkNorm']; clipQkv?: number | null; layout?: RopeLayout },
+  opts: { qkvBias?: boolean; oBias?: boolean; qkNorm?: MhaSpec['qkNorm']; clipQkv?: number | null; layout?: RopeLayout; slidingWindow?: number | null },
 ): MhaSpec {
   const numHeads = cfg.int('num_attention_heads');
   const numKvHeads = cfg.int('num_key_value_heads', numHeads);
@@ -49,6 +49,7 @@ export function mha(
     clipQkv: opts.clipQkv ?? null,
     rope: ropeSpec(cfg, rotary, opts.layout ?? 'rotate_half'),
     softmaxScale: 1 / Math.sqrt(headDim),
+    slidingWindow: opts.slidingWindow ?? null,
   };
 }
 

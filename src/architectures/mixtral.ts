@@ -6,7 +6,9 @@ export const mixtral: FamilyDefinition = {
   modelType: 'mixtral',
   build(cfg) {
     const routing = softmaxRouting(cfg.int('num_local_experts'), cfg.int('num_experts_per_tok'), true);
-    return decoderModel(cfg, 'mixtral', mha(cfg, {}), (i) =>
+    // sliding_window (null in released Mixtral configs): each query attends to at most that many recent keys.
+    const window = cfg.has('sliding_window') ? cfg.int('sliding_window') : null;
+    return decoderModel(cfg, 'mixtral', mha(cfg, { slidingWindow: window }), (i) =>
       moeFfn(i, {
         prefix: 'block_sparse_moe',
         routing,

@@ -3,12 +3,13 @@
  * scaled per token by sigmoid(shared_expert_gate · x).
  */
 import { decoderModel, denseFfn, layerPrefix, mha, mlpTensors, moeFfn, PROJ_NAMES, softmaxRouting } from './_blocks.js';
-import { qwenIsMoeLayer } from './_qwen.js';
+import { qwenIsMoeLayer, rejectQwenSlidingWindow } from './_qwen.js';
 import type { FamilyDefinition } from './registry.js';
 
 export const qwen2Moe: FamilyDefinition = {
   modelType: 'qwen2_moe',
   build(cfg) {
+    rejectQwenSlidingWindow(cfg);
     const routing = softmaxRouting(cfg.int('num_experts'), cfg.int('num_experts_per_tok'), cfg.bool('norm_topk_prob', false));
     const attention = mha(cfg, { qkvBias: cfg.bool('qkv_bias', true) });
     return decoderModel(cfg, 'qwen2_moe', attention, (i) =>

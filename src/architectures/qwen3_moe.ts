@@ -1,11 +1,12 @@
 /** Qwen3-MoE: Qwen2-MoE without the shared expert, no q/k/v bias, and RMSNorm on each q/k head before RoPE. */
 import { decoderModel, denseFfn, mha, moeFfn, softmaxRouting } from './_blocks.js';
-import { qwenIsMoeLayer } from './_qwen.js';
+import { qwenIsMoeLayer, rejectQwenSlidingWindow } from './_qwen.js';
 import type { FamilyDefinition } from './registry.js';
 
 export const qwen3Moe: FamilyDefinition = {
   modelType: 'qwen3_moe',
   build(cfg) {
+    rejectQwenSlidingWindow(cfg);
     const routing = softmaxRouting(cfg.int('num_experts'), cfg.int('num_experts_per_tok'), cfg.bool('norm_topk_prob', false));
     const bias = cfg.bool('attention_bias', false);
     const attention = mha(cfg, { qkvBias: bias, oBias: bias, qkNorm: 'per_head' });

@@ -31,6 +31,8 @@ export interface MhaSpec {
   clipQkv: number | null;
   rope: RopeSpec;
   softmaxScale: number;
+  /** Mixtral-style sliding-window attention: a query sees at most this many most recent keys (null = full causal). */
+  slidingWindow: number | null;
 }
 
 /** DeepSeek V2/V3 multi-head latent attention. */

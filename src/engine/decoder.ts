@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import { fail } from '../errors.js';
 import { tensor } from '../graph/session.js';
-import { causalMask, type ForwardEngine, type ForwardHooks } from './forward.js';
+import { attentionWindow, causalMask, type ForwardEngine, type ForwardHooks } from './forward.js';
 
 interface LayerCache {
   key: ort.Tensor;
@@ -50,7 +50,7 @@ export class Decoder {
       bs: tensor.i64From([B, s]),
       cos: tensor.f32(cos, [s, rope.dim]),
       sin: tensor.f32(sin, [s, rope.dim]),
-      mask: tensor.f32(causalMask(s, this.position), [s, this.position + s]),
+      mask: tensor.f32(causalMask(s, this.position, attentionWindow(spec)), [s, this.position + s]),
       batchIndex: 0,
       tokenOffset: this.position,
       hooks,

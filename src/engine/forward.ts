@@ -85,12 +85,23 @@ export interface RunResult {
   hidden: Float32Array;
 }
 
-/** Additive causal mask [S, past + S]: query i (at position past + i) sees keys 0..past + i. */
-export function causalMask(S: number, past = 0): Float32Array {
+/**
+ * Additive causal mask [S, past + S]: query i (at position past + i) sees keys 0..past + i — or, with a sliding
+ * window w, only keys j with (past + i) − j < w (transformers' sliding_window semantics).
+ */
+export function causalMask(S: number, past = 0, window: number | null = null): Float32Array {
   const L = past + S;
   const m = new Float32Array(S * L);
-  for (let i = 0; i < S; i++) for (let j = past + i + 1; j < L; j++) m[i * L + j] = -Infinity;
+  for (let i = 0; i < S; i++) {
+    const q = past + i;
+    for (let j = 0; j < L; j++) if (j > q || (window !== null && q - j >= window)) m[i * L + j] = -Infinity;
+  }
   return m;
+}
+
+/** The sliding window of a model's attention (null: full causal). */
+export function attentionWindow(spec: ModelSpec): number | null {
+  return spec.attention.kind === 'mha' ? spec.attention.slidingWindow : null;
 }
 
 /** What the attention half of a layer hands to the FFN half. */
@@ -450,7 +461,7 @@ export class ForwardEngine {
   sequenceContext(S: number): { cos: ort.Tensor; sin: ort.Tensor; mask: ort.Tensor } {
     const { cos, sin } = ropeTables(this.spec.attention.rope, 0, S);
     const d = this.spec.attention.rope.dim;
-    return { cos: tensor.f32(cos, [S, d]), sin: tensor.f32(sin, [S, d]), mask: tensor.f32(causalMask(S), [S, S]) };
+    return { cos: tensor.f32(cos, [S, d]), sin: tensor.f32(sin, [S, d]), mask: tensor.f32(causalMask(S, 0, attentionWindow(this.spec)), [S, S]) };
   }
 
   /** Let go of a layer's weights (no-op when the model is resident). */
