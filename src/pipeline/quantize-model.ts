@@ -29,6 +29,12 @@ export interface SequentialOptions extends QuantConfig {
   quantizeRouter: boolean;
   /** Modules whose prefix matches are left unquantized. */
   skip: RegExp | null;
+  /**
+   * true (default): each module group's Hessians come from a pass with the earlier groups of the layer quantized
+   * (GPTQ --true-sequential; expert routing recomputed). false: one pass per layer collects every Hessian from the
+   * layer's original weights, then all its modules are quantized (the plain GPTQ/MoEQuant reference protocol).
+   */
+  trueSequential: boolean;
   onProgress?(done: number, total: number): void;
 }
 
@@ -68,7 +74,7 @@ export async function quantizeSequential(
   const x = forward.embed(calib.windows);
   const records: ModuleRecord[] = [];
   const plans = spec.layers.map((l) => layerModuleGroups(spec, l, { quantizeRouter: opts.quantizeRouter }));
-  const totalPasses = plans.reduce((s, p) => s + p.length + 1, 0) * batches.length;
+  const totalPasses = plans.reduce((s, p) => s + p.length + (opts.trueSequential ? 1 : 2), 0) * batches.length;
   let done = 0;
 
   /**
@@ -127,18 +133,28 @@ export async function quantizeSequential(
 
   for (const layer of spec.layers) {
     attentionCache = null;
+    // One-pass mode: a single capture pass over the unquantized layer serves every group.
+    let shared: LayerHessians | null = null;
+    if (!opts.trueSequential) {
+      const keys = plans[layer.index]!.flatMap((g) => g.modules.filter((m) => !(opts.skip && opts.skip.test(m.prefix))).map((m) => m.hessian));
+      shared = new LayerHessians(pool, spec, layer, new Set(keys));
+      await pass(layer, shared, 'layer');
+    }
     for (const group of plans[layer.index]!) {
       // Attention is final once every attention group is done (the router group changes the logits: recompute after).
-      if (!attentionCache && group.modules.every((m) => m.kind !== 'attention')) await cacheAttention(layer);
+      if (!shared && !attentionCache && group.modules.every((m) => m.kind !== 'attention')) await cacheAttention(layer);
       const todo = group.modules.filter((m) => !(opts.skip && opts.skip.test(m.prefix)));
       if (todo.length === 0) {
         done += batches.length;
         continue;
       }
-      const hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)));
-      // q/k/v (MLA q_a/kv_a, q_b/kv_b) need only the attention's input projections; o_proj needs the attention.
-      const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : 'layer';
-      await pass(layer, hessians, mode);
+      let hessians = shared;
+      if (!hessians) {
+        hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)));
+        // q/k/v (MLA q_a/kv_a, q_b/kv_b) need only the attention's input projections; o_proj needs the attention.
+        const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : 'layer';
+        await pass(layer, hessians, mode);
+      } else done += batches.length;
       for (const m of todo) {
         const acc = hessians.slots.get(m.hessian)!.acc;
         const W = weights.get(m.weight);

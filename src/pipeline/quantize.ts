@@ -39,6 +39,8 @@ export interface QuantizeOptions extends EngineOptions {
   /** Regular expression on module names (e.g. `model.layers.0.self_attn.q_proj`) to leave unquantized. */
   skip?: string;
   quantizeRouter?: boolean;
+  /** Default true; false = one calibration pass per layer (see SequentialOptions.trueSequential). */
+  trueSequential?: boolean;
   force?: boolean;
   maxShardBytes?: number;
   onProgress?(stage: string, done: number, total: number): void;
@@ -110,6 +112,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           blockSize: o.blockSize ?? 128,
           actOrder: o.actOrder ?? false,
           quantizeRouter: o.quantizeRouter ?? false,
+          trueSequential: o.trueSequential ?? true,
           skip,
           onProgress: (d, t) => o.onProgress?.('quantize', d, t),
         },
@@ -157,7 +160,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
                 static_groups: o.actOrder ?? false,
                 sym: o.sym ?? false,
                 lm_head: false,
-                true_sequential: true,
+                true_sequential: o.trueSequential ?? true,
                 damp_percent: o.damp ?? 0.01,
                 checkpoint_format: format,
                 pack_dtype: 'int32',

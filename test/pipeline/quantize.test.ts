@@ -83,6 +83,20 @@ describe('quantize', () => {
     await b.close();
   });
 
+  it('one pass per layer (--no-true-sequential) quantizes the same modules from the unquantized layer', async () => {
+    const calib = await calibOnce();
+    const seq = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'seq'), calib, method: 'gptq', device: 'cpu' });
+    const one = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'one'), calib, method: 'gptq', trueSequential: false, device: 'cpu' });
+    expect(one.report.modules.map((m) => m.module)).toEqual(seq.report.modules.map((m) => m.module));
+    const cfg = JSON.parse(fs.readFileSync(path.join(one.out, 'config.json'), 'utf8'));
+    expect(cfg.quantization_config.true_sequential).toBe(false);
+    // Attention inputs are identical in both modes for layer 0's q/k/v; expert Hessians differ (o_proj quantized or not).
+    const first = (r: typeof seq) => r.report.modules.find((m) => m.module === 'model.layers.0.self_attn.q_proj')!.rel_error;
+    expect(first(one)).toBeCloseTo(first(seq), 6);
+    const expert = (r: typeof seq) => r.report.modules.find((m) => m.module === 'model.layers.0.block_sparse_moe.experts.0.w2')!.rel_error;
+    expect(expert(one)).not.toBe(expert(seq));
+  });
+
   it('--skip leaves matching modules unquantized', async () => {
     const calib = await calibOnce();
     const r = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'skip'), calib, method: 'rtn', skip: 'layers\\.0\\.self_attn', device: 'cpu' });

@@ -25,6 +25,7 @@ interface QuantizeCliOptions {
   skip?: string;
   routingBias: 'none' | 'loss-free';
   quantizeRouter?: boolean;
+  trueSequential: boolean;
   device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
   eval: boolean;
   evalData: string;
@@ -79,6 +80,10 @@ export function registerQuantize(program: Command): void {
     .option('--skip <regex>', 'leave modules whose name matches unquantized (e.g. "layers\\.0\\.")')
     .addOption(new Option('--routing-bias <mode>', 'with --data: loss-free routing bias during inline calibration').choices(['none', 'loss-free']).default('loss-free'))
     .option('--quantize-router', 'also quantize routers (mlp.gate, shared_expert_gate) with plain GPTQ')
+    .option(
+      '--no-true-sequential',
+      'collect all of a layer\'s Hessians in one pass over its original weights (the plain GPTQ protocol) instead of re-collecting after each module group',
+    )
     .addOption(deviceOption())
     .option('--no-eval', 'skip the perplexity comparison')
     .option('--eval-data <file>', 'held-out text for the perplexity comparison', DEFAULT_EVAL_DATA)
