@@ -89,7 +89,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   try {
     const fingerprint = modelFingerprint(engine.model);
     let result!: QuantizeResult;
-    const out = await writeOutputDir(o.out, async (tmp) => {
+    await writeOutputDir(o.out, async (tmp) => {
       let calibDir = o.calib ?? null;
       if (!calibDir) {
         calibDir = path.join(tmp, '.calibration');
@@ -207,7 +207,6 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         summary: { maxvio_natural: calib.report.summary.natural.maxvio, maxvio_used: calib.report.summary.used.maxvio },
       };
     });
-    void out;
     result.seconds = (performance.now() - t0) / 1000;
     if (process.env['MOE_QUANT_PROFILE'])
       for (const [k, v] of [...engine.pool.byKey].sort((a, b) => b[1].ms - a[1].ms)) o.onNote?.(`ort ${k}: ${(v.ms / 1000).toFixed(2)} s in ${v.runs} runs`);

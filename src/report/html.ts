@@ -6,7 +6,7 @@
  * Sized for 4–64 layers and 8–256 experts within a 1200 px wide page: heatmap cells, bar widths and label spacing
  * scale with the counts. Deterministic: the same report gives the same string.
  */
-import { definitionItems, finite, idRanges, int, LAYER_TABLE_HEADER, layerTableRow, num, pct, ratio, underCalibrated } from './format.js';
+import { definitionItems, finite, int, LAYER_TABLE_HEADER, layerTableRow, num, pct, ratio, underCalibrated } from './format.js';
 import type { BalanceReport, BalanceStats, BalanceSummary, LayerBalance } from './types.js';
 
 /** Usable width inside the page's 1200 px column (padding excluded). */

@@ -1,7 +1,7 @@
 /**
  * balance-report.md: the balance report as Markdown, readable both rendered and as plain text in a terminal.
  */
-import { definitionItems, idRanges, int, LAYER_TABLE_HEADER, layerTableRow, num, ratio, underCalibrated } from './format.js';
+import { definitionItems, int, LAYER_TABLE_HEADER, layerTableRow, num, ratio, underCalibrated } from './format.js';
 import type { BalanceReport, BalanceSummary } from './types.js';
 
 /** Inline code span that survives backticks in the text (CommonMark: fence longer than any run inside). */
