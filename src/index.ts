@@ -16,3 +16,10 @@ export { evaluatePerplexity, type EvalOptions, type EvalResult } from './eval/pe
 export { route, dispatch, expertLoads, type Routing } from './routing/router.js';
 export type { Device } from './graph/session.js';
 export { calibrate, DEFAULT_BIAS_RATE, type CalibrateOptions, type CalibrateResult } from './calibration/calibrate.js';
+export { quantizeModel, type QuantizeOptions, type QuantizeResult } from './pipeline/quantize.js';
+export { Decoder } from './engine/decoder.js';
+export { readBalanceReport, writeBalanceReport, renderBalanceHtml, renderBalanceMarkdown } from './report/index.js';
+export type { BalanceReport, LayerBalance } from './report/types.js';
+export type { QuantReport } from './report/quant-report.js';
+export { rtnQuantize, gptqQuantize, packGptq, unpackGptq } from './quantization/index.js';
+export type { QuantConfig, QuantizedLinear } from './quantization/index.js';
