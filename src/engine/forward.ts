@@ -24,6 +24,8 @@ export * from './forward-types.js';
 export class ForwardEngine {
   /** Streaming models: float32 bytes of expert weights loaded at once (see expertChunks). */
   expertChunkBytes = 256 * 2 ** 20;
+  /** Bytes of logits (and log-probabilities) the output head may materialise per onnxruntime run. */
+  headBytes = 256 * 2 ** 20;
 
   constructor(
     readonly spec: ModelSpec,
@@ -187,23 +189,33 @@ export class ForwardEngine {
       const headWeights = { 'w.norm': this.weightTensor(spec.finalNorm), 'w.lmHead': this.weightTensor(spec.lmHead) };
       if (opts.head === 'logits') result.logits = new Float32Array(N * S * spec.vocabSize);
       else result.nll = new Float32Array(N * S);
+      // The head materialises [rows × vocab] logits (twice with log-softmax): run it on row chunks of at most
+      // headBytes so a 150k-token vocabulary does not need gigabytes per batch.
+      const chunkRows = Math.max(1, Math.floor(this.headBytes / (spec.vocabSize * 4 * 2)));
       for (const rows of batches) {
         const T = rows.length * S;
         const start = rows[0]! * S;
-        const feeds: Record<string, ort.Tensor> = { ...headWeights, hidden: tensor.f32(hidden.subarray(start * H, (start + T) * H), [T, H]) };
+        let targets: BigInt64Array | null = null;
         if (opts.head === 'nll') {
-          const targets = new BigInt64Array(T);
+          targets = new BigInt64Array(T);
           rows.forEach((n, i) => {
-            for (let s = 0; s + 1 < S; s++) targets[i * S + s] = BigInt(sequences[n]![s + 1]!);
+            for (let s = 0; s + 1 < S; s++) targets![i * S + s] = BigInt(sequences[n]![s + 1]!);
           });
-          feeds['targets'] = tensor.i64(targets, [T]);
-          const out = (await this.pool.run(head, feeds))['nll']!.data as Float32Array;
-          result.nll!.set(out, start);
-          rows.forEach((_, i) => (result.nll![start + i * S + S - 1] = NaN));
-        } else {
-          const out = (await this.pool.run(head, feeds))['logits']!.data as Float32Array;
-          result.logits!.set(out, start * spec.vocabSize);
         }
+        for (let r0 = 0; r0 < T; r0 += chunkRows) {
+          const r1 = Math.min(T, r0 + chunkRows);
+          const feeds: Record<string, ort.Tensor> = {
+            ...headWeights,
+            hidden: tensor.f32(hidden.subarray((start + r0) * H, (start + r1) * H), [r1 - r0, H]),
+          };
+          if (targets) {
+            feeds['targets'] = tensor.i64(targets.subarray(r0, r1), [r1 - r0]);
+            result.nll!.set((await this.pool.run(head, feeds))['nll']!.data as Float32Array, start + r0);
+          } else {
+            result.logits!.set((await this.pool.run(head, feeds))['logits']!.data as Float32Array, (start + r0) * spec.vocabSize);
+          }
+        }
+        if (targets) rows.forEach((_, i) => (result.nll![start + i * S + S - 1] = NaN));
         tick();
       }
       this.weights.release([spec.finalNorm, spec.lmHead]);

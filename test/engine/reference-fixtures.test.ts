@@ -76,6 +76,7 @@ describe('streaming mode (weights read per layer, experts in chunks) gives the s
         expect(engine.weights.resident).toBe(false);
         const f = moeLayers(engine.model.spec)[0]!.ffn;
         engine.forward.expertChunkBytes = 3 * 3 * engine.model.spec.hiddenSize * f.expertIntermediateSize * 4; // 3 experts
+        engine.forward.headBytes = 5 * engine.model.spec.vocabSize * 4 * 2; // head in chunks of 5 rows
         expect(engine.forward.expertChunks(f).length).toBeGreaterThan(1);
         // two sequences in separate batches: weights are reused across batches and chunks
         const out = await engine.forward.run([ids.subarray(0, 32), ids.subarray(32, 64)], { head: 'logits', batchTokens: 32 });
@@ -89,4 +90,25 @@ describe('streaming mode (weights read per layer, experts in chunks) gives the s
       }
     });
   }
+});
+
+describe('output head in row chunks', () => {
+  it('per-token NLL is the same whether the head runs in one piece or in chunks of 7 rows', async () => {
+    const dir = path.join(SHARED, 'tiny-qwen3-moe');
+    const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
+    const ids = Int32Array.from(ref.readFloat32('input_ids'));
+    ref.close();
+    const engine = await createEngine(dir, { device: 'cpu' });
+    try {
+      const seqs = [ids.subarray(0, 32), ids.subarray(32, 64)];
+      const whole = (await engine.forward.run(seqs, { head: 'nll' })).nll!;
+      engine.forward.headBytes = 7 * engine.model.spec.vocabSize * 4 * 2;
+      const chunked = (await engine.forward.run(seqs, { head: 'nll' })).nll!;
+      expect(Array.from(chunked)).toEqual(Array.from(whole));
+      expect(Number.isNaN(chunked[31])).toBe(true);
+      expect(Number.isFinite(chunked[30]!)).toBe(true);
+    } finally {
+      await engine.close();
+    }
+  });
 });
