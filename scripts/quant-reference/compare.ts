@@ -19,16 +19,7 @@ import { gptqQuantize } from '../../src/quantization/gptq.js';
 import { hinvUpper } from '../../src/quantization/linalg.js';
 import { gemm } from '../../src/quantization/ort-gemm.js';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as rng } from '../../src/calibration/samples.js';
 
 function randn(n: number, seed: number, scale: number): Float32Array {
   const u = rng(seed);

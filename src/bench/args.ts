@@ -12,8 +12,6 @@ export interface BenchOptions {
   json: boolean;
   torch: boolean;
   skipLarge: boolean;
-  /** Extra large-model variants to run for the memory investigation (gc, noarena, gc+noarena, arena). */
-  largeVariants: string[];
   largeDir: string;
   largeSeqs: number;
   largeSeqLen: number;
@@ -33,8 +31,6 @@ export const USAGE = `usage: npm run bench -- [options]
   --data FILE           text data (default ../shared/data/wikitext-2-raw/wiki.test.raw)
   --torch               also run scripts/bench/torch_eager.py with .venv/bin/python, if present
   --skip-large          skip the generated ≥4 GB Mixtral-layout checkpoint
-  --large-variants a,b  also run the large model as gc, noarena, gc+noarena, arena
-                        (memory investigation; see src/bench/large-worker.ts)
   --skip-pipeline       skip calibrate-vs-eval and quantize timings
   --pipeline-samples N  calibration windows of 512 tokens for those timings (default 128)
   --skip-gptq           skip the single large GPTQ solve
@@ -65,7 +61,6 @@ export function parseArgs(argv: string[]): BenchOptions {
     json: false,
     torch: false,
     skipLarge: false,
-    largeVariants: [],
     largeDir: path.join(REPO_ROOT, '.bench-tmp', 'mixtral-4gb'),
     skipPipeline: false,
     pipelineSamples: 128,
@@ -93,11 +88,6 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--data':
         o.data = path.resolve(value() ?? '');
-        break;
-      case '--large-variants':
-        o.largeVariants = (value() ?? '').split(',').filter(Boolean);
-        for (const v of o.largeVariants)
-          if (!['default', 'gc', 'noarena', 'gc+noarena', 'arena'].includes(v)) throw new Error(`unknown large variant ${v}`);
         break;
       case '--json':
         o.json = true;

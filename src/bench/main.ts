@@ -50,12 +50,9 @@ async function main(): Promise<void> {
     const g = await runNodeWorker<GenerateResult & { peakRssMb: number }>('large-worker.js', ['generate', o.largeDir], [], false);
     large = { generate: g.result ?? { error: `generator exited with ${g.code}: ${tail(g.stderr, 3)}` }, runs: [], targetRssMb: TARGET_RSS_MB };
     if (g.result) {
-      for (const variant of ['default', ...o.largeVariants.filter((v) => v !== 'default')]) {
-        log(`bench: large model, ${o.largeSeqs}×${o.largeSeqLen} tokens, variant ${variant}…`);
-        const args = ['run', o.largeDir, String(o.largeSeqs), String(o.largeSeqLen), variant];
-        const r = await runNodeWorker<LargeRunResult>('large-worker.js', args, variant.includes('gc') ? ['--expose-gc'] : [], false);
-        large.runs.push(r.result ?? { variant, error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
-      }
+      log(`bench: large model, ${o.largeSeqs}×${o.largeSeqLen} tokens…`);
+      const r = await runNodeWorker<LargeRunResult>('large-worker.js', ['run', o.largeDir, String(o.largeSeqs), String(o.largeSeqLen), 'default'], [], false);
+      large.runs.push(r.result ?? { variant: 'default', error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
     }
   }
 
