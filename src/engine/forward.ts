@@ -13,7 +13,7 @@ import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
 import { buildAttentionGraph, buildAttentionInputsGraph, buildCombineGraph, buildDenseGraph, buildExpertsGraph, buildHeadGraph } from '../graph/layer-graphs.js';
-import { FLOAT_WEIGHTS, type WeightForms } from '../graph/blocks.js';
+import { FLOAT_WEIGHTS, queryBlocks, type WeightForms } from '../graph/blocks.js';
 import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
 import { attentionWindow, causalMask, type AttentionOutputs, type ForwardHooks, type LayerStepContext, type RunOptions, type RunResult } from './forward-types.js';
@@ -66,11 +66,14 @@ export class ForwardEngine {
     return { forms: (role) => (blocks.has(role) ? { kind: 'nbits', blockSize: blocks.get(role)! } : { kind: 'float' }), key: `nbits-${key}` };
   }
 
-  private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean) {
+  /** `seqLen`: tokens per sequence of a full (uncached) forward, whose attention runs in query blocks. */
+  private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean, seqLen: number) {
     const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
     const { forms, key } = this.formsOf(this.linearRoles(layer, 'attention'));
-    return this.pool.get(`attn:${experts}:${withCache}:${capture}:${key}`, () =>
-      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture, forms }),
+    const blocks = withCache ? undefined : queryBlocks(seqLen, attentionWindow(this.spec));
+    const shape = blocks && blocks.length > 1 ? `S${seqLen}` : 'S';
+    return this.pool.get(`attn:${experts}:${withCache}:${capture}:${shape}:${key}`, () =>
+      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture, forms, blocks }),
     );
   }
 
@@ -258,7 +261,7 @@ export class ForwardEngine {
     const H = this.spec.hiddenSize;
     const T = x.length / H;
     const capture = Boolean(ctx.hooks?.capture);
-    const attn = await this.attentionSession(layer, ctx.past !== undefined, capture);
+    const attn = await this.attentionSession(layer, ctx.past !== undefined, capture, ctx.mask.dims[0]!);
     const attnFeeds: Record<string, ort.Tensor> = {
       ...this.attentionFeeds(layer),
       cos: ctx.cos,

@@ -9,7 +9,7 @@
  */
 import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { attr, GraphBuilder, OnnxType } from './builder.js';
-import { FLOAT_WEIGHTS, linear, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
+import { FLOAT_WEIGHTS, linear, type AttentionBlock, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
 
 const F = OnnxType.FLOAT;
 const I64 = OnnxType.INT64;
@@ -23,6 +23,8 @@ export interface AttentionGraphOptions {
   capture?: boolean;
   /** Weight form per role (default: all float32). */
   forms?: WeightForms;
+  /** Without cache: compute attention in these query blocks (the graph is then specific to one sequence length). */
+  blocks?: AttentionBlock[];
 }
 
 /** Common inputs of attention graphs. */
@@ -39,7 +41,7 @@ function attentionInputs(g: GraphBuilder, spec: ModelSpec, rotDim: number) {
   };
 }
 
-function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms) {
+function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms, blocks?: AttentionBlock[]) {
   const H = spec.hiddenSize;
   const { numHeads, numKvHeads, headDim } = a;
   const w = (role: string, dims: number[]) => g.input(`w.${role}`, F, dims);
@@ -79,13 +81,14 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
     repeatKv(g, kv.v, numKvHeads, rep, headDim),
     io.mask,
     a.softmaxScale,
+    blocks,
   );
   const oIn = mergeHeads(g, out, numHeads, headDim);
   const o = projection(g, oIn, 'o', H, numHeads * headDim, forms, a.oBias ? w('oBias', [H]) : undefined);
   return { o, kv, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
 }
 
-function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms) {
+function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms, blocks?: AttentionBlock[]) {
   const H = spec.hiddenSize;
   const { numHeads: nH, qkNopeHeadDim: nope, qkRopeHeadDim: rot, vHeadDim: dv, kvLoraRank: r } = a;
   const dq = nope + rot;
@@ -110,7 +113,7 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   const qFull = g.op('Concat', [qNope!, rope(g, qPe!, io.cos, io.sin, rot, a.rope.layout)], { axis: attr.i(-1) });
   const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64([1, nH, 1, 1])])], { axis: attr.i(-1) });
   const cache = withCache ? appendCache(g, kFull, v4!, nH, dq, dv) : { k: kFull, v: v4! };
-  const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale);
+  const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale, blocks);
   const oIn = mergeHeads(g, out, nH, dv);
   captured['in.o'] = [oIn, nH * dv];
   const o = projection(g, oIn, 'o', H, nH * dv, forms);
@@ -135,7 +138,7 @@ export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions
   const io = attentionInputs(g, spec, a.rope.dim);
   const x = rmsNorm(g, io.hidden, io.inputNorm, spec.rmsNormEps);
   const forms = opts.forms ?? FLOAT_WEIGHTS;
-  const { o, captured } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache, forms) : mlaCore(g, spec, a, x, io, opts.withCache, forms);
+  const { o, captured } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache, forms, opts.blocks) : mlaCore(g, spec, a, x, io, opts.withCache, forms, opts.blocks);
   if (opts.capture) {
     g.output('in.attn', x, F, ['T', spec.hiddenSize]);
     for (const [name, [value, width]] of Object.entries(captured)) g.output(name, value, F, ['T', width]);

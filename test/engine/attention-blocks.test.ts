@@ -1,0 +1,64 @@
+/**
+ * Full forwards compute attention in query blocks (src/graph/blocks.ts queryBlocks); KV-cache decoding does not.
+ * Both must give the same logits — with plain causal attention (MHA and MLA) and with a sliding window that makes
+ * blocks start past key 0.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Decoder } from '../../src/engine/decoder.js';
+import { createEngine } from '../../src/engine/engine.js';
+import { queryBlocks } from '../../src/graph/blocks.js';
+
+const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-blocks-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const S = 200;
+const ids = Int32Array.from({ length: S }, (_, i) => (i * 7919 + 13) % 4000);
+
+async function compare(dir: string): Promise<number> {
+  const engine = await createEngine(dir, { device: 'cpu' });
+  try {
+    const V = engine.model.spec.vocabSize;
+    const full = (await engine.forward.run([ids], { head: 'logits' })).logits!;
+    const dec = new Decoder(engine.forward, 1);
+    const prefill = 120;
+    let err = 0;
+    const check = (logits: Float32Array, p: number) => {
+      for (let v = 0; v < V; v++) err = Math.max(err, Math.abs(logits[v]! - full[p * V + v]!));
+    };
+    check(await dec.step([ids.subarray(0, prefill)]), prefill - 1);
+    for (let p = prefill; p < S; p++) check(await dec.step([ids.subarray(p, p + 1)]), p);
+    return err;
+  } finally {
+    await engine.close();
+  }
+}
+
+describe('attention in query blocks', () => {
+  it('covers every query once and each block sees exactly its visible keys', () => {
+    expect(queryBlocks(64, null)).toEqual([{ q0: 0, q1: 64, k0: 0, k1: 64 }]);
+    const b = queryBlocks(200, 40);
+    expect(b.map((x) => [x.q0, x.q1])).toEqual([[0, 64], [64, 128], [128, 192], [192, 200]]);
+    expect(b.map((x) => x.k0)).toEqual([0, 25, 89, 153]);
+    expect(b.every((x) => x.k1 === x.q1)).toBe(true);
+    expect(queryBlocks(2048, null)).toHaveLength(16);
+  });
+
+  it('MHA (GQA) and MLA full forwards match KV-cache decoding', async () => {
+    expect(await compare(path.join(SHARED, 'tiny-mixtral'))).toBeLessThan(1e-4);
+    expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'))).toBeLessThan(1e-4);
+  });
+
+  it('sliding window across blocks matches KV-cache decoding', async () => {
+    const dir = path.join(tmp, 'mixtral-sw40');
+    fs.mkdirSync(dir);
+    const src = path.join(SHARED, 'tiny-mixtral');
+    for (const f of ['model.safetensors', 'tokenizer.json']) fs.copyFileSync(path.join(src, f), path.join(dir, f));
+    const cfg = JSON.parse(fs.readFileSync(path.join(src, 'config.json'), 'utf8'));
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, sliding_window: 40 }));
+    expect(await compare(dir)).toBeLessThan(1e-4);
+  });
+});
