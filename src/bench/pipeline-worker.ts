@@ -41,12 +41,12 @@ async function main(): Promise<void> {
     for (const method of ['rtn', 'gptq', 'agq'] as const) {
       const t1 = performance.now();
       const q = await quantizeModel({ model: dir, out: path.join(tmp, method), calib: calib.out, method, device: 'cpu' });
-      const largest = q.report.modules.reduce((a, b) => (b.seconds > a.seconds ? b : a));
+      const largest = q.report.modules.reduce((a, b) => ((b.seconds ?? 0) > (a.seconds ?? 0) ? b : a));
       quantize.push({
         method,
         seconds: (performance.now() - t1) / 1000,
-        solveSeconds: q.report.totals.seconds,
-        largestSolve: { module: largest.module, seconds: largest.seconds },
+        solveSeconds: q.report.totals.seconds ?? 0,
+        largestSolve: { module: largest.module, seconds: largest.seconds ?? 0 },
       });
     }
     const result: PipelineResult = {

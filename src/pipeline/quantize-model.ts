@@ -49,7 +49,8 @@ export interface ModuleRecord {
   tokens: number;
   /** ‖WX − ŴX‖ / ‖WX‖ on the calibration inputs (affinity-weighted for routed experts). */
   rel_error: number;
-  seconds: number;
+  /** Wall time of this module's solve; null in reproducible outputs. */
+  seconds: number | null;
   /** Why a calibrated method fell back to RTN (e.g. no calibration tokens). */
   fallback: string | null;
 }

@@ -21,7 +21,8 @@ export interface QuantReport {
   modules: ModuleRecord[];
   totals: {
     modules: number;
-    seconds: number;
+    /** null when written with `reproducible` (timings would make the output differ run to run). */
+    seconds: number | null;
     /** Mean relative reconstruction error by module kind. */
     mean_rel_error: Record<string, number>;
     /** Bytes of routed-expert weights in the source dtype vs in the output. */
@@ -45,7 +46,7 @@ export function renderQuantMarkdown(r: QuantReport): string {
     `- **Output format:** ${r.output_format}`,
     `- **Calibration:** ${r.calibration.samples} × ${r.calibration.seq_len} tokens, routing bias ${r.calibration.routing_bias}` +
       `${r.calibration.dir ? ` (\`${r.calibration.dir}\`)` : ''}`,
-    `- **Modules:** ${r.totals.modules} in ${r.totals.seconds.toFixed(1)} s`,
+    `- **Modules:** ${r.totals.modules}${r.totals.seconds === null ? ' (timings omitted: reproducible output)' : ` in ${r.totals.seconds.toFixed(1)} s`}`,
     `- **Routed-expert weights:** ${(r.totals.expert_bytes_source / 1e6).toFixed(2)} MB → ${(r.totals.expert_bytes_quantized / 1e6).toFixed(2)} MB` +
       ` (${(r.totals.expert_bytes_source / Math.max(1, r.totals.expert_bytes_quantized)).toFixed(2)}× smaller)`,
     '',
@@ -63,7 +64,7 @@ export function renderQuantMarkdown(r: QuantReport): string {
     '',
     '| Module | Method | Bits | Group | Tokens | Rel. error | Seconds |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
-    ...r.modules.map((m) => `| \`${m.module}\` | ${m.method} | ${m.bits} | ${m.group_size} | ${m.tokens} | ${fmt(m.rel_error)} | ${m.seconds.toFixed(3)} |`),
+    ...r.modules.map((m) => `| \`${m.module}\` | ${m.method} | ${m.bits} | ${m.group_size} | ${m.tokens} | ${fmt(m.rel_error)} | ${m.seconds === null ? '—' : m.seconds.toFixed(3)} |`),
     '',
   ];
   return lines.join('\n');

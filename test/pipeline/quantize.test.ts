@@ -130,17 +130,24 @@ describe('quantize', () => {
     await fp.close();
   });
 
-  it('is deterministic: model files and reports are byte-identical (timings aside)', async () => {
+  it('is deterministic: with --reproducible the whole output directory is byte-identical', async () => {
     const calib = await calibOnce();
-    const run = (name: string) => quantizeModel({ model: MIXTRAL, out: path.join(tmp, name), calib, method: 'gptq', device: 'cpu' });
-    const [x, y] = [await run('det-1'), await run('det-2')];
-    for (const f of fs.readdirSync(x.out).sort()) {
-      let [u, v] = [fs.readFileSync(path.join(x.out, f)), fs.readFileSync(path.join(y.out, f))];
-      if (f.startsWith('quant-report')) {
-        const strip = (b: Buffer) => Buffer.from(b.toString().replace(/"seconds": [0-9.e-]+/g, '').replace(/\| [0-9.]+ \|\n/g, '|\n').replace(/in [0-9.]+ s/g, ''));
-        [u, v] = [strip(u), strip(v)];
-      }
-      expect(u.equals(v), f).toBe(true);
+    const run = (name: string, reproducible: boolean) =>
+      quantizeModel({ model: MIXTRAL, out: path.join(tmp, name), calib, method: 'gptq', device: 'cpu', reproducible });
+    const [x, y] = [await run('det-1', true), await run('det-2', true)];
+    const files = fs.readdirSync(x.out).sort();
+    expect(fs.readdirSync(y.out).sort()).toEqual(files);
+    for (const f of files) expect(fs.readFileSync(path.join(x.out, f)).equals(fs.readFileSync(path.join(y.out, f))), f).toBe(true);
+    expect(x.report.totals.seconds).toBeNull();
+    // By default the report carries timings, and they are the only difference.
+    const z = await run('det-3', false);
+    expect(z.report.modules.every((m) => typeof m.seconds === 'number')).toBe(true);
+    for (const f of files) {
+      const enc = f.endsWith('.md') ? 'utf8' : 'latin1'; // latin1 keeps binary files byte for byte
+      let [u, v] = [fs.readFileSync(path.join(x.out, f)).toString(enc), fs.readFileSync(path.join(z.out, f)).toString(enc)];
+      if (f === 'quant-report.json') [u, v] = [u, v].map((t) => t.replace(/"seconds": (null|[0-9.e-]+)/g, '"seconds": T'));
+      if (f === 'quant-report.md') [u, v] = [u, v].map((t) => t.replace(/\| (—|[0-9.]+) \|\n/g, '| T |\n').replace(/ \(timings omitted: reproducible output\)| in [0-9.]+ s/, ''));
+      expect(u === v, f).toBe(true);
     }
   });
 

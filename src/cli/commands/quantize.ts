@@ -32,6 +32,7 @@ interface QuantizeCliOptions {
   evalSeqLen: number;
   evalWindows: number;
   force?: boolean;
+  reproducible?: boolean;
   json?: boolean;
 }
 
@@ -90,6 +91,10 @@ export function registerQuantize(program: Command): void {
     .option('--eval-seq-len <n>', 'perplexity window length', positiveInt('--eval-seq-len'), 256)
     .option('--eval-windows <n>', 'perplexity windows', positiveInt('--eval-windows'), 40)
     .option('--force', 'replace an existing --out directory even if it is not a moe-quant output')
+    .option(
+      '--reproducible',
+      'leave per-module timings out of quant-report (seconds: null), so the same inputs give a byte-identical output directory',
+    )
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
