@@ -25,7 +25,7 @@ for (const name of fixtures) {
       for (const method of ['rtn', 'gptq', 'agq']) {
         const out = path.join(tmp, `${name}-${routing}-${method}-${bits}`);
         const t0 = performance.now();
-        const q = await quantizeModel({ model, out, calib: calib.out, method, bits, groupSize: 128, sym: false, format: bits === 4 ? 'gptq' : 'dequantized', trueSequential: process.env.ONE_PASS ? false : true, device: 'cpu' });
+        const q = await quantizeModel({ model, out, calib: calib.out, method, bits, groupSize: 128, sym: false, format: bits === 4 ? 'gptq' : 'dequantized', trueSequential: process.env.ONE_PASS ? false : true, timings: true, device: 'cpu' });
         const seconds = (performance.now() - t0) / 1000;
         const r = await ev(out);
         console.log(JSON.stringify({ fixture: name, routing, method, bits, ppl: r.ppl, quantize_seconds: seconds, solve_seconds: q.report.totals.seconds, expert_ratio: q.report.totals.expert_bytes_source / Math.max(1, q.report.totals.expert_bytes_quantized), fallbacks: q.report.fallbacks.length }));

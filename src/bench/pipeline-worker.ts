@@ -40,7 +40,7 @@ async function main(): Promise<void> {
     const quantize: PipelineResult['quantize'] = [];
     for (const method of ['rtn', 'gptq', 'agq'] as const) {
       const t1 = performance.now();
-      const q = await quantizeModel({ model: dir, out: path.join(tmp, method), calib: calib.out, method, device: 'cpu' });
+      const q = await quantizeModel({ model: dir, out: path.join(tmp, method), calib: calib.out, method, device: 'cpu', timings: true });
       const largest = q.report.modules.reduce((a, b) => ((b.seconds ?? 0) > (a.seconds ?? 0) ? b : a));
       quantize.push({
         method,

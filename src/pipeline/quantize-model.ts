@@ -49,7 +49,7 @@ export interface ModuleRecord {
   tokens: number;
   /** ‖WX − ŴX‖ / ‖WX‖ on the calibration inputs (affinity-weighted for routed experts). */
   rel_error: number;
-  /** Wall time of this module's solve; null in reproducible outputs. */
+  /** Wall time of this module's solve; null in written reports unless `timings` was asked for. */
   seconds: number | null;
   /** Why a calibrated method fell back to RTN (e.g. no calibration tokens). */
   fallback: string | null;

@@ -42,8 +42,11 @@ export interface QuantizeOptions extends EngineOptions {
   /** Default true; false = one calibration pass per layer (see SequentialOptions.trueSequential). */
   trueSequential?: boolean;
   force?: boolean;
-  /** Leave timings out of quant-report (seconds: null) so the same inputs give a byte-identical output directory. */
-  reproducible?: boolean;
+  /**
+   * Record per-module seconds in quant-report. Off by default: timings differ run to run, and without them the same
+   * inputs give a byte-identical output directory.
+   */
+  timings?: boolean;
   maxShardBytes?: number;
   onProgress?(stage: string, done: number, total: number): void;
   onNote?(note: string): void;
@@ -187,10 +190,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         block_size: o.blockSize ?? 128,
         output_format: format,
         calibration: { dir: o.calib ? path.resolve(o.calib) : null, samples: calib.windows.length, seq_len: calib.windows[0]!.length, routing_bias: calib.routingBias },
-        modules: o.reproducible ? records.map((r) => ({ ...r, seconds: null })) : records,
+        modules: o.timings ? records : records.map((r) => ({ ...r, seconds: null })),
         totals: {
           modules: records.length,
-          seconds: o.reproducible ? null : records.reduce((s, r) => s + (r.seconds ?? 0), 0),
+          seconds: o.timings ? records.reduce((s, r) => s + (r.seconds ?? 0), 0) : null,
           mean_rel_error: Object.fromEntries([...byKind].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0) / v.length])),
           expert_bytes_source: expertSource,
           expert_bytes_quantized: expertQuant,

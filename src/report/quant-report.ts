@@ -21,7 +21,7 @@ export interface QuantReport {
   modules: ModuleRecord[];
   totals: {
     modules: number;
-    /** null when written with `reproducible` (timings would make the output differ run to run). */
+    /** null unless written with `timings` (timings make the output differ from run to run). */
     seconds: number | null;
     /** Mean relative reconstruction error by module kind. */
     mean_rel_error: Record<string, number>;
@@ -38,6 +38,7 @@ function fmt(x: number, digits = 4): string {
 }
 
 export function renderQuantMarkdown(r: QuantReport): string {
+  const timed = r.totals.seconds !== null;
   const lines = [
     `# Quantization report: \`${r.model}\``,
     '',
@@ -46,7 +47,7 @@ export function renderQuantMarkdown(r: QuantReport): string {
     `- **Output format:** ${r.output_format}`,
     `- **Calibration:** ${r.calibration.samples} × ${r.calibration.seq_len} tokens, routing bias ${r.calibration.routing_bias}` +
       `${r.calibration.dir ? ` (\`${r.calibration.dir}\`)` : ''}`,
-    `- **Modules:** ${r.totals.modules}${r.totals.seconds === null ? ' (timings omitted: reproducible output)' : ` in ${r.totals.seconds.toFixed(1)} s`}`,
+    `- **Modules:** ${r.totals.modules}${r.totals.seconds === null ? '' : ` in ${r.totals.seconds.toFixed(1)} s`}`,
     `- **Routed-expert weights:** ${(r.totals.expert_bytes_source / 1e6).toFixed(2)} MB → ${(r.totals.expert_bytes_quantized / 1e6).toFixed(2)} MB` +
       ` (${(r.totals.expert_bytes_source / Math.max(1, r.totals.expert_bytes_quantized)).toFixed(2)}× smaller)`,
     '',
@@ -62,9 +63,13 @@ export function renderQuantMarkdown(r: QuantReport): string {
     '',
     '## Modules',
     '',
-    '| Module | Method | Bits | Group | Tokens | Rel. error | Seconds |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
-    ...r.modules.map((m) => `| \`${m.module}\` | ${m.method} | ${m.bits} | ${m.group_size} | ${m.tokens} | ${fmt(m.rel_error)} | ${m.seconds === null ? '—' : m.seconds.toFixed(3)} |`),
+    `| Module | Method | Bits | Group | Tokens | Rel. error |${timed ? ' Seconds |' : ''}`,
+    `| --- | --- | ---: | ---: | ---: | ---: |${timed ? ' ---: |' : ''}`,
+    ...r.modules.map(
+      (m) =>
+        `| \`${m.module}\` | ${m.method} | ${m.bits} | ${m.group_size} | ${m.tokens} | ${fmt(m.rel_error)} |` +
+        (timed ? ` ${m.seconds === null ? '—' : m.seconds.toFixed(3)} |` : ''),
+    ),
     '',
   ];
   return lines.join('\n');

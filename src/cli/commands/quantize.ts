@@ -32,7 +32,7 @@ interface QuantizeCliOptions {
   evalSeqLen: number;
   evalWindows: number;
   force?: boolean;
-  reproducible?: boolean;
+  timings?: boolean;
   json?: boolean;
 }
 
@@ -92,8 +92,8 @@ export function registerQuantize(program: Command): void {
     .option('--eval-windows <n>', 'perplexity windows', positiveInt('--eval-windows'), 40)
     .option('--force', 'replace an existing --out directory even if it is not a moe-quant output')
     .option(
-      '--reproducible',
-      'leave per-module timings out of quant-report (seconds: null), so the same inputs give a byte-identical output directory',
+      '--timings',
+      'record per-module solve seconds in quant-report (off by default so that the same inputs give a byte-identical output directory)',
     )
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
