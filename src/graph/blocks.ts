@@ -85,6 +85,13 @@ export function rope(g: GraphBuilder, x: string, cos: string, sin: string, dim: 
   return g.op('Add', [g.op('Mul', [v, cos]), g.op('Mul', [rotated, sin])]);
 }
 
+/** Repeat KV heads for grouped-query attention: [B, kvH, L, d] → [B, kvH*rep, L, d]. */
+export function repeatKv(g: GraphBuilder, x: string, kvHeads: number, rep: number, dim: number): string {
+  if (rep === 1) return x;
+  const expanded = g.op('Expand', [g.op('Unsqueeze', [x, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]);
+  return g.op('Reshape', [expanded, g.i64([0, kvHeads * rep, -1, dim])]);
+}
+
 /** Query rows [q0, q1) attend keys [k0, k1) (static ranges of a graph built for one sequence length). */
 export interface AttentionBlock {
   q0: number;
@@ -111,40 +118,19 @@ export function queryBlocks(S: number, window: number | null): AttentionBlock[] 
 }
 
 /**
- * softmax(Q·Kᵀ·scale + mask)·V for Q [B,H,S,dq], K [B,Hkv,L,dq], V [B,Hkv,L,dv], additive mask [S, L], where each
- * K/V head serves H/Hkv query heads (grouped-query attention). The query heads of a group are batched against their
- * shared K/V head by broadcasting ([B,Hkv,rep,S,d] × [B,Hkv,1,d,L]) instead of copying K/V per query head. With
- * `blocks`, computed block by block (see queryBlocks) and concatenated along S.
+ * softmax(Q·Kᵀ·scale + mask)·V for Q [B,H,S,dq], K [B,H,L,dq], V [B,H,L,dv], additive mask [S, L]; with `blocks`,
+ * computed block by block (see queryBlocks) and concatenated along S.
  */
-export function scaledDotAttention(
-  g: GraphBuilder,
-  q: string,
-  k: string,
-  v: string,
-  mask: string,
-  scale: number,
-  heads: { q: number; kv: number; dq: number; dv: number },
-  blocks?: AttentionBlock[],
-): string {
-  const rep = heads.q / heads.kv;
-  // Grouped layout: query [B, Hkv, rep, S, dq], keys/values [B, Hkv, 1, L, d]; seqAxis is S's axis in the query.
-  const grouped = rep > 1;
-  const qg = grouped ? g.op('Reshape', [q, g.i64([0, heads.kv, rep, -1, heads.dq])]) : q;
-  const seqAxis = grouped ? 3 : 2;
-  const kvForm = (t: string) => (grouped ? g.op('Unsqueeze', [t, g.i64([2])]) : t);
+export function scaledDotAttention(g: GraphBuilder, q: string, k: string, v: string, mask: string, scale: number, blocks?: AttentionBlock[]): string {
   const attend = (qb: string, kb: string, vb: string, mb: string) => {
-    const kt = g.op('Transpose', [kvForm(kb)], { perm: attr.ints(grouped ? [0, 1, 2, 4, 3] : [0, 1, 3, 2]) });
+    const kt = g.op('Transpose', [kb], { perm: attr.ints([0, 1, 3, 2]) });
     const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [qb, kt]), g.f32([scale], [])]), mb]);
-    return g.op('MatMul', [g.op('Softmax', [scores], { axis: attr.i(-1) }), kvForm(vb)]);
+    return g.op('MatMul', [g.op('Softmax', [scores], { axis: attr.i(-1) }), vb]);
   };
-  let out: string;
-  if (!blocks || blocks.length === 1) out = attend(qg, k, v, mask);
-  else {
-    const slice = (x: string, axis: number, from: number, to: number) => g.op('Slice', [x, g.i64([from]), g.i64([to]), g.i64([axis])]);
-    const outs = blocks.map((b) =>
-      attend(slice(qg, seqAxis, b.q0, b.q1), slice(k, 2, b.k0, b.k1), slice(v, 2, b.k0, b.k1), slice(slice(mask, 0, b.q0, b.q1), 1, b.k0, b.k1)),
-    );
-    out = g.op('Concat', outs, { axis: attr.i(seqAxis) });
-  }
-  return grouped ? g.op('Reshape', [out, g.i64([0, heads.q, -1, heads.dv])]) : out;
+  if (!blocks || blocks.length === 1) return attend(q, k, v, mask);
+  const slice = (x: string, axis: number, from: number, to: number) => g.op('Slice', [x, g.i64([from]), g.i64([to]), g.i64([axis])]);
+  const outs = blocks.map((b) =>
+    attend(slice(q, 2, b.q0, b.q1), slice(k, 2, b.k0, b.k1), slice(v, 2, b.k0, b.k1), slice(slice(mask, 0, b.q0, b.q1), 1, b.k0, b.k1)),
+  );
+  return g.op('Concat', outs, { axis: attr.i(2) });
 }

@@ -9,7 +9,7 @@
  */
 import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { attr, GraphBuilder, OnnxType } from './builder.js';
-import { FLOAT_WEIGHTS, linear, type AttentionBlock, mergeHeads, projection, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
+import { FLOAT_WEIGHTS, linear, type AttentionBlock, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
 
 const F = OnnxType.FLOAT;
 const I64 = OnnxType.INT64;
@@ -73,8 +73,16 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
   q4 = ropeHeads(q4);
   k4 = ropeHeads(k4);
   const kv = withCache ? appendCache(g, k4, v4, numKvHeads, headDim, headDim) : { k: k4, v: v4 };
-  const heads = { q: numHeads, kv: numKvHeads, dq: headDim, dv: headDim };
-  const out = scaledDotAttention(g, q4, kv.k, kv.v, io.mask, a.softmaxScale, heads, blocks);
+  const rep = numHeads / numKvHeads;
+  const out = scaledDotAttention(
+    g,
+    q4,
+    repeatKv(g, kv.k, numKvHeads, rep, headDim),
+    repeatKv(g, kv.v, numKvHeads, rep, headDim),
+    io.mask,
+    a.softmaxScale,
+    blocks,
+  );
   const oIn = mergeHeads(g, out, numHeads, headDim);
   const o = projection(g, oIn, 'o', H, numHeads * headDim, forms, a.oBias ? w('oBias', [H]) : undefined);
   return { o, kv, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
@@ -105,7 +113,7 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   const qFull = g.op('Concat', [qNope!, rope(g, qPe!, io.cos, io.sin, rot, a.rope.layout)], { axis: attr.i(-1) });
   const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64([1, nH, 1, 1])])], { axis: attr.i(-1) });
   const cache = withCache ? appendCache(g, kFull, v4!, nH, dq, dv) : { k: kFull, v: v4! };
-  const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale, { q: nH, kv: nH, dq, dv }, blocks);
+  const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale, blocks);
   const oIn = mergeHeads(g, out, nH, dv);
   captured['in.o'] = [oIn, nH * dv];
   const o = projection(g, oIn, 'o', H, nH * dv, forms);
