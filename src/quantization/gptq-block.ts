@@ -1,8 +1,10 @@
 /**
- * The sequential part of GPTQ: the columns inside one lazy-batch block, in JavaScript (float64).
+ * The sequential part of GPTQ: the columns inside one lazy-batch block (JavaScript float64, with the updates between
+ * sub-blocks on onnxruntime Gemm).
  * Notation as in gptq.ts: W1 (the block's columns, stored as rows [B, N]), Err1, U = upper factor of H⁻¹, d = U[p,p].
  */
-import type { GemmArray } from './ort-gemm.js';
+import type { SessionPool } from '../graph/session.js';
+import { flushSubnormals, gemm, type GemmArray } from './ort-gemm.js';
 import { quantizeValue } from './quantizer.js';
 
 /** Inputs of {@link quantizeBlock}; arrays are modified in place where noted. */
@@ -36,16 +38,43 @@ export interface BlockArgs {
 const ROW_CHUNK = 128;
 
 /**
- * JavaScript, float64: the columns of one block (W1 holds them as rows, [B, N]). For each column:
- * q = quant(w), err = (w − q)/d, W1[:, i+1:] −= err ⊗ U[i, i+1:], Err1[:, i] = err. Output rows are independent
- * inside a block, so the work runs in chunks of rows that stay in cache. Returns Σ err² / 2.
+ * One lazy-batch block, recursively blocked once more: the columns of each sub-block of `subBlock` columns run in
+ * JavaScript (float64, {@link quantizeColumns}); the update of the block's later columns by a finished sub-block,
+ * W1[s1:, :] −= U[s0:s1, s1:]ᵀ · Err1[s0:s1, :], is one onnxruntime Gemm (in the element type of Err1). Same
+ * arithmetic as the unblocked loop in another order; it moves ~(1 − subBlock/B) of the block's FMAs out of
+ * JavaScript. Returns Σ err² / 2.
  */
-export function quantizeBlock(a: BlockArgs): number {
-  const { W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq } = a;
+export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: SessionPool): Promise<number> {
+  const { W1, Err1, U, K, N, i1, B } = a;
+  const Elem = Err1 instanceof Float64Array ? Float64Array : Float32Array;
+  let loss = 0;
+  for (let s0 = 0; s0 < B; s0 += subBlock) {
+    const s1 = Math.min(s0 + subBlock, B);
+    loss += quantizeColumns(a, s0, s1);
+    if (s1 >= B) break;
+    const rest = B - s1;
+    const cols = s1 - s0;
+    const Us = new Elem(cols * rest);
+    for (let r = 0; r < cols; r++) Us.set(U.subarray((i1 + s0 + r) * K + i1 + s1, (i1 + s0 + r) * K + i1 + B), r * rest);
+    if (Us instanceof Float32Array) flushSubnormals(Us);
+    const delta = await gemm(pool, { a: Us, aDims: [cols, rest], b: Err1.subarray(s0 * N, s1 * N), bDims: [cols, N], transA: true, alpha: -1 });
+    const base = s1 * N;
+    for (let x = 0; x < rest * N; x++) W1[base + x] += delta[x]!;
+  }
+  return loss;
+}
+
+/**
+ * JavaScript, float64: columns s0..s1−1 of one block (W1 holds the block's columns as rows, [B, N]). For each
+ * column: q = quant(w), err = (w − q)/d, W1[i+1:s1, :] −= U[i, i+1:s1] ⊗ err, Err1[i, :] = err. Output rows are
+ * independent, so the work runs in chunks of rows that stay in cache. Returns Σ err² / 2.
+ */
+function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
+  const { W1, Err1, qT, U, K, N, G, i1, gPos, scales, zeros, maxq } = a;
   let loss = 0;
   for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) {
     const n1 = Math.min(n0 + ROW_CHUNK, N);
-    for (let i = 0; i < B; i++) {
+    for (let i = s0; i < s1; i++) {
       const p = i1 + i;
       const g = gPos[p]!;
       const d = U[p * K + p]!;
@@ -61,10 +90,10 @@ export function quantizeBlock(a: BlockArgs): number {
         Err1[row + n] = e;
         W1[row + n] = e; // the column is done: keep err in its place for the update below
       }
-      // OBS update of the later columns of the block, four at a time (fewer loads of err per FMA).
+      // OBS update of the later columns of the sub-block, four at a time (fewer loads of err per FMA).
       const uRow = p * K + i1;
       let j = i + 1;
-      for (; j + 3 < B; j += 4) {
+      for (; j + 3 < s1; j += 4) {
         const u0 = U[uRow + j]!;
         const u1 = U[uRow + j + 1]!;
         const u2 = U[uRow + j + 2]!;
@@ -81,7 +110,7 @@ export function quantizeBlock(a: BlockArgs): number {
           W1[r3 + n] -= u3 * e;
         }
       }
-      for (; j < B; j++) {
+      for (; j < s1; j++) {
         const u0 = U[uRow + j]!;
         const r0 = j * N;
         for (let n = n0; n < n1; n++) W1[r0 + n] -= u0 * W1[row + n]!;

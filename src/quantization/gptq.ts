@@ -13,10 +13,11 @@
  *
  * Where it runs:
  *   - JavaScript: validation, dead columns, damping, permutation, group parameters (`findParams`), the column loop
- *     inside each block (gptq-block.ts: quantize, err = (w − q)/d, OBS update W1[:, i:] −= err ⊗ U[i, i:]) in
- *     float64.
+ *     inside each sub-block of 32 columns (gptq-block.ts: quantize, err = (w − q)/d, OBS update of the sub-block's
+ *     later columns) in float64.
  *   - onnxruntime Gemm: U (see linalg.ts: one blocked Cholesky + triangular inverse; plain JavaScript float64 for
- *     K ≤ 256) and the lazy-batch update of the tail after each block, W[:, i2:] −= Err1 · U[i1:i2, i2:]
+ *     K ≤ 256), the update of a block's later columns after each sub-block, and the lazy-batch update of the tail
+ *     after each block, W[:, i2:] −= Err1 · U[i1:i2, i2:]
  *     (Gemm transA=1, alpha=−1, beta=1 on WT), in float32 by default like the PyTorch reference.
  *
  * Reference behaviours kept on purpose (so results match AutoGPTQ / GPTQModel / IST-DASLab):
@@ -57,6 +58,8 @@ export interface GptqOptions extends QuantConfig {
   precision?: 'float32' | 'float64';
   /** Tuning of the Cholesky / inverse (thresholds between JavaScript and onnxruntime). */
   linalg?: Omit<LinalgOptions, 'precision' | 'keepL'>;
+  /** Columns per JavaScript sub-block inside a lazy batch (the rest of the block is updated by Gemm). Default 32. */
+  subBlock?: number;
 }
 
 /** Result of {@link gptqQuantize}. */
@@ -91,6 +94,8 @@ export async function gptqQuantize(
   const grouped = opts.groupSize !== -1;
   const blockSize = opts.blockSize ?? 128;
   if (!Number.isInteger(blockSize) || blockSize <= 0) throw fail('BAD_OPTION', `GPTQ block size ${blockSize} must be a positive integer`);
+  const subBlock = opts.subBlock ?? 32;
+  if (!Number.isInteger(subBlock) || subBlock <= 0) throw fail('BAD_OPTION', `GPTQ sub-block size ${subBlock} must be a positive integer`);
   let damp = opts.damp ?? 0.01;
   if (!Number.isFinite(damp) || damp < 0) throw fail('BAD_OPTION', `--damp ${damp} must be a non-negative number`);
   checkFinite(W, 'weight');
@@ -196,7 +201,7 @@ export async function gptqQuantize(
     }
     const W1 = Float64Array.from(WT.subarray(i1 * N, i2 * N));
     const Err1 = new T(B * N);
-    loss += quantizeBlock({ W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq });
+    loss += await quantizeBlock({ W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq }, subBlock, pool);
     if (i2 >= K) break;
     // onnxruntime Gemm: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
     const rest = K - i2;

@@ -36,6 +36,8 @@ describe('gptqQuantize vs an unblocked float64 reference', () => {
     ['act-order + static groups, sym', { bits: 4, groupSize: 32, sym: true, blockSize: 32, actOrder: true, staticGroups: true }],
     ['static groups without act-order, 2 bits', { bits: 2, groupSize: 48, sym: false, blockSize: 40, staticGroups: true }],
     ['8 bits, act-order, g=-1', { bits: 8, groupSize: -1, sym: false, blockSize: 20, actOrder: true }],
+    ['sub-blocks of 5 in blocks of 32 (uneven), g=16', { bits: 4, groupSize: 16, sym: false, blockSize: 32, subBlock: 5 }],
+    ['sub-blocks of 8, act-order, default block', { bits: 3, groupSize: 32, sym: false, actOrder: true, subBlock: 8 }],
   ];
   for (const [name, opts] of cases) {
     it(`${name}: identical levels with float64 Gemm`, async () => {
