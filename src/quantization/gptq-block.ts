@@ -4,7 +4,7 @@
  * Notation as in gptq.ts: W1 (the block's columns, stored as rows [B, N]), Err1, U = upper factor of H⁻¹, d = U[p,p].
  */
 import type { SessionPool } from '../graph/session.js';
-import { flushSubnormals, gemm, type GemmArray } from './ort-gemm.js';
+import { lazyUpdate, type GemmArray } from './ort-gemm.js';
 import { quantizeValue } from './quantizer.js';
 
 /** Inputs of {@link quantizeBlock}; arrays are modified in place where noted. */
@@ -46,20 +46,14 @@ const ROW_CHUNK = 128;
  */
 export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: SessionPool): Promise<number> {
   const { W1, Err1, U, K, N, i1, B } = a;
-  const Elem = Err1 instanceof Float64Array ? Float64Array : Float32Array;
   let loss = 0;
   for (let s0 = 0; s0 < B; s0 += subBlock) {
     const s1 = Math.min(s0 + subBlock, B);
     loss += quantizeColumns(a, s0, s1);
     if (s1 >= B) break;
-    const rest = B - s1;
-    const cols = s1 - s0;
-    const Us = new Elem(cols * rest);
-    for (let r = 0; r < cols; r++) Us.set(U.subarray((i1 + s0 + r) * K + i1 + s1, (i1 + s0 + r) * K + i1 + B), r * rest);
-    if (Us instanceof Float32Array) flushSubnormals(Us);
-    const delta = await gemm(pool, { a: Us, aDims: [cols, rest], b: Err1.subarray(s0 * N, s1 * N), bDims: [cols, N], transA: true, alpha: -1 });
+    const delta = await lazyUpdate(pool, U, K, [i1 + s0, i1 + s1], [i1 + s1, i1 + B], Err1.subarray(s0 * N, s1 * N), N);
     const base = s1 * N;
-    for (let x = 0; x < rest * N; x++) W1[base + x] += delta[x]!;
+    for (let x = 0; x < delta.length; x++) W1[base + x] += delta[x]!;
   }
   return loss;
 }

@@ -32,7 +32,7 @@ import { fail } from '../errors.js';
 import type { SessionPool } from '../graph/session.js';
 import { cholInverse, type LinalgOptions } from './linalg.js';
 import { quantizeBlock } from './gptq-block.js';
-import { flushSubnormals, gemm, type GemmArray } from './ort-gemm.js';
+import { lazyUpdate, type GemmArray } from './ort-gemm.js';
 import {
   checkFinite,
   dequantize,
@@ -204,13 +204,8 @@ export async function gptqQuantize(
     loss += await quantizeBlock({ W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq }, subBlock, pool);
     if (i2 >= K) break;
     // onnxruntime Gemm: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
-    const rest = K - i2;
-    const Ublk = new T(B * rest);
-    for (let r = 0; r < B; r++) Ublk.set(U.subarray((i1 + r) * K + i2, (i1 + r + 1) * K), r * rest);
     const tail = WT.subarray(i2 * N);
-    // Subnormal entries of U (far off-diagonal) would slow the float32 Gemm ~30×; they change nothing here.
-    flushSubnormals(Ublk);
-    const updated = await gemm(pool, { a: Ublk, aDims: [B, rest], b: Err1, bDims: [B, N], c: tail, transA: true, alpha: -1, beta: 1 });
+    const updated = await lazyUpdate(pool, U, K, [i1, i2], [i2, K], Err1, N, tail);
     tail.set(updated);
   }
 

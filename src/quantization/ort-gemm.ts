@@ -86,3 +86,27 @@ export function flushSubnormals<T extends GemmArray>(a: T): T {
 function flush32(bits: Uint32Array): void {
   for (let i = 0; i < bits.length; i++) if ((bits[i]! & 0x7f800000) === 0) bits[i] = 0;
 }
+
+/**
+ * GPTQ's lazy update of later columns by finished ones: −U[r0:r1, c0:c1]ᵀ · Err (Err [r1−r0, N], rows as columns of
+ * W), plus `addend` [c1−c0, N] when given, in the element type of Err. Subnormal entries of U (far off-diagonal)
+ * would slow the float32 Gemm ~30× and change nothing, so they are flushed.
+ */
+export async function lazyUpdate<T extends GemmArray>(
+  pool: SessionPool,
+  U: GemmArray,
+  K: number,
+  rows: [number, number],
+  cols: [number, number],
+  err: T,
+  N: number,
+  addend?: T,
+): Promise<T> {
+  const [r0, r1] = rows;
+  const [c0, c1] = cols;
+  const Elem = (err instanceof Float64Array ? Float64Array : Float32Array) as unknown as { new (n: number): T };
+  const Ublk = new Elem((r1 - r0) * (c1 - c0));
+  for (let r = r0; r < r1; r++) Ublk.set(U.subarray(r * K + c0, r * K + c1), (r - r0) * (c1 - c0));
+  if (Ublk instanceof Float32Array) flushSubnormals(Ublk);
+  return gemm(pool, { a: Ublk, aDims: [r1 - r0, c1 - c0], b: err, bDims: [r1 - r0, N], transA: true, alpha: -1, ...(addend ? { c: addend, beta: 1 } : {}) });
+}
