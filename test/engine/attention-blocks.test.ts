@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { queryBlocks } from '../../src/graph/blocks.js';
+import { withConfig } from './helpers.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-blocks-'));
@@ -53,12 +54,7 @@ describe('attention in query blocks', () => {
   });
 
   it('sliding window across blocks matches KV-cache decoding', async () => {
-    const dir = path.join(tmp, 'mixtral-sw40');
-    fs.mkdirSync(dir);
-    const src = path.join(SHARED, 'tiny-mixtral');
-    for (const f of ['model.safetensors', 'tokenizer.json']) fs.copyFileSync(path.join(src, f), path.join(dir, f));
-    const cfg = JSON.parse(fs.readFileSync(path.join(src, 'config.json'), 'utf8'));
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, sliding_window: 40 }));
+    const dir = withConfig(path.join(SHARED, 'tiny-mixtral'), path.join(tmp, 'mixtral-sw40'), { sliding_window: 40 });
     expect(await compare(dir)).toBeLessThan(1e-4);
   });
 });

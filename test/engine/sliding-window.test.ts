@@ -7,6 +7,7 @@ import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { causalMask } from '../../src/engine/forward.js';
+import { withConfig } from './helpers.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/fixtures/tiny-mixtral');
 const REF = path.resolve(__dirname, '../fixtures/generated-sliding/mixtral-sw16.safetensors');
@@ -25,11 +26,7 @@ describe('sliding window', () => {
   });
 
   it('forward and KV-cache decoding match transformers with sliding_window = 16', async () => {
-    const dir = path.join(tmp, 'mixtral-sw16');
-    fs.mkdirSync(dir);
-    for (const f of ['model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(SHARED, f), path.join(dir, f));
-    const cfg = JSON.parse(fs.readFileSync(path.join(SHARED, 'config.json'), 'utf8'));
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, sliding_window: 16 }));
+    const dir = withConfig(SHARED, path.join(tmp, 'mixtral-sw16'), { sliding_window: 16 });
     const ref = SafetensorsFile.open(REF);
     const ids = Int32Array.from(ref.readFloat32('input_ids'));
     const want = ref.readFloat32('logits');
