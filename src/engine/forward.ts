@@ -12,7 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
-import { buildAttentionGraph, buildAttentionInputsGraph, buildCombineGraph, buildDenseGraph, buildExpertsGraph, buildHeadGraph } from '../graph/layer-graphs.js';
+import { buildAttentionGraph, buildAttentionInputsGraph, canFuseAttention, buildCombineGraph, buildDenseGraph, buildExpertsGraph, buildHeadGraph } from '../graph/layer-graphs.js';
 import { FLOAT_WEIGHTS, queryBlocks, type WeightForms } from '../graph/blocks.js';
 import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
@@ -26,6 +26,11 @@ export class ForwardEngine {
   expertChunkBytes = 256 * 2 ** 20;
   /** Bytes of logits (and log-probabilities) the output head may materialise per onnxruntime run. */
   headBytes = 256 * 2 ** 20;
+  /**
+   * Full forwards of MHA models on the CPU provider run RoPE + attention as onnxruntime's fused GroupQueryAttention
+   * kernel; false uses the ONNX-op graph in query blocks (what GPUs and MLA models always run).
+   */
+  fusedAttention = true;
 
   constructor(
     readonly spec: ModelSpec,
@@ -70,10 +75,11 @@ export class ForwardEngine {
   private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean, seqLen: number) {
     const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
     const { forms, key } = this.formsOf(this.linearRoles(layer, 'attention'));
-    const blocks = withCache ? undefined : queryBlocks(seqLen, attentionWindow(this.spec));
-    const shape = blocks && blocks.length > 1 ? `S${seqLen}` : 'S';
+    const fused = this.fusedAttention && !withCache && this.pool.device === 'cpu' && canFuseAttention(this.spec);
+    const blocks = withCache || fused ? undefined : queryBlocks(seqLen, attentionWindow(this.spec));
+    const shape = fused ? 'fused' : blocks && blocks.length > 1 ? `S${seqLen}` : 'S';
     return this.pool.get(`attn:${experts}:${withCache}:${capture}:${shape}:${key}`, () =>
-      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture, forms, blocks }),
+      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture, forms, blocks, fused }),
     );
   }
 

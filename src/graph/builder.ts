@@ -89,6 +89,17 @@ export class GraphBuilder {
     return name;
   }
 
+  /** Constant int32 tensor (deduplicated). A scalar when `dims` is []. */
+  i32(values: number[], dims: number[] = [values.length]): string {
+    const key = `i32:${dims.join('x')}:${values.join(',')}`;
+    const hit = this.constCache.get(key);
+    if (hit) return hit;
+    const name = this.fresh('const_i32');
+    this.initializers.push({ name, type: OnnxType.INT32, dims, raw: new Uint8Array(Int32Array.from(values).buffer) });
+    this.constCache.set(key, name);
+    return name;
+  }
+
   /** Constant float32 tensor (deduplicated for small ones). */
   f32(values: number[] | Float32Array, dims: number[] = [values.length]): string {
     const small = values.length <= 16;

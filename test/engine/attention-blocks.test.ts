@@ -1,7 +1,7 @@
 /**
- * Full forwards compute attention in query blocks (src/graph/blocks.ts queryBlocks); KV-cache decoding does not.
- * Both must give the same logits — with plain causal attention (MHA and MLA) and with a sliding window that makes
- * blocks start past key 0.
+ * Full forwards compute attention in query blocks (src/graph/blocks.ts queryBlocks) or, for MHA on CPU, with
+ * onnxruntime's fused GroupQueryAttention kernel; KV-cache decoding uses neither. All must give the same logits —
+ * with plain causal attention (MHA and MLA) and with a sliding window that makes blocks start past key 0.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,8 +19,9 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const S = 200;
 const ids = Int32Array.from({ length: S }, (_, i) => (i * 7919 + 13) % 4000);
 
-async function compare(dir: string): Promise<number> {
+async function compare(dir: string, fused = false): Promise<number> {
   const engine = await createEngine(dir, { device: 'cpu' });
+  engine.forward.fusedAttention = fused;
   try {
     const V = engine.model.spec.vocabSize;
     const full = (await engine.forward.run([ids], { head: 'logits' })).logits!;
@@ -50,11 +51,14 @@ describe('attention in query blocks', () => {
 
   it('MHA (GQA) and MLA full forwards match KV-cache decoding', async () => {
     expect(await compare(path.join(SHARED, 'tiny-mixtral'))).toBeLessThan(1e-4);
+    expect(await compare(path.join(SHARED, 'tiny-mixtral'), true)).toBeLessThan(1e-4);
+    expect(await compare(path.join(SHARED, 'tiny-qwen3-moe'), true)).toBeLessThan(1e-4);
     expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'))).toBeLessThan(1e-4);
   });
 
-  it('sliding window across blocks matches KV-cache decoding', async () => {
+  it('sliding window (in blocks and fused) matches KV-cache decoding', async () => {
     const dir = withConfig(path.join(SHARED, 'tiny-mixtral'), path.join(tmp, 'mixtral-sw40'), { sliding_window: 40 });
     expect(await compare(dir)).toBeLessThan(1e-4);
+    expect(await compare(dir, true)).toBeLessThan(1e-4);
   });
 });
