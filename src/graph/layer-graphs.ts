@@ -26,16 +26,16 @@ export interface AttentionGraphOptions {
   /** Without cache: compute attention in these query blocks (the graph is then specific to one sequence length). */
   blocks?: AttentionBlock[];
   /**
-   * Without cache, MHA with full-width RoPE: run RoPE + causal (sliding-window) attention as onnxruntime's fused CPU
-   * GroupQueryAttention kernel (see fusedAttention). Only for the CPU provider: the CUDA kernel is fp16-only.
+   * Without cache (see canFuseAttention): run causal (sliding-window) attention, and MHA's RoPE, as onnxruntime's
+   * fused CPU GroupQueryAttention kernel (see fusedAttention). Only for the CPU provider: the CUDA kernel is fp16-only.
    */
   fused?: boolean;
 }
 
-/** Whether buildAttentionGraph can use the fused kernel for this attention (MHA, RoPE over the whole head). */
+/** Whether buildAttentionGraph can use the fused kernel for this attention (MLA, or MHA with RoPE over the whole head). */
 export function canFuseAttention(spec: ModelSpec): boolean {
   const a = spec.attention;
-  return a.kind === 'mha' && a.rope.dim === a.headDim;
+  return a.kind === 'mla' || a.rope.dim === a.headDim;
 }
 
 /** Common inputs of attention graphs. */
@@ -75,7 +75,17 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
       q = perHead(q, numHeads, 'qNorm');
       k = perHead(k, numKvHeads, 'kNorm');
     }
-    const oIn = fusedAttention(g, a, q, k, v, io);
+    const bsd = (heads: number) => g.op('Concat', [io.bs, g.i64([heads * headDim])], { axis: attr.i(0) });
+    const [q3, k3, v3] = [q, k, v].map((t, i) => g.op('Reshape', [t, bsd(i === 0 ? numHeads : numKvHeads)]));
+    const out = fusedAttention(g, q3!, k3!, v3!, io, {
+      heads: numHeads,
+      kvHeads: numKvHeads,
+      headSize: headDim,
+      scale: a.softmaxScale,
+      window: a.slidingWindow,
+      rotary: { interleaved: a.rope.layout === 'interleaved' },
+    });
+    const oIn = g.op('Reshape', [out, g.i64([-1, numHeads * headDim])]);
     const o = projection(g, oIn, 'o', H, numHeads * headDim, forms, a.oBias ? w('oBias', [H]) : undefined);
     return { o, kv: null, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
   }
@@ -110,7 +120,7 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
   return { o, kv, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
 }
 
-function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms, blocks?: AttentionBlock[]) {
+function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms, blocks?: AttentionBlock[], fused = false) {
   const H = spec.hiddenSize;
   const { numHeads: nH, qkNopeHeadDim: nope, qkRopeHeadDim: rot, vHeadDim: dv, kvLoraRank: r } = a;
   const dq = nope + rot;
@@ -118,6 +128,13 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   // HF DeepSeek's internal norms (q_a_layernorm, kv_a_layernorm) use the RMSNorm default eps 1e-6.
   const innerEps = 1e-6;
   const captured: Record<string, [string, number]> = {};
+  // Heads layout: [B, heads, S, d] for our attention ops, [B, S, heads, d] (no transposes) for the fused kernel.
+  fused = fused && !withCache;
+  const heads = (t: string, n: number, d: number) => (fused ? g.op('Reshape', [t, g.op('Concat', [io.bs, g.i64([n, d])], { axis: attr.i(0) })]) : splitHeads(g, t, io.bs, n, d));
+  // Fused: onnxruntime's RotaryEmbedding kernel on [B, S, n, rot]; it rotates interleaved pairs in place, where
+  // transformers de-interleaves first — q·k is the same, and the Transpose that de-interleaving takes cost more
+  // than the attention itself (98 ms of tiny-deepseek-v3's 40 × 256-token forward).
+  const ropeHeads = fused ? (t: string, n: number) => rotaryKernel(g, t, io, n, rot, a.rope.layout) : (t: string) => rope(g, t, io.cos, io.sin, rot, a.rope.layout);
   let q: string;
   if (a.qLoraRank === null) q = projection(g, x, 'q', nH * dq, H, forms);
   else {
@@ -125,49 +142,90 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
     captured['in.qB'] = [qBIn, a.qLoraRank];
     q = projection(g, qBIn, 'qB', nH * dq, a.qLoraRank, forms);
   }
-  const [qNope, qPe] = g.opN('Split', [splitHeads(g, q, io.bs, nH, dq), g.i64([nope, rot])], 2, { axis: attr.i(-1) });
+  const [qNope, qPe] = g.opN('Split', [heads(q, nH, dq), g.i64([nope, rot])], 2, { axis: attr.i(-1) });
   const [c, kPe2d] = g.opN('Split', [projection(g, x, 'kvA', r + rot, H, forms), g.i64([r, rot])], 2, { axis: attr.i(-1) });
   const kvBIn = rmsNorm(g, c!, w('kvANorm', [r]), innerEps);
   captured['in.kvB'] = [kvBIn, r];
   const kv = projection(g, kvBIn, 'kvB', nH * (nope + dv), r, forms);
-  const [kNope, v4] = g.opN('Split', [splitHeads(g, kv, io.bs, nH, nope + dv), g.i64([nope, dv])], 2, { axis: attr.i(-1) });
-  const kPe = rope(g, splitHeads(g, kPe2d!, io.bs, 1, rot), io.cos, io.sin, rot, a.rope.layout);
-  const qFull = g.op('Concat', [qNope!, rope(g, qPe!, io.cos, io.sin, rot, a.rope.layout)], { axis: attr.i(-1) });
-  const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64([1, nH, 1, 1])])], { axis: attr.i(-1) });
-  const cache = withCache ? appendCache(g, kFull, v4!, nH, dq, dv) : { k: kFull, v: v4! };
-  const out = scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale, blocks);
-  const oIn = mergeHeads(g, out, nH, dv);
+  const [kNope, v4] = g.opN('Split', [heads(kv, nH, nope + dv), g.i64([nope, dv])], 2, { axis: attr.i(-1) });
+  const kPe = ropeHeads(heads(kPe2d!, 1, rot), 1);
+  const qFull = g.op('Concat', [qNope!, ropeHeads(qPe!, nH)], { axis: attr.i(-1) });
+  const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64(fused ? [1, 1, nH, 1] : [1, nH, 1, 1])])], { axis: attr.i(-1) });
+  let oIn: string;
+  let cache: { k: string; v: string } | null = null;
+  if (fused) {
+    // The kernel has one head size: zero-pad the narrower of q·k (dq) and v (dv); zeros add nothing to q·k, and
+    // padded v columns are sliced off the output.
+    const d = Math.max(dq, dv);
+    const pad = (t: string, from: number) => (from === d ? t : g.op('Pad', [t, g.i64([0, 0, 0, 0, 0, 0, 0, d - from])]));
+    const merge = (t: string) => g.op('Reshape', [t, g.i64([0, 0, nH * d])]);
+    const out = fusedAttention(g, merge(pad(qFull, dq)), merge(pad(kFull, dq)), merge(pad(v4!, dv)), io, {
+      heads: nH,
+      kvHeads: nH,
+      headSize: d,
+      scale: a.softmaxScale,
+      window: null,
+      rotary: null,
+    });
+    let perHead = g.op('Reshape', [out, g.i64([-1, nH, d])]);
+    if (d !== dv) perHead = g.op('Slice', [perHead, g.i64([0]), g.i64([dv]), g.i64([2])]);
+    oIn = g.op('Reshape', [perHead, g.i64([-1, nH * dv])]);
+  } else {
+    cache = withCache ? appendCache(g, kFull, v4!, nH, dq, dv) : { k: kFull, v: v4! };
+    oIn = mergeHeads(g, scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale, blocks), nH, dv);
+  }
   captured['in.o'] = [oIn, nH * dv];
   const o = projection(g, oIn, 'o', H, nH * dv, forms);
   return { o, kv: cache, captured };
 }
 
+/** RoPE over x [B, S, n, rot] (positions 0…S−1) with com.microsoft RotaryEmbedding; same shape out. */
+function rotaryKernel(g: GraphBuilder, x: string, io: ReturnType<typeof attentionInputs>, n: number, rot: number, layout: 'rotate_half' | 'interleaved'): string {
+  const half = (t: string) => g.op('Slice', [t, g.i64([0]), g.i64([rot / 2]), g.i64([1])]);
+  const flat = g.op('Reshape', [x, g.i64([0, 0, n * rot])]);
+  const out = g.msOp('RotaryEmbedding', [flat, g.i64([0], [1]), half(io.cos), half(io.sin)], {
+    interleaved: attr.i(layout === 'interleaved' ? 1 : 0),
+    num_heads: attr.i(n),
+  });
+  return g.op('Reshape', [out, g.i64([0, 0, n, rot])]);
+}
+
+/** What the fused kernel needs to know besides q, k, v. */
+interface FusedAttentionSpec {
+  heads: number;
+  kvHeads: number;
+  /** Per-head width of q, k and v alike (the kernel has one head size). */
+  headSize: number;
+  scale: number;
+  /** transformers' sliding_window (null: full causal). */
+  window: number | null;
+  /** Rotate q and k in the kernel (MHA with RoPE over the whole head); null when the graph already did. */
+  rotary: { interleaved: boolean } | null;
+}
+
 /**
- * RoPE + causal (optionally sliding-window) grouped-query attention as one com.microsoft GroupQueryAttention node:
- * q [T, Hq·d], k/v [T, Hkv·d] → [T, Hq·d] (heads merged, the o_proj input). On CPU it computes only the visible
+ * (RoPE +) causal, optionally sliding-window, grouped-query attention as one com.microsoft GroupQueryAttention node:
+ * q [B, S, heads·d], k/v [B, S, kvHeads·d] → [B, S, heads·d] (heads merged). On CPU it computes only the visible
  * keys of each row, rotates in place and shares K/V across a group without copies: 2.5× faster than the same
  * attention as ONNX ops (tiny-mixtral, 16 × 256 tokens).
  */
-function fusedAttention(g: GraphBuilder, a: MhaSpec, q: string, k: string, v: string, io: ReturnType<typeof attentionInputs>): string {
-  const { numHeads, numKvHeads, headDim } = a;
-  const bsd = (heads: number) => g.op('Concat', [io.bs, g.i64([heads * headDim])], { axis: attr.i(0) });
-  const [q3, k3, v3] = [q, k, v].map((t, i) => g.op('Reshape', [t, bsd(i === 0 ? numHeads : numKvHeads)]));
+function fusedAttention(g: GraphBuilder, q: string, k: string, v: string, io: ReturnType<typeof attentionInputs>, f: FusedAttentionSpec): string {
   // Every sequence is complete and starts at position 0: total length S, seqlens_k = S − 1 for each of the B rows.
   const total = g.op('Cast', [g.op('Gather', [io.bs, g.i64([1], [])], { axis: attr.i(0) })], { to: attr.i(OnnxType.INT32) });
   const seqlensK = g.op('Expand', [g.op('Sub', [total, g.i32([1], [])]), g.op('Slice', [io.bs, g.i64([0]), g.i64([1])])]);
   // Our cos/sin tables are [S, d] in rotate_half layout (both halves equal); the kernel takes [S, d/2].
-  const half = (t: string) => g.op('Slice', [t, g.i64([0]), g.i64([headDim / 2]), g.i64([1])]);
-  const out = g.msOp('GroupQueryAttention', [q3!, k3!, v3!, '', '', seqlensK, total, half(io.cos), half(io.sin)], {
-    num_heads: attr.i(numHeads),
-    kv_num_heads: attr.i(numKvHeads),
-    scale: attr.f(a.softmaxScale),
-    do_rotary: attr.i(1),
-    rotary_interleaved: attr.i(a.rope.layout === 'interleaved' ? 1 : 0),
+  const half = (t: string) => g.op('Slice', [t, g.i64([0]), g.i64([f.headSize / 2]), g.i64([1])]);
+  const rotary = f.rotary ? [half(io.cos), half(io.sin)] : [];
+  return g.msOp('GroupQueryAttention', [q, k, v, '', '', seqlensK, total, ...rotary], {
+    num_heads: attr.i(f.heads),
+    kv_num_heads: attr.i(f.kvHeads),
+    scale: attr.f(f.scale),
+    do_rotary: attr.i(f.rotary ? 1 : 0),
+    rotary_interleaved: attr.i(f.rotary?.interleaved ? 1 : 0),
     // Same count as transformers' sliding_window in onnxruntime 1.30 (keys j with i − j < w; checked against
     // transformers in test/engine/sliding-window.test.ts — older kernels counted one more).
-    local_window_size: attr.i(a.slidingWindow === null ? -1 : a.slidingWindow),
+    local_window_size: attr.i(f.window ?? -1),
   });
-  return g.op('Reshape', [out, g.i64([-1, numHeads * headDim])]);
 }
 
 /** Concatenate new keys/values after the cached ones and expose them as present_key/present_value. */
@@ -188,7 +246,7 @@ export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions
   const io = attentionInputs(g, spec, a.rope.dim);
   const x = rmsNorm(g, io.hidden, io.inputNorm, spec.rmsNormEps);
   const forms = opts.forms ?? FLOAT_WEIGHTS;
-  const { o, captured } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache, forms, opts.blocks, opts.fused) : mlaCore(g, spec, a, x, io, opts.withCache, forms, opts.blocks);
+  const { o, captured } = a.kind === 'mha' ? mhaCore(g, spec, a, x, io, opts.withCache, forms, opts.blocks, opts.fused) : mlaCore(g, spec, a, x, io, opts.withCache, forms, opts.blocks, opts.fused);
   if (opts.capture) {
     g.output('in.attn', x, F, ['T', spec.hiddenSize]);
     for (const [name, [value, width]] of Object.entries(captured)) g.output(name, value, F, ['T', width]);

@@ -54,6 +54,7 @@ describe('attention in query blocks', () => {
     expect(await compare(path.join(SHARED, 'tiny-mixtral'), true)).toBeLessThan(1e-4);
     expect(await compare(path.join(SHARED, 'tiny-qwen3-moe'), true)).toBeLessThan(1e-4);
     expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'))).toBeLessThan(1e-4);
+    expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'), true)).toBeLessThan(1e-4);
   });
 
   it('sliding window (in blocks and fused) matches KV-cache decoding', async () => {
