@@ -71,7 +71,7 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
   if (fused && !withCache) {
     if (a.qkNorm === 'per_head') {
       const perHead = (t: string, heads: number, role: string) =>
-        g.op('Reshape', [rmsNorm(g, g.op('Reshape', [t, g.i64([0, heads, headDim])]), w(role, [headDim]), spec.rmsNormEps), g.i64([0, heads * headDim])]);
+        g.op('Reshape', [rmsNorm(g, g.op('Reshape', [t, g.i64([-1, headDim])]), w(role, [headDim]), spec.rmsNormEps), g.i64([-1, heads * headDim])]);
       q = perHead(q, numHeads, 'qNorm');
       k = perHead(k, numKvHeads, 'kNorm');
     }

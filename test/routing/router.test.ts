@@ -44,6 +44,24 @@ describe('route', () => {
     expect(r.weights[0]).toBeCloseTo(0.5, 6);
   });
 
+  it('selection equals a full sort by (score desc, index asc) — many ties, -inf, every k', () => {
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (const [E, k] of [[8, 1], [8, 2], [16, 4], [16, 16], [64, 6]] as const) {
+      const T = 200;
+      // Few distinct logits make ties common; some −inf rows test what never displaces a number.
+      const logits = Float32Array.from({ length: T * E }, () => (rand() < 0.05 ? -Infinity : Math.floor(rand() * 5)));
+      for (let e = 0; e < E; e++) logits[e] = -Infinity;
+      const bias = Float32Array.from({ length: E }, () => Math.floor(rand() * 3) / 8);
+      const r = route({ ...base, numExperts: E, numExpertsUsed: k }, logits, { selectionBias: bias });
+      for (let t = 0; t < T; t++) {
+        const choice = Array.from({ length: E }, (_, e) => Math.fround(r.scores[t * E + e]! + bias[e]!));
+        const want = choice.map((v, e) => [v, e] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k).map(([, e]) => e);
+        expect(Array.from(r.experts.subarray(t * k, t * k + k))).toEqual(want);
+      }
+    }
+  });
+
   it('selection bias moves selection but never the combine weights', () => {
     const logits = Float32Array.from([0, 1, 2, 3]);
     const r = route({ ...base, normalize: false }, logits, { selectionBias: Float32Array.from([10, 0, 0, 0]) });
