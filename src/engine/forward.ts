@@ -31,6 +31,8 @@ export class ForwardEngine {
    * kernel; false uses the ONNX-op graph in query blocks (what GPUs and MLA models always run).
    */
   fusedAttention = true;
+  /** Most bytes of attention scores the fused kernel may hold per run (see attentionSession). */
+  fusedScoreBytes = 256 * 2 ** 20;
 
   constructor(
     readonly spec: ModelSpec,
@@ -71,11 +73,16 @@ export class ForwardEngine {
     return { forms: (role) => (blocks.has(role) ? { kind: 'nbits', blockSize: blocks.get(role)! } : { kind: 'float' }), key: `nbits-${key}` };
   }
 
-  /** `seqLen`: tokens per sequence of a full (uncached) forward, whose attention runs in query blocks. */
-  private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean, seqLen: number) {
+  /**
+   * `seqLen`: tokens per sequence of a full (uncached) forward, `numTokens` of the whole batch. The fused kernel
+   * holds [B, heads, S, S] float32 scores, so it runs only while those fit in `fusedScoreBytes`; beyond that (e.g.
+   * 32 heads at seq-len 2048: 1 GiB per 4,096 tokens) attention runs in query blocks with [B, heads, rows, S] scores.
+   */
+  private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean, seqLen: number, numTokens: number) {
     const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
     const { forms, key } = this.formsOf(this.linearRoles(layer, 'attention'));
-    const fused = this.fusedAttention && !withCache && this.pool.device === 'cpu' && canFuseAttention(this.spec);
+    const scoreBytes = numTokens * this.spec.attention.numHeads * seqLen * 4;
+    const fused = this.fusedAttention && !withCache && this.pool.device === 'cpu' && canFuseAttention(this.spec) && scoreBytes <= this.fusedScoreBytes;
     const blocks = withCache || fused ? undefined : queryBlocks(seqLen, attentionWindow(this.spec));
     const shape = fused ? 'fused' : blocks && blocks.length > 1 ? `S${seqLen}` : 'S';
     return this.pool.get(`attn:${experts}:${withCache}:${capture}:${shape}:${key}`, () =>
@@ -267,7 +274,7 @@ export class ForwardEngine {
     const H = this.spec.hiddenSize;
     const T = x.length / H;
     const capture = Boolean(ctx.hooks?.capture);
-    const attn = await this.attentionSession(layer, ctx.past !== undefined, capture, ctx.mask.dims[0]!);
+    const attn = await this.attentionSession(layer, ctx.past !== undefined, capture, ctx.mask.dims[0]!, T);
     const attnFeeds: Record<string, ort.Tensor> = {
       ...this.attentionFeeds(layer),
       cos: ctx.cos,

@@ -19,9 +19,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const S = 200;
 const ids = Int32Array.from({ length: S }, (_, i) => (i * 7919 + 13) % 4000);
 
-async function compare(dir: string, fused = false): Promise<number> {
+async function compare(dir: string, fused = false, fusedScoreBytes?: number): Promise<number> {
   const engine = await createEngine(dir, { device: 'cpu' });
   engine.forward.fusedAttention = fused;
+  if (fusedScoreBytes !== undefined) engine.forward.fusedScoreBytes = fusedScoreBytes;
   try {
     const V = engine.model.spec.vocabSize;
     const full = (await engine.forward.run([ids], { head: 'logits' })).logits!;
@@ -33,6 +34,9 @@ async function compare(dir: string, fused = false): Promise<number> {
     };
     check(await dec.step([ids.subarray(0, prefill)]), prefill - 1);
     for (let p = prefill; p < S; p++) check(await dec.step([ids.subarray(p, p + 1)]), p);
+    // The full forward ran fused, or in query blocks (graph specific to S = 200), as asked.
+    const keys = [...engine.pool.byKey.keys()].filter((k) => k.startsWith('attn:') && k.includes(':false:false:'));
+    expect(keys.every((k) => k.includes(fused && fusedScoreBytes === undefined ? ':fused:' : `:S${S}:`))).toBe(true);
     return err;
   } finally {
     await engine.close();
@@ -55,6 +59,10 @@ describe('attention in query blocks', () => {
     expect(await compare(path.join(SHARED, 'tiny-qwen3-moe'), true)).toBeLessThan(1e-4);
     expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'))).toBeLessThan(1e-4);
     expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'), true)).toBeLessThan(1e-4);
+  });
+
+  it('the fused kernel gives way to query blocks when its [B, heads, S, S] scores would exceed fusedScoreBytes', async () => {
+    expect(await compare(path.join(SHARED, 'tiny-mixtral'), true, 4 * S * S * 4 - 1)).toBeLessThan(1e-4);
   });
 
   it('sliding window (in blocks and fused) matches KV-cache decoding', async () => {
