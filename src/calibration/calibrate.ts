@@ -129,7 +129,7 @@ export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult
           onRouting: (ev) => {
             const f = spec.layers[ev.layerIndex]!.ffn as MoeFfnSpec;
             const natural = bias
-              ? route(f.routing, ev.routerLogits, { correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null })
+              ? route(f.routing, ev.routerLogits, { scores: ev.routing.scores, correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null })
               : ev.routing;
             stats.record(ev.layerIndex, ev.batchIndex, ev.ffnIn, ev.routing, natural);
             if (bias) {

@@ -98,6 +98,8 @@ export interface AttentionOutputs {
   h: ort.Tensor;
   ffnIn: ort.Tensor;
   routerLogits: Float32Array | null;
+  /** Softmax/sigmoid of the router logits (the routing's unbiased scores). */
+  routerScores: Float32Array | null;
   /** Captured linear inputs (capture mode): attn, o, qB, kvB. */
   captured: Record<string, Float32Array>;
   presentKey?: ort.Tensor;

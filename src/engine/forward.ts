@@ -79,14 +79,14 @@ export class ForwardEngine {
    * 32 heads at seq-len 2048: 1 GiB per 4,096 tokens) attention runs in query blocks with [B, heads, rows, S] scores.
    */
   private attentionSession(layer: LayerSpec, withCache: boolean, capture: boolean, seqLen: number, numTokens: number) {
-    const experts = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : null;
+    const router = layer.ffn.kind === 'moe' ? { experts: layer.ffn.routing.numExperts, scoring: layer.ffn.routing.scoring } : null;
     const { forms, key } = this.formsOf(this.linearRoles(layer, 'attention'));
     const scoreBytes = numTokens * this.spec.attention.numHeads * seqLen * 4;
     const fused = this.fusedAttention && !withCache && this.pool.device === 'cpu' && canFuseAttention(this.spec) && scoreBytes <= this.fusedScoreBytes;
     const blocks = withCache || fused ? undefined : queryBlocks(seqLen, attentionWindow(this.spec));
     const shape = fused ? 'fused' : blocks && blocks.length > 1 ? `S${seqLen}` : 'S';
-    return this.pool.get(`attn:${experts}:${withCache}:${capture}:${shape}:${key}`, () =>
-      buildAttentionGraph(this.spec, { routerExperts: experts, withCache, capture, forms, blocks, fused }),
+    return this.pool.get(`attn:${router?.experts}:${router?.scoring}:${withCache}:${capture}:${shape}:${key}`, () =>
+      buildAttentionGraph(this.spec, { router, withCache, capture, forms, blocks, fused }),
     );
   }
 
@@ -292,6 +292,7 @@ export class ForwardEngine {
       h: a['h']!,
       ffnIn: a['ffn_in']!,
       routerLogits: a['router_logits'] ? (a['router_logits'].data as Float32Array) : null,
+      routerScores: a['router_scores'] ? (a['router_scores'].data as Float32Array) : null,
       captured,
       presentKey: a['present_key'],
       presentValue: a['present_value'],
@@ -312,7 +313,7 @@ export class ForwardEngine {
       out = await this.pool.run(session, { ...this.weightFeeds(this.linearRoles(layer, 'ffn')), h: a.h, ffn_in: a.ffnIn });
       if (capture) inputs['dense.down'] = out['in.down']!.data as Float32Array;
     } else {
-      moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
+      moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, a.routerScores!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
       const H = this.spec.hiddenSize;
       const parts: Float32Array[] = [];
       for (const chunk of this.expertChunks(f)) {
@@ -413,6 +414,7 @@ export class ForwardEngine {
   private moeFeeds(
     layer: LayerSpec & { ffn: MoeFfnSpec },
     logits: Float32Array,
+    scores: Float32Array,
     batchIndex: number,
     tokenOffset: number,
     ffnIn: Float32Array,
@@ -420,6 +422,7 @@ export class ForwardEngine {
   ): { feeds: Record<string, ort.Tensor>; rowFeeds: ort.Tensor[]; routing: Routing; rows: Int32Array[]; rowWeights: Float32Array[] } {
     const f = layer.ffn;
     const routing = route(f.routing, logits, {
+      scores,
       correctionBias: f.correctionBias ? this.weights.get(f.correctionBias) : null,
       selectionBias: hooks?.selectionBias?.(layer.index) ?? null,
     });

@@ -15,8 +15,11 @@ const F = OnnxType.FLOAT;
 const I64 = OnnxType.INT64;
 
 export interface AttentionGraphOptions {
-  /** Number of experts when the layer is MoE (the graph then also outputs router_logits). */
-  routerExperts: number | null;
+  /**
+   * MoE layers: the router's expert count and scoring; the graph then also outputs router_logits and router_scores
+   * (softmax or sigmoid of the logits, float32 — onnxruntime's vectorised exp is 15× cheaper than Math.exp).
+   */
+  router: { experts: number; scoring: 'softmax' | 'sigmoid' } | null;
   /** Take past_key/past_value inputs and emit present_key/present_value (incremental decoding). */
   withCache: boolean;
   /** Also output the input of every linear (`in.attn`, `in.o`, MLA `in.qB`, `in.kvB`) for calibration. */
@@ -255,8 +258,12 @@ export function buildAttentionGraph(spec: ModelSpec, opts: AttentionGraphOptions
   const ffnIn = rmsNorm(g, h, io.postNorm, spec.rmsNormEps);
   g.output('h', h, F, ['T', spec.hiddenSize]);
   g.output('ffn_in', ffnIn, F, ['T', spec.hiddenSize]);
-  if (opts.routerExperts !== null) {
-    g.output('router_logits', projection(g, ffnIn, 'router', opts.routerExperts, spec.hiddenSize, forms), F, ['T', opts.routerExperts]);
+  if (opts.router !== null) {
+    const E = opts.router.experts;
+    const logits = projection(g, ffnIn, 'router', E, spec.hiddenSize, forms);
+    g.output('router_logits', logits, F, ['T', E]);
+    const scores = opts.router.scoring === 'softmax' ? g.op('Softmax', [logits], { axis: attr.i(-1) }) : g.op('Sigmoid', [logits]);
+    g.output('router_scores', scores, F, ['T', E]);
   }
   return g.build();
 }

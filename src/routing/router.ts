@@ -25,6 +25,11 @@ export interface Routing {
 }
 
 export interface RouteOptions {
+  /**
+   * The unbiased scores (softmax or sigmoid of `logits`, float32) when already computed — the engine's attention
+   * graph outputs them; otherwise route computes them (exp in float64, rounded to float32).
+   */
+  scores?: Float32Array | null;
   /** Model's own selection bias (DeepSeek-V3 e_score_correction_bias), [E]. */
   correctionBias?: Float32Array | null;
   /** Extra per-expert selection bias (calibration's loss-free δ), [E]. */
@@ -70,7 +75,9 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
   const E = spec.numExperts;
   const k = spec.numExpertsUsed;
   const T = logits.length / E;
-  const scores = new Float32Array(T * E);
+  const given = options.scores ?? null;
+  if (given && given.length !== logits.length) throw new Error(`route: ${given.length} scores for ${logits.length} logits`);
+  const scores = given ?? new Float32Array(T * E);
   const experts = new Int32Array(T * k);
   const weights = new Float32Array(T * k);
   const prob = new Float64Array(E);
@@ -84,7 +91,9 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
 
   for (let t = 0; t < T; t++) {
     const row = t * E;
-    if (spec.scoring === 'softmax') {
+    if (given) {
+      for (let e = 0; e < E; e++) prob[e] = given[row + e]!;
+    } else if (spec.scoring === 'softmax') {
       let max = -Infinity;
       for (let e = 0; e < E; e++) max = Math.max(max, logits[row + e]!);
       let sum = 0;
@@ -94,7 +103,7 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
       for (let e = 0; e < E; e++) prob[e] = Math.fround(1 / (1 + Math.exp(-logits[row + e]!)));
     }
     for (let e = 0; e < E; e++) {
-      scores[row + e] = prob[e]!;
+      if (!given) scores[row + e] = prob[e]!;
       let c = prob[e]!;
       if (correctionBias) c = Math.fround(c + correctionBias[e]!);
       if (selectionBias) c = Math.fround(c + selectionBias[e]!);

@@ -38,6 +38,16 @@ describe('route', () => {
     expect(r.weights[1]).toBeCloseTo(p[2]!, 6);
   });
 
+  it('precomputed scores (the engine graph\'s softmax) are used as given for selection and weights', () => {
+    const logits = Float32Array.from([0, 1, 2, 3]);
+    const scores = Float32Array.from([0.4, 0.3, 0.2, 0.1]); // deliberately not softmax(logits)
+    const r = route(base, logits, { scores });
+    expect(Array.from(r.experts)).toEqual([0, 1]);
+    expect(r.weights[0]).toBeCloseTo(0.4 / 0.7, 6);
+    expect(r.scores).toBe(scores);
+    expect(() => route(base, logits, { scores: new Float32Array(3) })).toThrow(/3 scores for 4 logits/);
+  });
+
   it('ties: the lower expert index wins', () => {
     const r = route(base, Float32Array.from([1, 1, 1, 0, 5, 5, 5, 5]));
     expect(Array.from(r.experts)).toEqual([0, 1, 0, 1]);
