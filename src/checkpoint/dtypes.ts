@@ -107,11 +107,6 @@ function getE4m3Table(): Float32Array {
 }
 
 /**
- * Converts raw little-endian tensor bytes of `dtype` to a new Float32Array (never aliasing `bytes`).
- * Integers beyond 2^24 lose precision, as any float32 conversion must; BOOL maps to 0/1.
- * Throws BAD_CHECKPOINT when the byte length is not a whole number of elements, UNSUPPORTED on a big-endian host.
- */
-/**
  * Expand 16-bit floats to float32 in place: `dst` holds n float32 slots whose upper half (bytes 2n..4n) already
  * contains the n raw 16-bit values. Element i is read (at byte 2n + 2i) before anything at or above it is written,
  * so no intermediate buffer is needed — streaming loads keep one buffer per tensor.
@@ -128,6 +123,11 @@ export function expand16InPlace(dtype: 'BF16' | 'F16', dst: Float32Array): void 
   }
 }
 
+/**
+ * Converts raw little-endian tensor bytes of `dtype` to a new Float32Array (never aliasing `bytes`).
+ * Integers beyond 2^24 lose precision, as any float32 conversion must; BOOL maps to 0/1.
+ * Throws BAD_CHECKPOINT when the byte length is not a whole number of elements, UNSUPPORTED on a big-endian host.
+ */
 export function toFloat32(dtype: DType, bytes: Uint8Array): Float32Array {
   const size = DTYPE_BYTES[dtype];
   if (bytes.byteLength % size !== 0) {
