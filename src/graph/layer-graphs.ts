@@ -17,7 +17,7 @@ const I64 = OnnxType.INT64;
 export interface AttentionGraphOptions {
   /**
    * MoE layers: the router's expert count and scoring; the graph then also outputs router_logits and router_scores
-   * (softmax or sigmoid of the logits, float32 — onnxruntime's vectorised exp is 15× cheaper than Math.exp).
+   * (softmax or sigmoid of the logits, float32), which spares route() a Math.exp per token and expert.
    */
   router: { experts: number; scoring: 'softmax' | 'sigmoid' } | null;
   /** Take past_key/past_value inputs and emit present_key/present_value (incremental decoding). */
@@ -208,9 +208,9 @@ interface FusedAttentionSpec {
 
 /**
  * (RoPE +) causal, optionally sliding-window, grouped-query attention as one com.microsoft GroupQueryAttention node:
- * q [B, S, heads·d], k/v [B, S, kvHeads·d] → [B, S, heads·d] (heads merged). On CPU it computes only the visible
- * keys of each row, rotates in place and shares K/V across a group without copies: 2.5× faster than the same
- * attention as ONNX ops (tiny-mixtral, 16 × 256 tokens).
+ * q [B, S, heads·d], k/v [B, S, kvHeads·d] → [B, S, heads·d] (heads merged). On CPU it rotates in place, shares K/V
+ * across a group without copies and softmaxes only the visible keys of each row (it still multiplies q·k for all
+ * S keys): tiny-mixtral's attention graphs take 94 instead of 131 ms per 40 × 256 tokens.
  */
 function fusedAttention(g: GraphBuilder, q: string, k: string, v: string, io: ReturnType<typeof attentionInputs>, f: FusedAttentionSpec): string {
   // Every sequence is complete and starts at position 0: total length S, seqlens_k = S − 1 for each of the B rows.
