@@ -27,8 +27,8 @@ export class ForwardEngine {
   /** Bytes of logits (and log-probabilities) the output head may materialise per onnxruntime run. */
   headBytes = 256 * 2 ** 20;
   /**
-   * Full forwards of MHA models on the CPU provider run RoPE + attention as onnxruntime's fused GroupQueryAttention
-   * kernel; false uses the ONNX-op graph in query blocks (what GPUs and MLA models always run).
+   * Full forwards on the CPU provider run attention (and MHA's RoPE) as onnxruntime's fused GroupQueryAttention
+   * kernel; false uses the ONNX-op graph in query blocks (what GPUs, long sequences and KV-cache decoding run).
    */
   fusedAttention = true;
   /** Most bytes of attention scores the fused kernel may hold per run (see attentionSession). */

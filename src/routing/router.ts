@@ -50,9 +50,9 @@ function argmaxAllowed(values: Float64Array, allowed: Uint8Array): number {
 }
 
 /**
- * The k largest of `values` into `outIndex` (best first; lower index first among equals), in one pass that keeps a
- * sorted top-k: O(E) for the usual case instead of k argmax scans (3 → 1 ms per 4,096 tokens at E = 16, k = 4).
- * NaN never displaces a number, so a NaN is picked only when fewer than k numbers exist.
+ * The k largest of `values` into `outIndex` (best first; lower index first among equals), in one pass that keeps
+ * a sorted top-k: O(E) for the usual case instead of k argmax scans (route 3.0 → 2.5 ms per 4,096 tokens at
+ * E = 16, k = 4). NaN never displaces a number, so a NaN is picked only when fewer than k numbers exist.
  */
 function topK(values: Float64Array, k: number, outIndex: Int32Array, outOffset: number, topValue: Float64Array): void {
   let n = 0;
