@@ -7,9 +7,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { MoeFfnSpec } from '../../src/architectures/types.js';
 import { LayerHessians } from '../../src/calibration/hessian-collector.js';
-import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { createEngine } from '../../src/engine/engine.js';
 import type { ActivationsEvent, MoeRoutingEvent } from '../../src/engine/forward.js';
+import { readReference } from '../engine/helpers.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 
@@ -26,9 +26,7 @@ function relErr(a: Float32Array, b: Float64Array): number {
 describe('Hessians', () => {
   it('tiny-deepseek-v3: routed experts (plain, affinity-weighted, gate/up and down), shared expert, attention inputs', async () => {
     const dir = path.join(SHARED, 'tiny-deepseek-v3');
-    const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-    const ids = Int32Array.from(ref.readFloat32('input_ids'));
-    ref.close();
+    const { ids } = readReference(dir);
     const engine = await createEngine(dir, { device: 'cpu' });
     try {
       const spec = engine.model.spec;

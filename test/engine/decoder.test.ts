@@ -1,9 +1,9 @@
 /** Incremental decoding (KV cache, MHA and MLA) must agree with the full-sequence forward pass. */
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
+import { readReference } from './helpers.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 
@@ -11,10 +11,7 @@ describe('Decoder', () => {
   for (const name of ['tiny-mixtral', 'tiny-deepseek-v3', 'tiny-qwen3-moe']) {
     it(`${name}: prefill + one-token steps reproduce the reference logits; reorder keeps beams apart`, async () => {
       const dir = path.join(SHARED, name);
-      const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-      const ids = Int32Array.from(ref.readFloat32('input_ids'));
-      const want = ref.readFloat32('logits');
-      ref.close();
+      const { ids, logits: want } = readReference(dir);
       const engine = await createEngine(dir, { device: 'cpu' });
       try {
         const V = engine.model.spec.vocabSize;

@@ -4,9 +4,9 @@
  */
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { resolveDevice } from '../../src/graph/session.js';
+import { maxAbsDiff, readReference } from './helpers.js';
 
 const DIR = path.resolve(__dirname, '../../../shared/fixtures/tiny-qwen3-moe');
 const available = async (d: 'cuda' | 'webgpu') => resolveDevice(d).then(() => true, () => false);
@@ -15,17 +15,12 @@ const devices = { cuda: await available('cuda'), webgpu: await available('webgpu
 describe('GPU execution providers', () => {
   for (const device of ['cuda', 'webgpu'] as const) {
     it.skipIf(!devices[device])(`${device}: reproduces the reference logits`, async () => {
-      const ref = SafetensorsFile.open(path.join(DIR, 'reference.safetensors'));
-      const ids = Int32Array.from(ref.readFloat32('input_ids'));
-      const want = ref.readFloat32('logits');
-      ref.close();
+      const { ids, logits: want } = readReference(DIR);
       const engine = await createEngine(DIR, { device });
       try {
         expect(engine.device).toBe(device);
         const out = await engine.forward.run([ids], { head: 'logits' });
-        let err = 0;
-        for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(out.logits![i]! - want[i]!));
-        expect(err).toBeLessThan(1e-3);
+        expect(maxAbsDiff(out.logits!, want)).toBeLessThan(1e-3);
       } finally {
         await engine.close();
       }

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { moeLayers } from '../../src/architectures/types.js';
+import { readReference } from './helpers.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 const GENERATED = path.resolve(__dirname, '../fixtures/generated');
@@ -67,10 +68,7 @@ describe('forward pass reproduces Hugging Face references', () => {
 describe('streaming mode (weights read per layer, experts in chunks) gives the same results', () => {
   for (const dir of fixtureDirs().filter((d) => /deepseek-v3|qwen2-moe|mixtral/.test(d))) {
     it(path.basename(dir), async () => {
-      const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-      const ids = Int32Array.from(ref.readFloat32('input_ids'));
-      const want = ref.readFloat32('logits');
-      ref.close();
+      const { ids, logits: want } = readReference(dir);
       const engine = await createEngine(dir, { device: 'cpu', cacheBytes: 0 });
       try {
         expect(engine.weights.resident).toBe(false);
@@ -95,9 +93,7 @@ describe('streaming mode (weights read per layer, experts in chunks) gives the s
 describe('output head in row chunks', () => {
   it('per-token NLL is the same whether the head runs in one piece or in chunks of 7 rows', async () => {
     const dir = path.join(SHARED, 'tiny-qwen3-moe');
-    const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-    const ids = Int32Array.from(ref.readFloat32('input_ids'));
-    ref.close();
+    const { ids } = readReference(dir);
     const engine = await createEngine(dir, { device: 'cpu' });
     try {
       const seqs = [ids.subarray(0, 32), ids.subarray(32, 64)];

@@ -3,11 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { causalMask } from '../../src/engine/forward.js';
-import { withConfig } from './helpers.js';
+import { maxAbsDiff, readReference, withConfig } from './helpers.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/fixtures/tiny-mixtral');
 const REF = path.resolve(__dirname, '../fixtures/generated-sliding/mixtral-sw16.safetensors');
@@ -27,17 +26,12 @@ describe('sliding window', () => {
 
   it('forward and KV-cache decoding match transformers with sliding_window = 16', async () => {
     const dir = withConfig(SHARED, path.join(tmp, 'mixtral-sw16'), { sliding_window: 16 });
-    const ref = SafetensorsFile.open(REF);
-    const ids = Int32Array.from(ref.readFloat32('input_ids'));
-    const want = ref.readFloat32('logits');
-    ref.close();
+    const { ids, logits: want } = readReference(REF);
     const engine = await createEngine(dir, { device: 'cpu' });
     try {
       const V = engine.model.spec.vocabSize;
       const out = await engine.forward.run([ids], { head: 'logits' });
-      let err = 0;
-      for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(out.logits![i]! - want[i]!));
-      expect(err).toBeLessThan(1e-3);
+      expect(maxAbsDiff(out.logits!, want)).toBeLessThan(1e-3);
       const dec = new Decoder(engine.forward, 1);
       await dec.step([ids.subarray(0, 30)]);
       let derr = 0;

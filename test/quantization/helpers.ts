@@ -3,6 +3,7 @@
  * the reference GPTQ `fasterquant` (unblocked: every column's error is applied to all later columns at once;
  * H⁻¹'s upper factor computed literally as chol(inverse(H)), independent of src/quantization/linalg.ts).
  */
+import { MoeQuantError } from '../../src/errors.js';
 import { findParams, quantizeValue, type GroupParams } from '../../src/quantization/quantizer.js';
 
 /** Deterministic PRNG in [0, 1) — the one calibration sampling uses. */
@@ -178,4 +179,14 @@ export function levelDiff(a: Uint8Array, b: Uint8Array): { count: number; max: n
     if (d > max) max = d;
   }
   return { count, max };
+}
+
+/** What `fn` throws, as "CODE: message" for our errors ('no error' when it returns). */
+export function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    return e instanceof MoeQuantError ? `${e.code}: ${e.message}` : String(e);
+  }
+  return 'no error';
 }

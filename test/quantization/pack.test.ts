@@ -1,27 +1,17 @@
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MoeQuantError } from '../../src/errors.js';
 import { attr, GraphBuilder, OnnxType } from '../../src/graph/builder.js';
 import { SessionPool } from '../../src/graph/session.js';
 import { gptqQuantize } from '../../src/quantization/gptq.js';
 import { packGptq, toMatMulNBits, unpackGptq } from '../../src/quantization/pack.js';
 import { rtnQuantize, type QuantizedLinear } from '../../src/quantization/quantizer.js';
-import { correlatedX, gram, randn } from './helpers.js';
+import { code, correlatedX, gram, randn } from './helpers.js';
 
 const pool = new SessionPool('cpu');
 afterAll(() => pool.release());
 
 function bitsOf(a: Float32Array): Uint32Array {
   return new Uint32Array(a.buffer, a.byteOffset, a.length);
-}
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof MoeQuantError ? `${e.code}: ${e.message}` : String(e);
-  }
-  return 'no error';
 }
 
 /** Weights where some groups are all positive (asym zero 0) and some all negative (asym zero maxq). */

@@ -1,20 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { float32ToF16, toFloat32 } from '../../src/checkpoint/dtypes.js';
-import { MoeQuantError } from '../../src/errors.js';
 import { findParams, quantizeValue, roundHalfEven, rtnQuantize } from '../../src/quantization/quantizer.js';
-import { randn } from './helpers.js';
+import { code, randn } from './helpers.js';
 
 function f16(x: number): number {
   return toFloat32('F16', new Uint8Array(float32ToF16(Float32Array.of(x)).buffer))[0]!;
-}
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof MoeQuantError ? `${e.code}: ${e.message}` : String(e);
-  }
-  return 'no error';
 }
 
 describe('roundHalfEven (torch.round)', () => {
