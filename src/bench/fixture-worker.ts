@@ -5,9 +5,11 @@
  * and prints one JSON result line (see FixtureResult).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { loadTokenizer } from '../checkpoint/tokenizer.js';
 import { createEngine } from '../engine/engine.js';
+import { ParallelNll, planWorkers } from '../engine/parallel-nll.js';
 import { consecutiveWindows, readTextData } from '../eval/data.js';
 import { emit, peakRssMb } from './proc.js';
 
@@ -32,6 +34,64 @@ export interface FixtureResult {
   peakRssMb: number;
   device: string;
   threads: number;
+  /** The same windows on ParallelNll (what `moe-quant eval` uses on larger data), one worker per core. */
+  parallel: ParallelFixtureResult | null;
+}
+
+export interface ParallelFixtureResult {
+  workers: number;
+  threadsPerWorker: number;
+  /** ParallelNll.start + first run. */
+  coldMs: number;
+  coldTokensPerSec: number;
+  warmRuns: { wallMs: number; ortMs: number }[];
+  warmMs: number;
+  warmTokensPerSec: number;
+  bestTokensPerSec: number;
+  /** ORT ms summed over workers / (wall × workers): how busy the workers' onnxruntime kept them. */
+  ortShare: number;
+  ppl: number;
+  /** Peak RSS of the process at the end (single engine + workers' copies of the weights). */
+  peakRssMb: number;
+}
+
+/** Time the windows on one worker per core (none on a one-core machine). */
+async function runParallel(dir: string, windows: Int32Array[], seqLen: number, repeats: number, numLayers: number): Promise<ParallelFixtureResult | null> {
+  const cores = os.availableParallelism();
+  if (cores < 2) return null;
+  const tokens = windows.length * seqLen;
+  const plan = planWorkers({ device: 'cpu', requested: cores, windows: windows.length, seqLen, modelBytes: 0, resident: true });
+  const tc = performance.now();
+  const parallel = await ParallelNll.start(dir, {}, plan, numLayers);
+  try {
+    await parallel.run(windows);
+    const coldMs = performance.now() - tc;
+    const warmRuns: ParallelFixtureResult['warmRuns'] = [];
+    let nll: Float32Array | undefined;
+    for (let r = 0; r < repeats; r++) {
+      const tw = performance.now();
+      const out = await parallel.run(windows);
+      warmRuns.push({ wallMs: performance.now() - tw, ortMs: out.ortMs });
+      nll = out.nll;
+    }
+    const sorted = [...warmRuns].sort((a, b) => a.wallMs - b.wallMs);
+    const median = sorted[Math.floor(sorted.length / 2)]!;
+    return {
+      workers: plan.workers,
+      threadsPerWorker: plan.threadsPerWorker,
+      coldMs,
+      coldTokensPerSec: tokens / (coldMs / 1000),
+      warmRuns,
+      warmMs: median.wallMs,
+      warmTokensPerSec: tokens / (median.wallMs / 1000),
+      bestTokensPerSec: tokens / (sorted[0]!.wallMs / 1000),
+      ortShare: median.ortMs / (median.wallMs * plan.workers),
+      ppl: Math.exp(meanNll(nll!, windows.length, seqLen)),
+      peakRssMb: peakRssMb(),
+    };
+  } finally {
+    await parallel.close();
+  }
 }
 
 function meanNll(nll: Float32Array, windows: number, seqLen: number): number {
@@ -55,6 +115,7 @@ async function main(): Promise<void> {
 
   const tc = performance.now();
   const engine = await createEngine(dir, { device: 'cpu' });
+  let result: FixtureResult;
   try {
     await engine.forward.run(windows, { head: 'nll' });
     const coldMs = performance.now() - tc;
@@ -77,7 +138,7 @@ async function main(): Promise<void> {
       const v = ref[`ppl_seq${seqLen}_first${windows.length}:${path.basename(data)}`];
       referencePpl = typeof v === 'number' ? v : null;
     }
-    const result: FixtureResult = {
+    result = {
       fixture: path.basename(path.resolve(dir)),
       windows: windows.length,
       seqLen,
@@ -93,12 +154,14 @@ async function main(): Promise<void> {
       referencePpl,
       peakRssMb: peakRssMb(),
       device: engine.device,
-      threads: engine.pool.threads ?? (await import('node:os')).availableParallelism(),
+      threads: engine.pool.threads ?? os.availableParallelism(),
+      parallel: null,
     };
-    emit(result);
   } finally {
     await engine.close();
   }
+  result.parallel = await runParallel(dir, windows, seqLen, repeats, engine.model.spec.numLayers);
+  emit(result);
 }
 
 main().catch((e: unknown) => {

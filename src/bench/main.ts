@@ -4,6 +4,7 @@
  *     share of wall time inside onnxruntime session.run, peak RSS.
  *  2. A generated ≥4 GB bf16 Mixtral-layout checkpoint (cached in .bench-tmp/), run layer by layer with
  *     cacheBytes 0 in its own process (large-worker.js): peak RSS and seconds for 512 tokens.
+ *     Then the same windows on one parallel worker per core (ParallelNll), the path `moe-quant eval` takes on more data.
  *  3. With --torch and .venv/bin/python present: PyTorch eager tokens/s on the same windows, and the ratio.
  * Progress goes to stderr; the result (tables, or one JSON object with --json) to stdout.
  */
@@ -15,7 +16,7 @@ import type { FixtureResult } from './fixture-worker.js';
 import type { LargeRunResult } from './large-worker.js';
 import { runNodeWorker, tail } from './proc.js';
 import type { PipelineResult } from './pipeline-worker.js';
-import { fixtureTable, largeTable, pipelineTable, type FixtureRow, type LargeReport } from './report.js';
+import { fixtureTable, largeTable, parallelTable, pipelineTable, type FixtureRow, type LargeReport } from './report.js';
 import type { GenerateResult } from './synth.js';
 import { runTorch, torchPython } from './torch.js';
 
@@ -86,6 +87,14 @@ async function main(): Promise<void> {
     if (t) out.push(`torch: PyTorch ${t.torch} eager, transformers ${t.transformers}, ${t.threads} threads, same windows and batches`);
     for (const f of fixtures) if (f.torch && 'error' in f.torch) out.push(`torch ${f.fixture}: ${f.torch.error}`);
   }
+  const parallel = parallelTable(fixtures, !!python);
+  if (parallel)
+    out.push(
+      '',
+      'The same windows on parallel workers (ParallelNll: one engine per worker thread, cores split between them; what `moe-quant eval` runs once there are two batches per worker)',
+      parallel,
+      'incl. setup: worker start + first run; ORT share: time in session.run summed over workers / (wall × workers)',
+    );
   if (busy)
     out.push(
       `warning: the machine was busy (1-min load ${machine.loadavg1mBefore.toFixed(1)} before, ${machine.loadavg1mAfter.toFixed(1)} after, ` +

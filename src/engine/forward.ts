@@ -21,6 +21,20 @@ import type { WeightStore } from './weights.js';
 
 export * from './forward-types.js';
 
+/** Sequence indices of each batch of run(): whole sequences, at most batchTokens tokens (at least one sequence). */
+export function sequenceBatches(N: number, S: number, batchTokens = 4096): number[][] {
+  const perBatch = Math.max(1, Math.floor(batchTokens / S));
+  const batches: number[][] = [];
+  for (let i = 0; i < N; i += perBatch) batches.push(Array.from({ length: Math.min(perBatch, N - i) }, (_, j) => i + j));
+  return batches;
+}
+
+/** How many units of work run() reports through onProgress: one per layer and batch, plus one per head batch. */
+export function progressSteps(numLayers: number, N: number, S: number, opts: Pick<RunOptions, 'head' | 'batchTokens'>): number {
+  const batches = sequenceBatches(N, S, opts.batchTokens).length;
+  return numLayers * batches + (opts.head === 'none' ? 0 : batches);
+}
+
 export class ForwardEngine {
   /** Streaming models: float32 bytes of expert weights loaded at once (see expertChunks). */
   expertChunkBytes = 256 * 2 ** 20;
@@ -171,10 +185,8 @@ export class ForwardEngine {
     for (const s of sequences)
       for (const id of s) if (id < 0 || id >= spec.vocabSize) throw fail('BAD_DATA', `token id ${id} is outside the vocabulary (${spec.vocabSize})`);
     const H = spec.hiddenSize;
-    const perBatch = Math.max(1, Math.floor((opts.batchTokens ?? 4096) / S));
-    const batches: number[][] = [];
-    for (let i = 0; i < N; i += perBatch) batches.push(Array.from({ length: Math.min(perBatch, N - i) }, (_, j) => i + j));
-    const total = spec.numLayers * batches.length + (opts.head === 'none' ? 0 : batches.length);
+    const batches = sequenceBatches(N, S, opts.batchTokens);
+    const total = progressSteps(spec.numLayers, N, S, opts);
     let done = 0;
     const tick = () => opts.onProgress?.(++done, total);
 

@@ -19,6 +19,8 @@ export interface WeightSource {
 export class WeightStore implements WeightSource {
   private readonly cache = new Map<string, Float32Array>();
   readonly resident: boolean;
+  /** Bytes of all expected tensors as float32 (what a resident copy of the model holds). */
+  readonly float32Bytes: number;
   readonly overrides = new Map<string, Float32Array>();
 
   private readonly shapes = new Map<string, number[]>();
@@ -34,8 +36,8 @@ export class WeightStore implements WeightSource {
     private readonly gptq: GptqConfig | null = null,
     private readonly packed = new Map<string, { prefix: string; N: number; K: number }>(),
   ) {
-    const total = expected.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 4, 0);
-    this.resident = total <= cacheBytes;
+    this.float32Bytes = expected.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 4, 0);
+    this.resident = this.float32Bytes <= cacheBytes;
     for (const t of expected) this.shapes.set(t.name, t.shape);
   }
 

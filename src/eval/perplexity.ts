@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { loadTokenizer } from '../checkpoint/tokenizer.js';
 import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { ParallelNll, planWorkers } from '../engine/parallel-nll.js';
 import { fail } from '../errors.js';
 import { consecutiveWindows, readTextData } from './data.js';
 
@@ -15,6 +16,11 @@ export interface EvalOptions extends EngineOptions {
   seqLen?: number;
   maxWindows?: number;
   batchTokens?: number;
+  /**
+   * CPU provider: engines running shares of the windows in parallel worker threads, the intra-op threads split
+   * between them (default: automatic, see planWorkers — one per core for models small enough to hold that often).
+   */
+  workers?: number;
   onProgress?(done: number, total: number): void;
   /** Called once the device is known (e.g. to print it). */
   onDevice?(note: string): void;
@@ -32,6 +38,9 @@ export interface EvalResult {
   device: string;
   seconds: number;
   tokens_per_second: number;
+  /** Parallel engines the windows ran on (CPU), and onnxruntime intra-op threads each. */
+  workers: number;
+  threads_per_worker: number;
   /** The checkpoint's quantization (config.json quantization_config, or moe_quant for dequantized output); null for fp. */
   quantization: Record<string, unknown> | null;
 }
@@ -44,17 +53,38 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
   const text = readTextData(opts.data);
   const engine = await createEngine(opts.model, opts);
   try {
-    opts.onDevice?.(engine.deviceNote);
     const ids = loadTokenizer(opts.model).encode(text);
     const windows = consecutiveWindows(ids, seqLen, opts.maxWindows);
+    const plan = planWorkers({
+      device: engine.device,
+      requested: opts.workers,
+      threads: opts.threads,
+      windows: windows.length,
+      seqLen,
+      batchTokens: opts.batchTokens,
+      modelBytes: engine.weights.float32Bytes,
+      resident: engine.weights.resident,
+      cacheBytes: opts.cacheBytes,
+    });
+    opts.onDevice?.(plan.workers > 1 ? `${engine.deviceNote}; ${plan.workers} parallel workers × ${plan.threadsPerWorker} thread${plan.threadsPerWorker > 1 ? 's' : ''} (${plan.reason})` : engine.deviceNote);
     const t0 = performance.now();
-    const { nll } = await engine.forward.run(windows, { head: 'nll', batchTokens: opts.batchTokens, onProgress: opts.onProgress });
+    let nll: Float32Array;
+    if (plan.workers > 1) {
+      const parallel = await ParallelNll.start(opts.model, { cacheBytes: opts.cacheBytes, int4Kernels: opts.int4Kernels }, plan, engine.model.spec.numLayers);
+      try {
+        nll = (await parallel.run(windows, { batchTokens: opts.batchTokens, onProgress: opts.onProgress })).nll;
+      } finally {
+        await parallel.close();
+      }
+    } else {
+      nll = (await engine.forward.run(windows, { head: 'nll', batchTokens: opts.batchTokens, onProgress: opts.onProgress })).nll!;
+    }
     const seconds = (performance.now() - t0) / 1000;
     let total = 0;
     let predictions = 0;
     for (let w = 0; w < windows.length; w++) {
       for (let s = 0; s < seqLen - 1; s++) {
-        const v = nll![w * seqLen + s]!;
+        const v = nll[w * seqLen + s]!;
         if (!Number.isFinite(v)) throw fail('NUMERIC', `NaN/Inf in the model's logits (window ${w}, position ${s}); the checkpoint may be corrupt`);
         total += v;
         predictions++;
@@ -72,6 +102,8 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
       device: engine.device,
       seconds,
       tokens_per_second: (windows.length * seqLen) / seconds,
+      workers: plan.workers,
+      threads_per_worker: plan.threadsPerWorker,
       quantization: engine.model.gptq
         ? {
             ...(engine.model.config['quantization_config'] as Record<string, unknown>),

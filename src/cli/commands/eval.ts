@@ -10,6 +10,7 @@ interface EvalCliOptions {
   seqLen: number;
   maxWindows?: number;
   batchTokens: number;
+  workers?: number;
   device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
   json?: boolean;
   dequantize?: boolean;
@@ -24,6 +25,11 @@ export function registerEval(program: Command): void {
     .option('--seq-len <n>', 'tokens per window; each window scores seq-len − 1 predictions', positiveInt('--seq-len'), 2048)
     .option('--max-windows <n>', 'evaluate only the first N windows', positiveInt('--max-windows'))
     .option('--batch-tokens <n>', 'tokens per onnxruntime run (memory vs speed)', positiveInt('--batch-tokens'), 4096)
+    .option(
+      '--workers <n>',
+      'CPU: engines running shares of the windows in parallel threads, cores split between them (default: one per core while the model fits the 2 GiB resident budget that many times, else 1)',
+      positiveInt('--workers'),
+    )
     .addOption(deviceOption())
     .option('--dequantize', 'GPTQ checkpoints: dequantize weights to float32 instead of running onnxruntime\'s 4-bit MatMulNBits kernels')
     .option('--json', 'print one JSON object on stdout')
@@ -36,6 +42,7 @@ export function registerEval(program: Command): void {
         seqLen: opts.seqLen,
         maxWindows: opts.maxWindows,
         batchTokens: opts.batchTokens,
+        workers: opts.workers,
         device: opts.device,
         int4Kernels: !opts.dequantize,
         onProgress: bar.callback,

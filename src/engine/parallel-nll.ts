@@ -1,0 +1,225 @@
+/**
+ * Data-parallel NLL on the CPU provider: several worker threads, each with its own engine and a share of the
+ * intra-op threads, run contiguous shares of the windows at the same time.
+ *
+ * Why: at the sizes MoE layers run at (many small per-expert GEMMs, element-wise ops, routing in JavaScript), one
+ * onnxruntime session keeps two cores only ~75% busy. Two one-thread engines on the windows' two halves keep both
+ * busy: on the tiny fixtures (2 cores) throughput rises 1.26–1.33×. The price is one resident copy of the weights
+ * per worker, so the automatic plan only does this for models small enough to hold that many times (planWorkers).
+ *
+ * Windows are independent, so the result is the per-window NLL of a single engine, up to float rounding: GEMM
+ * row blocking changes with batch and thread counts, and a few NLLs move in the last bit (measured ≤ 4e-6).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { fail, type ErrorCode } from '../errors.js';
+import type { ResolvedDevice } from '../graph/session.js';
+import type { EngineOptions } from './engine.js';
+import { progressSteps } from './forward.js';
+
+/** What a worker is started with (workerData). */
+export interface NllWorkerInit {
+  model: string;
+  engine: EngineOptions;
+}
+
+/** Main thread → worker. */
+export type NllWorkerRequest = { type: 'run'; windows: Int32Array[]; batchTokens?: number } | { type: 'close' };
+
+/** Worker → main thread. */
+export type NllWorkerReply =
+  | { type: 'ready' }
+  | { type: 'progress'; done: number }
+  | { type: 'result'; nll: Float32Array; ortMs: number }
+  | { type: 'error'; code: ErrorCode | null; message: string; stack?: string };
+
+export interface WorkerPlan {
+  workers: number;
+  threadsPerWorker: number;
+  /** Why this many, in a few words (printed with the device note). */
+  reason: string;
+}
+
+export interface PlanInput {
+  device: ResolvedDevice;
+  /** Asked for explicitly (--workers); undefined = automatic. */
+  requested?: number;
+  /** Intra-op threads in all (default: all cores). */
+  threads?: number;
+  windows: number;
+  seqLen: number;
+  batchTokens?: number;
+  /** Float32 bytes of the model, and whether it is held resident (WeightStore). */
+  modelBytes: number;
+  resident: boolean;
+  /** The resident-weights budget (EngineOptions.cacheBytes, default 2 GiB); all workers' copies share it. */
+  cacheBytes?: number;
+}
+
+/**
+ * How many workers to use. Automatic: one per core on the CPU provider, but at most one per two batches of work
+ * and no more copies of the weights than fit the resident budget.
+ * Streaming models (larger than the budget) and GPUs run in one engine.
+ */
+export function planWorkers(p: PlanInput): WorkerPlan {
+  const threads = p.threads ?? Math.max(1, os.availableParallelism());
+  if (p.requested !== undefined) {
+    if (!Number.isInteger(p.requested) || p.requested < 1) throw fail('BAD_OPTION', `--workers must be a positive integer (got ${p.requested})`);
+    if (p.requested > 1 && p.device !== 'cpu') throw fail('BAD_OPTION', `--workers ${p.requested}: parallel workers run on the CPU provider only (device is ${p.device})`);
+    const workers = Math.min(p.requested, p.windows);
+    return { workers, threadsPerWorker: Math.max(1, Math.floor(threads / workers)), reason: 'as requested' };
+  }
+  if (p.device !== 'cpu') return { workers: 1, threadsPerWorker: threads, reason: `${p.device} runs one engine` };
+  if (!p.resident) return { workers: 1, threadsPerWorker: threads, reason: 'model streams from disk' };
+  // Starting a worker and its sessions costs ~0.1 s plus a cold first batch: worth it from two batches each.
+  const batches = Math.ceil((p.windows * p.seqLen) / (p.batchTokens ?? 4096));
+  const copies = Math.floor((p.cacheBytes ?? 2 ** 31) / Math.max(1, p.modelBytes));
+  const workers = Math.max(1, Math.min(threads, p.windows, Math.floor(batches / 2), copies));
+  const reason = workers > 1 ? 'automatic' : batches < 4 ? 'too little work to split' : copies < 2 ? 'one copy of the weights fits the budget' : 'one thread';
+  return { workers, threadsPerWorker: Math.max(1, Math.floor(threads / workers)), reason };
+}
+
+/**
+ * The worker entry, built to dist/. Under vitest this module runs from src/*.ts, which Node cannot start as a
+ * worker, so the build is used (`npm test` builds first).
+ */
+function workerScript(): string {
+  const here = fileURLToPath(import.meta.url);
+  const file = here.endsWith('.ts') ? path.resolve(path.dirname(here), '../../dist/engine/nll-worker.js') : path.join(path.dirname(here), 'nll-worker.js');
+  if (!fs.existsSync(file)) throw new Error(`parallel workers need the build (${file} is missing): run npm run build`);
+  return file;
+}
+
+interface Pending {
+  resolve(reply: NllWorkerReply): void;
+  reject(e: Error): void;
+  onProgress?(done: number): void;
+}
+
+/** One worker thread with its engine; requests run one at a time. */
+class NllWorker {
+  private pending: Pending | null = null;
+  private exited = false;
+
+  constructor(private readonly worker: Worker) {
+    worker.on('message', (m: NllWorkerReply) => {
+      const p = this.pending;
+      if (!p) return;
+      if (m.type === 'progress') return p.onProgress?.(m.done);
+      this.pending = null;
+      if (m.type === 'error') p.reject(replyError(m));
+      else p.resolve(m);
+    });
+    worker.on('error', (e) => this.abort(e instanceof Error ? e : new Error(String(e))));
+    worker.on('exit', (code) => {
+      this.exited = true;
+      this.abort(new Error(`parallel worker exited (code ${code})`));
+    });
+  }
+
+  private abort(e: Error): void {
+    const p = this.pending;
+    this.pending = null;
+    p?.reject(e);
+  }
+
+  /** Wait for the next reply (the first one is 'ready'). */
+  next(request?: NllWorkerRequest, onProgress?: (done: number) => void): Promise<NllWorkerReply> {
+    if (this.exited) return Promise.reject(new Error('parallel worker has exited'));
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject, onProgress };
+      if (request) this.worker.postMessage(request);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.postMessage({ type: 'close' } satisfies NllWorkerRequest);
+    const timer = setTimeout(() => void this.worker.terminate(), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+function replyError(m: Extract<NllWorkerReply, { type: 'error' }>): Error {
+  if (m.code) return fail(m.code, m.message);
+  const e = new Error(`parallel worker: ${m.message}`);
+  if (m.stack) e.stack = m.stack;
+  return e;
+}
+
+export interface ParallelNllResult {
+  /** −log p(next token) per position [N·S], last position of each window NaN (as ForwardEngine.run). */
+  nll: Float32Array;
+  /** Milliseconds spent inside onnxruntime, summed over workers. */
+  ortMs: number;
+}
+
+/** A set of started workers, reusable across runs (the benchmark times warm runs). */
+export class ParallelNll {
+  private constructor(
+    private readonly workers: NllWorker[],
+    private readonly numLayers: number,
+  ) {}
+
+  /** Start `workers` threads, each opening the model with `threadsPerWorker` intra-op threads on the CPU provider. */
+  static async start(model: string, engine: EngineOptions, plan: WorkerPlan, numLayers: number): Promise<ParallelNll> {
+    const script = workerScript();
+    const init: NllWorkerInit = { model, engine: { ...engine, device: 'cpu', threads: plan.threadsPerWorker } };
+    const workers = Array.from({ length: plan.workers }, () => new NllWorker(new Worker(script, { workerData: init })));
+    const pool = new ParallelNll(workers, numLayers);
+    try {
+      await Promise.all(workers.map((w) => w.next()));
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  /** NLL of every window; worker i runs the i-th contiguous share. Progress counts each worker's layer-batches. */
+  async run(windows: Int32Array[], opts: { batchTokens?: number; onProgress?(done: number, total: number): void } = {}): Promise<ParallelNllResult> {
+    const N = windows.length;
+    if (N === 0) throw fail('BAD_DATA', 'no sequences to run');
+    const S = windows[0]!.length;
+    const shares = this.workers.map((_, i) => windows.slice(Math.floor((i * N) / this.size), Math.floor(((i + 1) * N) / this.size)));
+    const head = { head: 'nll' as const, batchTokens: opts.batchTokens };
+    const total = shares.reduce((t, s) => t + (s.length ? progressSteps(this.numLayers, s.length, S, head) : 0), 0);
+    const done = shares.map(() => 0);
+    const replies = await Promise.all(
+      shares.map((share, i) => {
+        if (share.length === 0) return null;
+        return this.workers[i]!.next({ type: 'run', windows: share, batchTokens: opts.batchTokens }, (d) => {
+          done[i] = d;
+          opts.onProgress?.(
+            done.reduce((a, b) => a + b, 0),
+            total,
+          );
+        });
+      }),
+    );
+    const nll = new Float32Array(N * S);
+    let offset = 0;
+    let ortMs = 0;
+    replies.forEach((r, i) => {
+      if (r === null) return;
+      if (r.type !== 'result') throw new Error(`parallel worker ${i}: unexpected reply ${r.type}`);
+      nll.set(r.nll, offset);
+      offset += r.nll.length;
+      ortMs += r.ortMs;
+    });
+    return { nll, ortMs };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.close()));
+  }
+}

@@ -1,0 +1,63 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { MoeQuantError } from '../../src/errors.js';
+import { ParallelNll, planWorkers, type PlanInput } from '../../src/engine/parallel-nll.js';
+import { evaluatePerplexity } from '../../src/eval/perplexity.js';
+
+const SHARED = path.resolve(__dirname, '../../../shared');
+const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
+const MIXTRAL = path.join(SHARED, 'fixtures/tiny-mixtral');
+
+describe('planWorkers', () => {
+  const base: PlanInput = { device: 'cpu', threads: 8, windows: 100, seqLen: 2048, batchTokens: 4096, modelBytes: 100 * 2 ** 20, resident: true };
+
+  it('uses one worker per thread for a small resident model with enough work', () => {
+    expect(planWorkers(base)).toMatchObject({ workers: 8, threadsPerWorker: 1 });
+  });
+  it('needs two batches of work per worker', () => {
+    // 40 × 256 tokens = 3 batches of 4096: one engine; 16 batches: 8 workers.
+    expect(planWorkers({ ...base, windows: 40, seqLen: 256 }).workers).toBe(1);
+    expect(planWorkers({ ...base, windows: 64, seqLen: 2048 }).workers).toBe(8);
+    expect(planWorkers({ ...base, windows: 10, seqLen: 2048 })).toMatchObject({ workers: 2, threadsPerWorker: 4 });
+  });
+  it('keeps all copies of the weights within the resident budget', () => {
+    expect(planWorkers({ ...base, modelBytes: 700 * 2 ** 20 }).workers).toBe(2);
+    expect(planWorkers({ ...base, modelBytes: 1500 * 2 ** 20 }).workers).toBe(1);
+    expect(planWorkers({ ...base, modelBytes: 300 * 2 ** 20, cacheBytes: 2 ** 32 }).workers).toBe(8);
+  });
+  it('runs streaming models and GPUs in one engine', () => {
+    expect(planWorkers({ ...base, resident: false })).toMatchObject({ workers: 1, threadsPerWorker: 8 });
+    expect(planWorkers({ ...base, device: 'cuda' }).workers).toBe(1);
+  });
+  it('honours an explicit count (at most one per window) and rejects impossible ones', () => {
+    expect(planWorkers({ ...base, requested: 3 })).toMatchObject({ workers: 3, threadsPerWorker: 2 });
+    expect(planWorkers({ ...base, requested: 4, windows: 2 }).workers).toBe(2);
+    expect(planWorkers({ ...base, requested: 16 })).toMatchObject({ workers: 16, threadsPerWorker: 1 });
+    expect(() => planWorkers({ ...base, requested: 0 })).toThrow(/--workers must be a positive integer/);
+    expect(() => planWorkers({ ...base, requested: 2, device: 'webgpu' })).toThrow(/CPU provider only/);
+  });
+});
+
+describe('parallel workers', () => {
+  it('give the single engine\'s perplexity on the same windows', async () => {
+    const opts = { model: MIXTRAL, data: WIKI, seqLen: 256, maxWindows: 40, device: 'cpu' as const };
+    const one = await evaluatePerplexity({ ...opts, workers: 1 });
+    const progress: number[] = [];
+    const three = await evaluatePerplexity({ ...opts, workers: 3, onProgress: (d, t) => progress.push(d / t) });
+    expect(one.workers).toBe(1);
+    expect(three.workers).toBe(3);
+    expect(three.predictions).toBe(one.predictions);
+    // GEMM row blocking depends on batch and thread counts: a few NLLs differ in the last bit.
+    expect(Math.abs(three.nll - one.nll)).toBeLessThan(1e-6);
+    expect(progress.at(-1)).toBe(1);
+    expect(progress.every((f, i) => i === 0 || f >= progress[i - 1]!)).toBe(true);
+  });
+
+  it('report a worker\'s user-facing error with its code', async () => {
+    const plan = { workers: 2, threadsPerWorker: 1, reason: 'test' };
+    const err = await ParallelNll.start(path.join(SHARED, 'no-such-model'), {}, plan, 4).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MoeQuantError);
+    expect((err as MoeQuantError).code).toBe('BAD_CHECKPOINT');
+    expect((err as MoeQuantError).message).toContain('no-such-model');
+  });
+});
