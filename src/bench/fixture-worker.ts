@@ -41,6 +41,7 @@ export interface FixtureResult {
 export interface ParallelFixtureResult {
   workers: number;
   threadsPerWorker: number;
+  batchTokens: number;
   /** ParallelNll.start + first run. */
   coldMs: number;
   coldTokensPerSec: number;
@@ -64,13 +65,13 @@ async function runParallel(dir: string, windows: Int32Array[], seqLen: number, r
   const tc = performance.now();
   const parallel = await ParallelNll.start(dir, {}, plan, numLayers);
   try {
-    await parallel.run(windows);
+    await parallel.run(windows, { batchTokens: plan.batchTokens });
     const coldMs = performance.now() - tc;
     const warmRuns: ParallelFixtureResult['warmRuns'] = [];
     let nll: Float32Array | undefined;
     for (let r = 0; r < repeats; r++) {
       const tw = performance.now();
-      const out = await parallel.run(windows);
+      const out = await parallel.run(windows, { batchTokens: plan.batchTokens });
       warmRuns.push({ wallMs: performance.now() - tw, ortMs: out.ortMs });
       nll = out.nll;
     }
@@ -79,6 +80,7 @@ async function runParallel(dir: string, windows: Int32Array[], seqLen: number, r
     return {
       workers: plan.workers,
       threadsPerWorker: plan.threadsPerWorker,
+      batchTokens: plan.batchTokens,
       coldMs,
       coldTokensPerSec: tokens / (coldMs / 1000),
       warmRuns,

@@ -63,12 +63,12 @@ export function fixtureTable(rows: FixtureRow[], withTorch: boolean): string {
 
 /** The same windows on one parallel worker per core (ParallelNll), against the same PyTorch runs. */
 export function parallelTable(rows: FixtureRow[], withTorch: boolean): string {
-  const head = ['fixture', 'workers × threads', 'warm tok/s', 'best tok/s', 'incl. setup tok/s', 'ORT share', 'peak RSS MB', 'ppl'];
+  const head = ['fixture', 'workers × threads', 'batch tokens', 'warm tok/s', 'best tok/s', 'incl. setup tok/s', 'ORT share', 'peak RSS MB', 'ppl'];
   if (withTorch) head.push('node/torch', 'best/best');
   const body = rows.flatMap((r) => {
     if (!ok(r.node) || !r.node.parallel) return [];
     const p = r.node.parallel;
-    const cells = [r.fixture, `${p.workers} × ${p.threadsPerWorker}`, f0(p.warmTokensPerSec), f0(p.bestTokensPerSec), f0(p.coldTokensPerSec), pct(p.ortShare), f0(p.peakRssMb), p.ppl.toFixed(3)];
+    const cells = [r.fixture, `${p.workers} × ${p.threadsPerWorker}`, f0(p.batchTokens), f0(p.warmTokensPerSec), f0(p.bestTokensPerSec), f0(p.coldTokensPerSec), pct(p.ortShare), f0(p.peakRssMb), p.ppl.toFixed(3)];
     if (withTorch) {
       const t = r.torch;
       if (ok(t)) cells.push(`${(p.warmTokensPerSec / t.warmTokensPerSec).toFixed(2)}×`, `${(p.bestTokensPerSec / t.bestTokensPerSec).toFixed(2)}×`);

@@ -72,7 +72,7 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
     if (plan.workers > 1) {
       const parallel = await ParallelNll.start(opts.model, { cacheBytes: opts.cacheBytes, int4Kernels: opts.int4Kernels }, plan, engine.model.spec.numLayers);
       try {
-        nll = (await parallel.run(windows, { batchTokens: opts.batchTokens, onProgress: opts.onProgress })).nll;
+        nll = (await parallel.run(windows, { batchTokens: plan.batchTokens, onProgress: opts.onProgress })).nll;
       } finally {
         await parallel.close();
       }

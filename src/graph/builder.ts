@@ -35,6 +35,9 @@ export class GraphBuilder {
   private counter = 0;
   private usesMs = false;
 
+  /** ONNX opset of the default domain. */
+  opset = 21;
+
   constructor(readonly name: string) {}
 
   /** Declare a graph input and return its name. */
@@ -115,7 +118,7 @@ export class GraphBuilder {
 
   /** Serialize. */
   build(): Uint8Array {
-    const opsets = [{ domain: '', version: 21 }];
+    const opsets = [{ domain: '', version: this.opset }];
     if (this.usesMs) opsets.push({ domain: MS, version: 1 });
     return encodeModel({
       graphName: this.name,

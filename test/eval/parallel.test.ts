@@ -9,7 +9,7 @@ const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
 const MIXTRAL = path.join(SHARED, 'fixtures/tiny-mixtral');
 
 describe('planWorkers', () => {
-  const base: PlanInput = { device: 'cpu', threads: 8, windows: 100, seqLen: 2048, batchTokens: 4096, modelBytes: 100 * 2 ** 20, resident: true };
+  const base: PlanInput = { device: 'cpu', threads: 8, windows: 100, seqLen: 2048, modelBytes: 100 * 2 ** 20, resident: true };
 
   it('uses one worker per thread for a small resident model with enough work', () => {
     expect(planWorkers(base)).toMatchObject({ workers: 8, threadsPerWorker: 1 });
@@ -25,6 +25,13 @@ describe('planWorkers', () => {
     expect(planWorkers({ ...base, modelBytes: 1500 * 2 ** 20 }).workers).toBe(1);
     expect(planWorkers({ ...base, modelBytes: 300 * 2 ** 20, cacheBytes: 2 ** 32 }).workers).toBe(8);
   });
+  it('gives one-thread workers small batches unless told otherwise', () => {
+    expect(planWorkers(base).batchTokens).toBe(1024);
+    expect(planWorkers({ ...base, requested: 2 }).batchTokens).toBe(4096);
+    expect(planWorkers({ ...base, requested: 4 }).batchTokens).toBe(2048);
+    expect(planWorkers({ ...base, requested: 1 }).batchTokens).toBe(4096);
+    expect(planWorkers({ ...base, batchTokens: 512 }).batchTokens).toBe(512);
+  });
   it('runs streaming models and GPUs in one engine', () => {
     expect(planWorkers({ ...base, resident: false })).toMatchObject({ workers: 1, threadsPerWorker: 8 });
     expect(planWorkers({ ...base, device: 'cuda' }).workers).toBe(1);
@@ -33,6 +40,7 @@ describe('planWorkers', () => {
     expect(planWorkers({ ...base, requested: 3 })).toMatchObject({ workers: 3, threadsPerWorker: 2 });
     expect(planWorkers({ ...base, requested: 4, windows: 2 }).workers).toBe(2);
     expect(planWorkers({ ...base, requested: 16 })).toMatchObject({ workers: 16, threadsPerWorker: 1 });
+    expect(planWorkers({ ...base, requested: 1 })).toMatchObject({ workers: 1, threadsPerWorker: 8 });
     expect(() => planWorkers({ ...base, requested: 0 })).toThrow(/--workers must be a positive integer/);
     expect(() => planWorkers({ ...base, requested: 2, device: 'webgpu' })).toThrow(/CPU provider only/);
   });
@@ -54,7 +62,7 @@ describe('parallel workers', () => {
   });
 
   it('report a worker\'s user-facing error with its code', async () => {
-    const plan = { workers: 2, threadsPerWorker: 1, reason: 'test' };
+    const plan = { workers: 2, threadsPerWorker: 1, batchTokens: 1024, reason: 'test' };
     const err = await ParallelNll.start(path.join(SHARED, 'no-such-model'), {}, plan, 4).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MoeQuantError);
     expect((err as MoeQuantError).code).toBe('BAD_CHECKPOINT');

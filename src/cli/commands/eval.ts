@@ -9,7 +9,7 @@ interface EvalCliOptions {
   data: string;
   seqLen: number;
   maxWindows?: number;
-  batchTokens: number;
+  batchTokens?: number;
   workers?: number;
   device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
   json?: boolean;
@@ -24,7 +24,7 @@ export function registerEval(program: Command): void {
     .option('--data <file>', 'text file (raw text, or .jsonl with a "text" field per line, joined with blank lines)', DEFAULT_EVAL_DATA)
     .option('--seq-len <n>', 'tokens per window; each window scores seq-len − 1 predictions', positiveInt('--seq-len'), 2048)
     .option('--max-windows <n>', 'evaluate only the first N windows', positiveInt('--max-windows'))
-    .option('--batch-tokens <n>', 'tokens per onnxruntime run (memory vs speed)', positiveInt('--batch-tokens'), 4096)
+    .option('--batch-tokens <n>', 'tokens per onnxruntime run, memory vs speed (default 4096; 1024 per thread in parallel workers)', positiveInt('--batch-tokens'))
     .option(
       '--workers <n>',
       'CPU: engines running shares of the windows in parallel threads, cores split between them (default: one per core while the model fits the 2 GiB resident budget that many times, else 1)',
