@@ -3,7 +3,8 @@
  * layer, its weights are loaded once and every batch of tokens passes through it before the next layer starts.
  * That bounds memory by one layer's weights plus activations, and it is the order GPTQ-style calibration needs.
  *
- * Per layer and batch: attention graph (→ h, ffn_in, router logits) → routing in JS → dense or MoE graph.
+ * Per layer and batch: attention graph (→ h, ffn_in, router logits) → routing in JS → dense or MoE graph (one run;
+ * streaming models: experts chunk by chunk, then combine).
  * The routing seam: `hooks.selectionBias(layer)` adds a per-expert bias to selection, `hooks.onRouting(event)` sees
  * the FFN input rows, router logits and the routing used (selected experts, combine weights) of every batch.
  */
@@ -12,7 +13,7 @@ import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
-import { buildAttentionGraph, buildAttentionInputsGraph, canFuseAttention, buildCombineGraph, buildDenseGraph, buildExpertsGraph, buildHeadGraph } from '../graph/layer-graphs.js';
+import { buildAttentionGraph, buildAttentionInputsGraph, canFuseAttention, buildCombineGraph, buildDenseGraph, buildExpertsGraph, buildHeadGraph, buildMoeGraph } from '../graph/layer-graphs.js';
 import { FLOAT_WEIGHTS, queryBlocks, type WeightForms } from '../graph/blocks.js';
 import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
@@ -326,40 +327,55 @@ export class ForwardEngine {
       if (capture) inputs['dense.down'] = out['in.down']!.data as Float32Array;
     } else {
       moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, a.routerScores!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
-      const H = this.spec.hiddenSize;
-      const parts: Float32Array[] = [];
-      for (const chunk of this.expertChunks(f)) {
-        const roles = this.chunkRoles(f, chunk);
-        const { forms, key } = this.formsOf(roles);
-        const session = await this.pool.get(`experts:${f.expertIntermediateSize}:${chunk.length}:${capture}:${key}`, () =>
-          buildExpertsGraph(this.spec, f, chunk.length, capture, forms),
-        );
-        const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ffn_in: a.ffnIn };
-        chunk.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
-        const y = await this.pool.run(session, feeds);
-        parts.push(y['y']!.data as Float32Array);
+      const chunks = this.expertChunks(f);
+      const croles = this.combineRoles(f);
+      const capturedExperts = (y: ort.InferenceSession.ReturnType, chunk: number[]) => {
         if (capture) chunk.forEach((e, j) => (inputs[`expert.${e}.down`] = y[`in.expert.${j}.down`]!.data as Float32Array));
-        this.weights.release(roles.values());
-      }
-      let all = parts[0]!;
-      if (parts.length > 1) {
-        all = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+      };
+      if (chunks.length === 1) {
+        // All experts at hand: experts, combine and shared expert in one run.
+        const roles = new Map([...this.chunkRoles(f, chunks[0]!), ...croles]);
+        const { forms, key } = this.formsOf(roles);
+        const session = await this.pool.get(
+          `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
+          () => buildMoeGraph(this.spec, f, capture, forms),
+        );
+        const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ...moe.feeds, h: a.h, ffn_in: a.ffnIn };
+        chunks[0]!.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
+        out = await this.pool.run(session, feeds);
+        capturedExperts(out, chunks[0]!);
+      } else {
+        const H = this.spec.hiddenSize;
+        const parts: Float32Array[] = [];
+        for (const chunk of chunks) {
+          const roles = this.chunkRoles(f, chunk);
+          const { forms, key } = this.formsOf(roles);
+          const session = await this.pool.get(`experts:${f.expertIntermediateSize}:${chunk.length}:${capture}:${key}`, () =>
+            buildExpertsGraph(this.spec, f, chunk.length, capture, forms),
+          );
+          const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ffn_in: a.ffnIn };
+          chunk.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
+          const y = await this.pool.run(session, feeds);
+          parts.push(y['y']!.data as Float32Array);
+          capturedExperts(y, chunk);
+          this.weights.release(roles.values());
+        }
+        const all = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
         let o = 0;
         for (const p of parts) all.set(p, (o += p.length) - p.length);
+        const { forms, key } = this.formsOf(croles);
+        const combine = await this.pool.get(
+          `combine:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
+          () => buildCombineGraph(this.spec, f, capture, forms),
+        );
+        out = await this.pool.run(combine, {
+          ...this.weightFeeds(croles),
+          ...moe.feeds,
+          h: a.h,
+          ffn_in: a.ffnIn,
+          y: tensor.f32(all, [all.length / H, H]),
+        });
       }
-      const croles = this.combineRoles(f);
-      const { forms, key } = this.formsOf(croles);
-      const combine = await this.pool.get(
-        `combine:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
-        () => buildCombineGraph(this.spec, f, capture, forms),
-      );
-      out = await this.pool.run(combine, {
-        ...this.weightFeeds(croles),
-        ...moe.feeds,
-        h: a.h,
-        ffn_in: a.ffnIn,
-        y: tensor.f32(all, [all.length / H, H]),
-      });
       if (capture && out['in.shared.down']) inputs['shared.down'] = out['in.shared.down'].data as Float32Array;
       if (capture && out['shared_gate']) inputs['shared_gate'] = out['shared_gate'].data as Float32Array;
     }

@@ -3,7 +3,8 @@
  * share them):
  *   attention: hidden → h = hidden + Attn(norm(hidden)), ffn_in = norm(h), router_logits (MoE layers), present k/v
  *   dense:     h, ffn_in → h + MLP(ffn_in)
- *   moe:       h, ffn_in, per-expert rows and combine positions/weights → h + Σ w·Expert(ffn_in) (+ shared expert)
+ *   moe:       h, ffn_in, per-expert rows and combine positions/weights → h + Σ w·Expert(ffn_in) (+ shared expert);
+ *              streaming models run it in two parts: experts (chunk by chunk) → y, then combine
  *   head:      hidden → logits, or per-token NLL of given targets
  * Input names starting with "w." are weights; the engine feeds them by role.
  */
@@ -280,16 +281,8 @@ export function buildDenseGraph(spec: ModelSpec, intermediate: number, capture =
   return g.build();
 }
 
-/**
- * Routed experts of one chunk (count experts, named 0..count−1 inside the graph so equal-size chunks share a
- * session): expert j gets the rows `rows.j` of ffn_in; output `y` is their outputs concatenated in expert order.
- * Chunks bound how many experts' weights are in memory at once when a model streams from disk.
- */
-export function buildExpertsGraph(spec: ModelSpec, ffn: MoeFfnSpec, count: number, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
-  const g = new GraphBuilder('moe_experts');
-  const H = spec.hiddenSize;
-  const I = ffn.expertIntermediateSize;
-  const x = g.input('ffn_in', F, ['T', H]);
+/** Expert j gets the rows `rows.j` of x: their outputs, concatenated in expert order [R, H]. */
+function routedExperts(g: GraphBuilder, x: string, H: number, I: number, count: number, capture: boolean, forms: WeightForms): string {
   const outs: string[] = [];
   for (let j = 0; j < count; j++) {
     const rows = g.input(`rows.${j}`, I64, [`n${j}`]);
@@ -297,21 +290,16 @@ export function buildExpertsGraph(spec: ModelSpec, ffn: MoeFfnSpec, count: numbe
     outs.push(mlp.out);
     if (capture) g.output(`in.expert.${j}.down`, mlp.hidden, F, [`n${j}`, I]);
   }
-  g.output('y', count === 1 ? outs[0]! : g.op('Concat', outs, { axis: attr.i(0) }), F, ['R', H]);
-  return g.build();
+  return count === 1 ? outs[0]! : g.op('Concat', outs, { axis: attr.i(0) });
 }
 
 /**
- * Combine: the expert outputs `y` (all experts, concatenated in expert order) are gathered back per (token, slot)
- * with `combine_pos` [T, k] and summed with `combine_w` [T, k]; the shared expert (optionally gated) is added.
+ * h + Σ_slots combine_w · y[combine_pos] (+ the optionally gated shared expert of x): the expert outputs `y` (all
+ * experts, in expert order) are gathered back per (token, slot) with `combine_pos` [T, k].
  */
-export function buildCombineGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
-  const g = new GraphBuilder('moe_combine');
+function combineExperts(g: GraphBuilder, spec: ModelSpec, ffn: MoeFfnSpec, h: string, x: string, y: string, capture: boolean, forms: WeightForms): string {
   const H = spec.hiddenSize;
   const k = ffn.routing.numExpertsUsed;
-  const h = g.input('h', F, ['T', H]);
-  const x = g.input('ffn_in', F, ['T', H]);
-  const y = g.input('y', F, ['R', H]);
   const pos = g.input('combine_pos', I64, ['T', k]);
   const cw = g.input('combine_w', F, ['T', k]);
   const picked = g.op('Gather', [y, pos], { axis: attr.i(0) }); // [T, k, H]
@@ -329,7 +317,43 @@ export function buildCombineGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = fa
     }
     out = g.op('Add', [out, shared]);
   }
-  g.output('out', out, F, ['T', H]);
+  return out;
+}
+
+/**
+ * The whole MoE FFN in one run (all experts' weights at hand, i.e. a resident model): routed experts, combine and
+ * shared expert. Saves the chunked path's second run and the round trip of every expert output through JavaScript.
+ */
+export function buildMoeGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
+  const g = new GraphBuilder('moe');
+  const H = spec.hiddenSize;
+  const h = g.input('h', F, ['T', H]);
+  const x = g.input('ffn_in', F, ['T', H]);
+  const y = routedExperts(g, x, H, ffn.expertIntermediateSize, ffn.routing.numExperts, capture, forms);
+  g.output('out', combineExperts(g, spec, ffn, h, x, y, capture, forms), F, ['T', H]);
+  return g.build();
+}
+
+/**
+ * Routed experts of one chunk (count experts, named 0..count−1 inside the graph so equal-size chunks share a
+ * session): expert j gets the rows `rows.j` of ffn_in; output `y` is their outputs concatenated in expert order.
+ * Chunks bound how many experts' weights are in memory at once when a model streams from disk.
+ */
+export function buildExpertsGraph(spec: ModelSpec, ffn: MoeFfnSpec, count: number, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
+  const g = new GraphBuilder('moe_experts');
+  const x = g.input('ffn_in', F, ['T', spec.hiddenSize]);
+  g.output('y', routedExperts(g, x, spec.hiddenSize, ffn.expertIntermediateSize, count, capture, forms), F, ['R', spec.hiddenSize]);
+  return g.build();
+}
+
+/** Combine of the chunked path: the concatenated outputs `y` of all chunks, gathered back and summed (+ shared expert). */
+export function buildCombineGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = false, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
+  const g = new GraphBuilder('moe_combine');
+  const H = spec.hiddenSize;
+  const h = g.input('h', F, ['T', H]);
+  const x = g.input('ffn_in', F, ['T', H]);
+  const y = g.input('y', F, ['R', H]);
+  g.output('out', combineExperts(g, spec, ffn, h, x, y, capture, forms), F, ['T', H]);
   return g.build();
 }
 
