@@ -50,6 +50,23 @@ describe('moe-quant CLI end to end', () => {
     expect(run('quantize', '--no-eval').code).toBe(0);
   });
 
+  it('eval splits the windows between parallel workers and gets the reference perplexity', () => {
+    const model = path.resolve(ROOT, '../shared/fixtures/tiny-qwen3-moe');
+    const data = path.resolve(ROOT, '../shared/data/wikitext-2-raw/wiki.test.raw');
+    const want = JSON.parse(fs.readFileSync(path.join(model, 'reference.json'), 'utf8'))['ppl_seq256_first40:wiki.test.raw'] as number;
+    for (const workers of ['1', '2']) {
+      const r = run('eval', '--model', model, '--data', data, '--seq-len', '256', '--max-windows', '40', '--workers', workers, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      const j = JSON.parse(r.stdout);
+      expect(j.workers).toBe(Number(workers));
+      expect(Math.abs(j.ppl - want) / want).toBeLessThan(1e-3);
+      if (workers === '2') expect(r.stderr).toContain('2 parallel workers');
+    }
+    const bad = run('eval', '--model', model, '--data', data, '--seq-len', '256', '--max-windows', '4', '--workers', '0');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--workers');
+  });
+
   it('calibrate --json prints the summary and paths', () => {
     const r = run('calibrate', '--samples', '16', '--seq-len', '128', '--json');
     expect(r.code, r.stderr).toBe(0);
