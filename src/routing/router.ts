@@ -50,14 +50,14 @@ function argmaxAllowed(values: Float64Array, allowed: Uint8Array): number {
 }
 
 /**
- * The k largest of `values` into `outIndex` (best first; lower index first among equals), in one pass that keeps
+ * The k largest of `values[base … base+E)` into `outIndex` (best first; lower index first among equals), in one pass that keeps
  * a sorted top-k: O(E) for the usual case instead of k argmax scans (route 3.0 → 2.5 ms per 4,096 tokens at
  * E = 16, k = 4). NaN never displaces a number, so a NaN is picked only when fewer than k numbers exist.
  */
-function topK(values: Float64Array, k: number, outIndex: Int32Array, outOffset: number, topValue: Float64Array): void {
+function topK(values: Float32Array | Float64Array, base: number, E: number, k: number, outIndex: Int32Array, outOffset: number, topValue: Float64Array): void {
   let n = 0;
-  for (let e = 0; e < values.length; e++) {
-    const v = values[e]!;
+  for (let e = 0; e < E; e++) {
+    const v = values[base + e]!;
     if (n === k && !(v > topValue[k - 1]!)) continue;
     let j = n === k ? k - 1 : n++;
     while (j > 0 && v > topValue[j - 1]!) {
@@ -89,8 +89,21 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
   const groupScore = groups ? new Float64Array(groups.numGroups) : null;
   const groupAllowed = groups ? new Uint8Array(groups.numGroups) : null;
 
+  // Unbiased selection over precomputed scores (the engine's usual case): pick straight from them.
+  const direct = given !== null && !correctionBias && !selectionBias && !groups;
   for (let t = 0; t < T; t++) {
     const row = t * E;
+    if (direct) {
+      topK(given, row, E, k, experts, t * k, topValue);
+      let sum = 0;
+      for (let j = 0; j < k; j++) sum += given[row + experts[t * k + j]!]!;
+      const denom = spec.normalize ? Math.fround(sum) + spec.normalizeEps : 1;
+      for (let j = 0; j < k; j++) {
+        const p = given[row + experts[t * k + j]!]!;
+        weights[t * k + j] = Math.fround((spec.normalize ? Math.fround(p / denom) : p) * spec.scale);
+      }
+      continue;
+    }
     if (given) {
       for (let e = 0; e < E; e++) prob[e] = given[row + e]!;
     } else if (spec.scoring === 'softmax') {
@@ -133,7 +146,7 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
       }
       for (let e = 0; e < E; e++) if (!groupAllowed[Math.floor(e / groupSize)]) choice[e] = groups.maskedScore;
     }
-    topK(choice, k, experts, t * k, topValue);
+    topK(choice, 0, E, k, experts, t * k, topValue);
     let sum = 0;
     for (let j = 0; j < k; j++) sum += prob[experts[t * k + j]!]!;
     const denom = spec.normalize ? Math.fround(sum) + spec.normalizeEps : 1;

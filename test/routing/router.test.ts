@@ -72,6 +72,20 @@ describe('route', () => {
     }
   });
 
+  it('picking straight from given scores (no biases) matches the general path bit for bit', () => {
+    let seed = 11;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (const [E, k, normalize, scale] of [[8, 2, true, 1], [16, 4, false, 1], [64, 6, true, 2.5]] as const) {
+      const T = 300;
+      const logits = Float32Array.from({ length: T * E }, () => (rand() < 0.03 ? -Infinity : Math.floor(rand() * 6) / 2));
+      const spec = { ...base, numExperts: E, numExpertsUsed: k, normalize, scale };
+      const general = route(spec, logits, { selectionBias: new Float32Array(E) }); // zero bias: general path
+      const direct = route(spec, logits, { scores: general.scores.slice() });
+      expect(Array.from(direct.experts)).toEqual(Array.from(general.experts));
+      expect(Array.from(direct.weights)).toEqual(Array.from(general.weights));
+    }
+  });
+
   it('selection bias moves selection but never the combine weights', () => {
     const logits = Float32Array.from([0, 1, 2, 3]);
     const r = route({ ...base, normalize: false }, logits, { selectionBias: Float32Array.from([10, 0, 0, 0]) });
