@@ -77,7 +77,7 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
         await parallel.close();
       }
     } else {
-      nll = (await engine.forward.run(windows, { head: 'nll', batchTokens: opts.batchTokens, onProgress: opts.onProgress })).nll!;
+      nll = (await engine.forward.run(windows, { head: 'nll', batchTokens: plan.batchTokens, onProgress: opts.onProgress })).nll!;
     }
     const seconds = (performance.now() - t0) / 1000;
     let total = 0;
