@@ -27,7 +27,7 @@ export function registerEval(program: Command): void {
     .option('--batch-tokens <n>', 'tokens per onnxruntime run, memory vs speed (default 4096; 1024 per thread in parallel workers)', positiveInt('--batch-tokens'))
     .option(
       '--workers <n>',
-      'CPU: engines running shares of the windows in parallel threads, cores split between them (default: one per core while the model fits the 2 GiB resident budget that many times, else 1)',
+      'CPU: engines running shares of the windows in parallel threads, cores split between them (default: one per core, as long as each gets two batches of work and the model fits the 2 GiB resident budget once per worker; else 1)',
       positiveInt('--workers'),
     )
     .addOption(deviceOption())
