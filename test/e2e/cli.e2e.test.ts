@@ -43,6 +43,12 @@ describe('moe-quant CLI end to end', () => {
     const ev = run('eval', '--model', out, '--seq-len', '256', '--max-windows', '4', '--json');
     expect(ev.code, ev.stderr).toBe(0);
     expect(JSON.parse(ev.stdout).quantization).toMatchObject({ quant_method: 'gptq', kernel: 'MatMulNBits' });
+    // Parallel workers open the 4-bit checkpoint the same way (MatMulNBits) and agree with the single engine.
+    const ev2 = run('eval', '--model', out, '--seq-len', '256', '--max-windows', '4', '--workers', '2', '--json');
+    expect(ev2.code, ev2.stderr).toBe(0);
+    const [one, two] = [JSON.parse(ev.stdout), JSON.parse(ev2.stdout)];
+    expect(two.workers).toBe(2);
+    expect(Math.abs(two.nll - one.nll)).toBeLessThan(1e-6);
     const rep = run('report', out);
     expect(rep.code, rep.stderr).toBe(0);
     expect(rep.stdout).toContain('MaxVio');
