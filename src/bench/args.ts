@@ -38,6 +38,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --json                print one JSON object instead of tables`;
 
 const SHARED = path.resolve(REPO_ROOT, '..', 'shared');
+/** Calibration text for the calibrate/quantize timings (C4 slice in ../shared/data). */
+export const C4_SAMPLE = path.join(SHARED, 'data', 'c4', 'c4-en-train.00000-of-01024.first1000.jsonl');
 const DEFAULT_FIXTURES = ['tiny-mixtral', 'tiny-qwen3-moe', 'tiny-deepseek-v3'];
 
 function resolveFixture(name: string): string {
@@ -102,13 +104,13 @@ export function parseArgs(argv: string[]): BenchOptions {
         o.skipPipeline = true;
         break;
       case '--pipeline-samples':
-        o.pipelineSamples = positiveInt(a, argv[++i]);
+        o.pipelineSamples = positiveInt(flag, value());
         break;
       case '--skip-gptq':
         o.skipGptq = true;
         break;
       case '--gptq-size':
-        o.gptqSize = positiveInt(a, argv[++i]);
+        o.gptqSize = positiveInt(flag, value());
         break;
       case '--help':
       case '-h':

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from './args.js';
+import { C4_SAMPLE, parseArgs } from './args.js';
 import type { FixtureResult } from './fixture-worker.js';
 import type { LargeRunResult } from './large-worker.js';
 import { runNodeWorker, tail } from './proc.js';
@@ -57,12 +57,11 @@ async function main(): Promise<void> {
     }
   }
 
-  const C4 = path.resolve(path.dirname(o.data), '..', 'c4', 'c4-en-train.00000-of-01024.first1000.jsonl');
   const pipeline: Array<PipelineResult | { fixture: string; error: string }> = [];
   if (!o.skipPipeline) {
     for (const dir of o.fixtures) {
       log(`bench: ${path.basename(dir)}: eval vs calibrate over ${o.pipelineSamples}×512 C4 tokens, quantize rtn/gptq/agq…`);
-      const r = await runNodeWorker<PipelineResult>('pipeline-worker.js', [dir, C4, String(o.pipelineSamples), '512'], [], false);
+      const r = await runNodeWorker<PipelineResult>('pipeline-worker.js', [dir, C4_SAMPLE, String(o.pipelineSamples), '512'], [], false);
       pipeline.push(r.result ?? { fixture: path.basename(dir), error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
     }
   }

@@ -36,14 +36,13 @@ export class Decoder {
    * `hooks` see the routing of every layer (tokens are row-major: row b's tokens are b·s … b·s+s−1).
    */
   async step(tokens: Int32Array[], hooks?: ForwardHooks): Promise<Float32Array> {
-    const { spec, weights } = this.engine;
+    const { spec } = this.engine;
     const B = this.batchSize;
     if (tokens.length !== B) throw fail('BAD_OPTION', `decoder step needs ${B} rows, got ${tokens.length}`);
     const s = tokens[0]!.length;
     if (s === 0 || tokens.some((t) => t.length !== s)) throw fail('BAD_OPTION', 'decoder rows must have the same, non-zero length');
     const H = spec.hiddenSize;
-    const x = new Float32Array(B * s * H);
-    tokens.forEach((row, b) => row.forEach((id, i) => x.set(weights.rows(spec.embedTokens, id, 1), (b * s + i) * H)));
+    const x = this.engine.embed(tokens);
     const rope = spec.attention.rope;
     const { cos, sin } = ropeTables(rope, this.position, s);
     const ctxBase = {

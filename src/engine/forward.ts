@@ -8,7 +8,6 @@
  * The routing seam: `hooks.selectionBias(layer)` adds a per-expert bias to selection, `hooks.onRouting(event)` sees
  * the FFN input rows, router logits and the routing used (selected experts, combine weights) of every batch.
  */
-import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
@@ -68,12 +67,7 @@ export class ForwardEngine {
       for (const r of ['gate', 'up', 'down'] as const) roles.set(r, f.tensors[r]);
       return roles;
     }
-    for (let e = 0; e < f.routing.numExperts; e++) for (const r of ['gate', 'up', 'down'] as const) roles.set(`expert.${e}.${r}`, f.expert(e)[r]);
-    if (f.shared) {
-      for (const r of ['gate', 'up', 'down'] as const) roles.set(`shared.${r}`, f.shared.tensors[r]);
-      if (f.shared.gate) roles.set('shared.gateProj', f.shared.gate);
-    }
-    return roles;
+    return new Map([...this.chunkRoles(f, this.expertChunks(f).flat()), ...this.combineRoles(f)]);
   }
 
   /** Weight forms of the given roles (role → tensor), and a short key naming them (part of the session key). */
@@ -84,7 +78,7 @@ export class ForwardEngine {
       if (b !== null) blocks.set(role, b);
     }
     if (blocks.size === 0) return { forms: FLOAT_WEIGHTS, key: 'f32' };
-    const key = createHash('sha1').update([...blocks].map(([r, b]) => `${r}:${b}`).join(',')).digest('hex').slice(0, 12);
+    const key = [...blocks].map(([r, b]) => `${r}:${b}`).join(',');
     return { forms: (role) => (blocks.has(role) ? { kind: 'nbits', blockSize: blocks.get(role)! } : { kind: 'float' }), key: `nbits-${key}` };
   }
 
@@ -334,7 +328,7 @@ export class ForwardEngine {
       };
       if (chunks.length === 1) {
         // All experts at hand: experts, combine and shared expert in one run.
-        const roles = new Map([...this.chunkRoles(f, chunks[0]!), ...croles]);
+        const roles = this.linearRoles(layer, 'ffn');
         const { forms, key } = this.formsOf(roles);
         const session = await this.pool.get(
           `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,

@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
 import { fail, type ErrorCode } from '../errors.js';
 import type { ResolvedDevice } from '../graph/session.js';
 import type { EngineOptions } from './engine.js';
-import { progressSteps } from './forward.js';
+import { progressSteps, sequenceBatches } from './forward.js';
 
 /** What a worker is started with (workerData). */
 export interface NllWorkerInit {
@@ -80,7 +80,7 @@ export function planWorkers(p: PlanInput): WorkerPlan {
   if (p.device !== 'cpu') return plan(1, `${p.device} runs one engine`);
   if (!p.resident) return plan(1, 'model streams from disk');
   // Starting a worker and its sessions costs ~0.1 s plus a cold first batch: worth it from two batches each.
-  const batches = Math.ceil((p.windows * p.seqLen) / (p.batchTokens ?? 4096));
+  const batches = sequenceBatches(p.windows, p.seqLen, p.batchTokens).length;
   const copies = Math.floor((p.cacheBytes ?? 2 ** 31) / Math.max(1, p.modelBytes));
   const workers = Math.max(1, Math.min(threads, p.windows, Math.floor(batches / 2), copies));
   return plan(workers, workers > 1 ? 'automatic' : batches < 4 ? 'too little work to split' : copies < 2 ? 'one copy of the weights fits the budget' : 'one thread');
@@ -145,10 +145,12 @@ class NllWorker {
     });
   }
 
+  /** Let an idle worker release its engine and exit; a busy one (a sibling failed mid-run) is stopped at once. */
   async close(): Promise<void> {
     if (this.exited) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.postMessage({ type: 'close' } satisfies NllWorkerRequest);
+    if (this.pending) void this.worker.terminate();
+    else this.worker.postMessage({ type: 'close' } satisfies NllWorkerRequest);
     const timer = setTimeout(() => void this.worker.terminate(), 10_000);
     await exited;
     clearTimeout(timer);
@@ -207,7 +209,8 @@ export class ParallelNll {
     const replies = await Promise.all(
       shares.map((share, i) => {
         if (share.length === 0) return null;
-        return this.workers[i]!.next({ type: 'run', windows: share, batchTokens: opts.batchTokens }, (d) => {
+        // Windows are views of the whole tokenized file; copy the share so only it is sent.
+        return this.workers[i]!.next({ type: 'run', windows: share.map((w) => w.slice()), batchTokens: opts.batchTokens }, (d) => {
           done[i] = d;
           opts.onProgress?.(
             done.reduce((a, b) => a + b, 0),

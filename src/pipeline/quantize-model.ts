@@ -11,7 +11,7 @@
 import type { LayerSpec } from '../architectures/types.js';
 import { LayerHessians } from '../calibration/hessian-collector.js';
 import type { Engine } from '../engine/engine.js';
-import type { ActivationsEvent, AttentionOutputs } from '../engine/forward.js';
+import { sequenceBatches, type ActivationsEvent, type AttentionOutputs } from '../engine/forward.js';
 import { tensor } from '../graph/session.js';
 import { gptqQuantize } from '../quantization/gptq.js';
 import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
@@ -67,10 +67,7 @@ export async function quantizeSequential(
   const spec = engine.model.spec;
   const H = spec.hiddenSize;
   const S = calib.windows[0]!.length;
-  const perBatch = Math.max(1, Math.floor(calib.batchTokens / S));
-  const batches: number[][] = [];
-  for (let i = 0; i < calib.windows.length; i += perBatch)
-    batches.push(Array.from({ length: Math.min(perBatch, calib.windows.length - i) }, (_, j) => i + j));
+  const batches = sequenceBatches(calib.windows.length, S, calib.batchTokens);
   const ctx = forward.sequenceContext(S);
   const x = forward.embed(calib.windows);
   const records: ModuleRecord[] = [];
