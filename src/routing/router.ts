@@ -93,66 +93,65 @@ export function route(spec: RoutingSpec, logits: Float32Array, options: RouteOpt
   const direct = given !== null && !correctionBias && !selectionBias && !groups;
   for (let t = 0; t < T; t++) {
     const row = t * E;
+    // Combine weights come from the unbiased scores: src[base + e].
+    let src: Float32Array | Float64Array = prob;
+    let base = 0;
     if (direct) {
       topK(given, row, E, k, experts, t * k, topValue);
-      let sum = 0;
-      for (let j = 0; j < k; j++) sum += given[row + experts[t * k + j]!]!;
-      const denom = spec.normalize ? Math.fround(sum) + spec.normalizeEps : 1;
-      for (let j = 0; j < k; j++) {
-        const p = given[row + experts[t * k + j]!]!;
-        weights[t * k + j] = Math.fround((spec.normalize ? Math.fround(p / denom) : p) * spec.scale);
-      }
-      continue;
-    }
-    if (given) {
-      for (let e = 0; e < E; e++) prob[e] = given[row + e]!;
-    } else if (spec.scoring === 'softmax') {
-      let max = -Infinity;
-      for (let e = 0; e < E; e++) max = Math.max(max, logits[row + e]!);
-      let sum = 0;
-      for (let e = 0; e < E; e++) sum += prob[e] = Math.exp(logits[row + e]! - max);
-      for (let e = 0; e < E; e++) prob[e] = Math.fround(prob[e]! / sum);
+      src = given;
+      base = row;
     } else {
-      for (let e = 0; e < E; e++) prob[e] = Math.fround(1 / (1 + Math.exp(-logits[row + e]!)));
-    }
-    for (let e = 0; e < E; e++) {
-      if (!given) scores[row + e] = prob[e]!;
-      let c = prob[e]!;
-      if (correctionBias) c = Math.fround(c + correctionBias[e]!);
-      if (selectionBias) c = Math.fround(c + selectionBias[e]!);
-      choice[e] = c;
-    }
-    if (groups && groupScore && groupAllowed) {
-      // Score each group, keep the best numGroupsUsed; experts of other groups get the family's masked score
-      // (V2: 0.0, so with negative biased scores a masked expert can still win — reproduced on purpose; V3: −inf).
-      for (let g = 0; g < groups.numGroups; g++) {
-        let first = -Infinity;
-        let second = -Infinity;
-        for (let e = g * groupSize; e < (g + 1) * groupSize; e++) {
-          const v = choice[e]!;
-          if (v > first) {
-            second = first;
-            first = v;
-          } else if (v > second) second = v;
+      // Scores (computed here unless given), biased choice values, group limit, then top-k.
+      if (given) {
+        for (let e = 0; e < E; e++) prob[e] = given[row + e]!;
+      } else if (spec.scoring === 'softmax') {
+        let max = -Infinity;
+        for (let e = 0; e < E; e++) max = Math.max(max, logits[row + e]!);
+        let sum = 0;
+        for (let e = 0; e < E; e++) sum += prob[e] = Math.exp(logits[row + e]! - max);
+        for (let e = 0; e < E; e++) prob[e] = Math.fround(prob[e]! / sum);
+      } else {
+        for (let e = 0; e < E; e++) prob[e] = Math.fround(1 / (1 + Math.exp(-logits[row + e]!)));
+      }
+      for (let e = 0; e < E; e++) {
+        if (!given) scores[row + e] = prob[e]!;
+        let c = prob[e]!;
+        if (correctionBias) c = Math.fround(c + correctionBias[e]!);
+        if (selectionBias) c = Math.fround(c + selectionBias[e]!);
+        choice[e] = c;
+      }
+      if (groups && groupScore && groupAllowed) {
+        // Score each group, keep the best numGroupsUsed; experts of other groups get the family's masked score
+        // (V2: 0.0, so with negative biased scores a masked expert can still win — reproduced on purpose; V3: −inf).
+        for (let g = 0; g < groups.numGroups; g++) {
+          let first = -Infinity;
+          let second = -Infinity;
+          for (let e = g * groupSize; e < (g + 1) * groupSize; e++) {
+            const v = choice[e]!;
+            if (v > first) {
+              second = first;
+              first = v;
+            } else if (v > second) second = v;
+          }
+          groupScore[g] = groups.groupScore === 'max' ? first : groupSize > 1 ? first + second : first;
         }
-        groupScore[g] = groups.groupScore === 'max' ? first : groupSize > 1 ? first + second : first;
+        groupAllowed.fill(0);
+        const gAllowed = new Uint8Array(groups.numGroups).fill(1);
+        for (let n = 0; n < groups.numGroupsUsed; n++) {
+          const g = argmaxAllowed(groupScore, gAllowed);
+          gAllowed[g] = 0;
+          groupAllowed[g] = 1;
+        }
+        for (let e = 0; e < E; e++) if (!groupAllowed[Math.floor(e / groupSize)]) choice[e] = groups.maskedScore;
       }
-      groupAllowed.fill(0);
-      const gAllowed = new Uint8Array(groups.numGroups).fill(1);
-      for (let n = 0; n < groups.numGroupsUsed; n++) {
-        const g = argmaxAllowed(groupScore, gAllowed);
-        gAllowed[g] = 0;
-        groupAllowed[g] = 1;
-      }
-      for (let e = 0; e < E; e++) if (!groupAllowed[Math.floor(e / groupSize)]) choice[e] = groups.maskedScore;
+      topK(choice, 0, E, k, experts, t * k, topValue);
     }
-    topK(choice, 0, E, k, experts, t * k, topValue);
     let sum = 0;
-    for (let j = 0; j < k; j++) sum += prob[experts[t * k + j]!]!;
+    for (let j = 0; j < k; j++) sum += src[base + experts[t * k + j]!]!;
     const denom = spec.normalize ? Math.fround(sum) + spec.normalizeEps : 1;
     for (let j = 0; j < k; j++) {
-      const w = spec.normalize ? Math.fround(prob[experts[t * k + j]!]! / denom) : prob[experts[t * k + j]!]!;
-      weights[t * k + j] = Math.fround(w * spec.scale);
+      const p = src[base + experts[t * k + j]!]!;
+      weights[t * k + j] = Math.fround((spec.normalize ? Math.fround(p / denom) : p) * spec.scale);
     }
   }
   return { numTokens: T, numExperts: E, k, experts, weights, scores };
