@@ -27,8 +27,8 @@ export interface SequentialOptions extends QuantConfig {
   blockSize: number;
   actOrder: boolean;
   quantizeRouter: boolean;
-  /** Modules whose prefix matches are left unquantized. */
-  skip: RegExp | null;
+  /** Modules to leave unquantized (--skip matches, linears the output format cannot pack). */
+  leaveOut: (m: LinearModule) => boolean;
   /**
    * true (default): each module group's Hessians come from a pass with the earlier groups of the layer quantized
    * (GPTQ --true-sequential; expert routing recomputed). false: one pass per layer collects every Hessian from the
@@ -134,14 +134,14 @@ export async function quantizeSequential(
     // One-pass mode: a single capture pass over the unquantized layer serves every group.
     let shared: LayerHessians | null = null;
     if (!opts.trueSequential) {
-      const keys = plans[layer.index]!.flatMap((g) => g.modules.filter((m) => !(opts.skip && opts.skip.test(m.prefix))).map((m) => m.hessian));
+      const keys = plans[layer.index]!.flatMap((g) => g.modules.filter((m) => !opts.leaveOut(m)).map((m) => m.hessian));
       shared = new LayerHessians(pool, spec, layer, new Set(keys));
       await pass(layer, shared, 'layer');
     }
     for (const group of plans[layer.index]!) {
       // Attention is final once every attention group is done (the router group changes the logits: recompute after).
       if (!shared && !attentionCache && group.modules.every((m) => m.kind !== 'attention')) await cacheAttention(layer);
-      const todo = group.modules.filter((m) => !(opts.skip && opts.skip.test(m.prefix)));
+      const todo = group.modules.filter((m) => !opts.leaveOut(m));
       if (todo.length === 0) {
         done += batches.length;
         continue;
@@ -168,7 +168,7 @@ export async function quantizeSequential(
         const q =
           method === 'rtn'
             ? rtnQuantize(W, m.N, m.K, cfg)
-            : await gptqQuantize(W, m.N, m.K, Float32Array.from(method === 'agq' && m.agqWeighted ? weightedH : acc.xtx), {
+            : await gptqQuantize(W, m.N, m.K, method === 'agq' && m.agqWeighted ? weightedH : acc.xtx, {
                 ...cfg,
                 damp: opts.damp,
                 blockSize: opts.blockSize,

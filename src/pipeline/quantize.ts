@@ -60,15 +60,30 @@ export interface QuantizeResult {
   summary: { maxvio_natural: number; maxvio_used: number };
 }
 
-function validate(o: QuantizeOptions): void {
-  const bits = o.bits ?? 4;
+/** The options with their defaults filled in, checked. */
+function settings(o: QuantizeOptions) {
+  const s = {
+    method: o.method ?? 'agq',
+    bits: o.bits ?? 4,
+    format: o.format ?? 'gptq',
+    groupSize: o.groupSize ?? 128,
+    sym: o.sym ?? false,
+    actOrder: o.actOrder ?? false,
+    damp: o.damp ?? 0.01,
+    blockSize: o.blockSize ?? 128,
+    quantizeRouter: o.quantizeRouter ?? false,
+    trueSequential: o.trueSequential ?? true,
+  };
+  validate(o, s);
+  return s;
+}
+
+function validate(o: QuantizeOptions, { bits, format, method, groupSize: g }: { bits: number; format: string; method: string; groupSize: number }): void {
   if (![2, 3, 4, 8].includes(bits)) throw fail('BAD_OPTION', `--bits ${bits} is not supported (choose 2, 3, 4 or 8)`);
-  const format = o.format ?? 'gptq';
   if (!['gptq', 'gptq_v2', 'dequantized'].includes(format)) throw fail('BAD_OPTION', `--format must be gptq, gptq_v2 or dequantized (got ${format})`);
   if (format !== 'dequantized' && bits !== 4 && bits !== 8)
     throw fail('BAD_OPTION', `the GPTQ writer packs 4 or 8 bits; --bits ${bits} needs --format dequantized (float32 weights, for evaluation)`);
-  if (!['rtn', 'gptq', 'agq'].includes(o.method ?? 'agq')) throw fail('BAD_OPTION', `--method must be rtn, gptq or agq (got ${o.method})`);
-  const g = o.groupSize ?? 128;
+  if (!['rtn', 'gptq', 'agq'].includes(method)) throw fail('BAD_OPTION', `--method must be rtn, gptq or agq (got ${method})`);
   if (!(g === -1 || (Number.isInteger(g) && g > 0))) throw fail('BAD_OPTION', `--group-size must be a positive integer or -1 (got ${g})`);
   if (!(o.damp === undefined || (o.damp > 0 && o.damp < 1))) throw fail('BAD_OPTION', `--damp must be in (0, 1) (got ${o.damp})`);
   if (o.calib && o.data?.length) throw fail('BAD_OPTION', 'give either --calib or --data, not both');
@@ -76,7 +91,8 @@ function validate(o: QuantizeOptions): void {
 }
 
 export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult> {
-  validate(o);
+  const cfg = settings(o);
+  const { method, bits, format } = cfg;
   let skip: RegExp | null = null;
   if (o.skip) {
     try {
@@ -85,9 +101,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       throw fail('BAD_OPTION', `--skip is not a valid regular expression: ${(e as Error).message}`);
     }
   }
-  const method = o.method ?? 'agq';
-  const bits = o.bits ?? 4;
-  const format = o.format ?? 'gptq';
+  // GPTQ packs 32/bits output columns per int32 of qzeros: a linear with N not a multiple of that (a router with
+  // 60 experts, Qwen2-MoE's 1-wide shared_expert_gate under --quantize-router) stays in floating point.
+  const unpackable = (N: number) => format !== 'dequantized' && N % (32 / bits) !== 0;
+  const leaveOut = (prefix: string, N: number) => Boolean(skip?.test(prefix)) || unpackable(N);
   checkOutputDir(o.out, { force: o.force, model: o.model, marker: 'quant-report.json' });
   const t0 = performance.now();
   const engine = await createEngine(o.model, o);
@@ -109,16 +126,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         engine,
         calib,
         {
-          method,
-          bits,
-          groupSize: o.groupSize ?? 128,
-          sym: o.sym ?? false,
-          damp: o.damp ?? 0.01,
-          blockSize: o.blockSize ?? 128,
-          actOrder: o.actOrder ?? false,
-          quantizeRouter: o.quantizeRouter ?? false,
-          trueSequential: o.trueSequential ?? true,
-          skip,
+          ...cfg,
+          leaveOut: (m) => leaveOut(m.prefix, m.N),
           onProgress: (d, t) => o.onProgress?.('quantize', d, t),
         },
         (m, q) => {
@@ -145,28 +154,29 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       );
       const quantized = records.map((r) => r.module);
       const relNames = [...new Set(quantized.map((p) => p.replace(/^model\.layers\.\d+\./, '')))];
-      // Modules left out by --skip whose name is quantized in other layers: GPTQModel/vLLM-style exclusions.
+      // Modules left out whose name is quantized in other layers: GPTQModel/vLLM-style exclusions.
       const done = new Set(quantized);
-      const skipped = skip
-        ? engine.model.expected
-            .map((t) => t.name.replace(/\.weight$/, ''))
-            .filter((p) => skip!.test(p) && !done.has(p) && relNames.includes(p.replace(/^model\.layers\.\d+\./, '')))
-        : [];
+      const relSet = new Set(relNames);
+      const skipped = engine.model.expected
+        .filter((t) => t.name.endsWith('.weight') && t.shape.length === 2)
+        .map((t) => ({ prefix: t.name.slice(0, -'.weight'.length), N: t.shape[0]! }))
+        .filter(({ prefix, N }) => !done.has(prefix) && relSet.has(prefix.replace(/^model\.layers\.\d+\./, '')) && leaveOut(prefix, N))
+        .map(({ prefix }) => prefix);
       const dynamic = Object.fromEntries(skipped.map((p) => [`-:^${p.replace(/\./g, '\\.')}$`, {}]));
       const configExtra: Record<string, unknown> =
         format === 'dequantized'
-          ? { moe_quant: { method, bits, group_size: o.groupSize ?? 128, sym: o.sym ?? false, note: 'fake-quantized: dequantized float32 weights' } }
+          ? { moe_quant: { method, bits, group_size: cfg.groupSize, sym: cfg.sym, note: 'fake-quantized: dequantized float32 weights' } }
           : {
               quantization_config: {
                 quant_method: 'gptq',
                 bits,
-                group_size: o.groupSize ?? 128,
-                desc_act: o.actOrder ?? false,
-                static_groups: o.actOrder ?? false,
-                sym: o.sym ?? false,
+                group_size: cfg.groupSize,
+                desc_act: cfg.actOrder,
+                static_groups: cfg.actOrder,
+                sym: cfg.sym,
                 lm_head: false,
-                true_sequential: o.trueSequential ?? true,
-                damp_percent: o.damp ?? 0.01,
+                true_sequential: cfg.trueSequential,
+                damp_percent: cfg.damp,
                 checkpoint_format: format,
                 pack_dtype: 'int32',
                 modules_in_block_to_quantize: [relNames],
@@ -183,11 +193,11 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         model_type: engine.model.spec.family,
         method,
         bits,
-        group_size: o.groupSize ?? 128,
-        sym: o.sym ?? false,
-        act_order: o.actOrder ?? false,
-        damp: o.damp ?? 0.01,
-        block_size: o.blockSize ?? 128,
+        group_size: cfg.groupSize,
+        sym: cfg.sym,
+        act_order: cfg.actOrder,
+        damp: cfg.damp,
+        block_size: cfg.blockSize,
         output_format: format,
         calibration: { dir: o.calib ? path.resolve(o.calib) : null, samples: calib.windows.length, seq_len: calib.windows[0]!.length, routing_bias: calib.routingBias },
         modules: o.timings ? records : records.map((r) => ({ ...r, seconds: null })),

@@ -67,7 +67,8 @@ export class QuantizedCheckpointWriter {
       return f;
     };
     const expectedOrder = this.model.expected.map((t) => t.name);
-    const others = source.names().filter((n) => !expectedOrder.includes(n));
+    const expectedSet = new Set(expectedOrder);
+    const others = source.names().filter((n) => !expectedSet.has(n));
     const plan: PlannedTensor[] = [];
     for (const name of [...expectedOrder, ...others]) {
       const rep = this.replaced.get(name);

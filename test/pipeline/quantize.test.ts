@@ -26,6 +26,10 @@ async function calibOnce(): Promise<string> {
   return calibDir;
 }
 
+// Default GPTQ on the calibration above: used by the one-pass comparison and the determinism test.
+let gptqRun: ReturnType<typeof quantizeModel> | null = null;
+const gptqOnce = async () => (gptqRun ??= quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'det-1'), calib: await calibOnce(), method: 'gptq', device: 'cpu' }));
+
 describe('quantize', () => {
   it('writes a GPTQ checkpoint whose packed weights unpack exactly to the quantizer output, and evaluates it', async () => {
     const calib = await calibOnce();
@@ -86,7 +90,7 @@ describe('quantize', () => {
 
   it('one pass per layer (--no-true-sequential) quantizes the same modules from the unquantized layer', async () => {
     const calib = await calibOnce();
-    const seq = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'seq'), calib, method: 'gptq', device: 'cpu' });
+    const seq = await gptqOnce();
     const one = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'one'), calib, method: 'gptq', trueSequential: false, device: 'cpu' });
     expect(one.report.modules.map((m) => m.module)).toEqual(seq.report.modules.map((m) => m.module));
     const cfg = JSON.parse(fs.readFileSync(path.join(one.out, 'config.json'), 'utf8'));
@@ -113,6 +117,25 @@ describe('quantize', () => {
     await e.close();
   });
 
+  it('--quantize-router packs the routers and keeps linears GPTQ cannot pack (N = 1 shared_expert_gate) in float', async () => {
+    // The generated Qwen2-MoE fixture (shared_expert_gate, 8 experts) has no tokenizer: give it a character-level one.
+    const model = path.join(tmp, 'qwen2-moe');
+    fs.cpSync(path.resolve(__dirname, '../fixtures/generated/qwen2-moe'), model, { recursive: true });
+    const vocab: Record<string, number> = { '[UNK]': 0 };
+    for (let c = 32; c < 127; c++) vocab[String.fromCharCode(c)] = c - 31;
+    const tokenizer = { version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null, post_processor: null, decoder: null, pre_tokenizer: { type: 'Split', pattern: { Regex: '.' }, behavior: 'Isolated', invert: false }, model: { type: 'WordLevel', vocab, unk_token: '[UNK]' } };
+    fs.writeFileSync(path.join(model, 'tokenizer.json'), JSON.stringify(tokenizer));
+    const r = await quantizeModel({ model, out: path.join(tmp, 'router'), data: [C4], ...calibSmall, method: 'rtn', quantizeRouter: true });
+    const st = SafetensorsFile.open(path.join(r.out, 'model.safetensors'));
+    expect(st.tensors.has('model.layers.0.mlp.gate.qweight')).toBe(true);
+    expect(st.tensors.has('model.layers.0.mlp.shared_expert_gate.weight')).toBe(true);
+    expect(st.tensors.has('model.layers.0.mlp.shared_expert_gate.qweight')).toBe(false);
+    st.close();
+    expect(r.report.modules.some((m) => m.module.endsWith('shared_expert_gate'))).toBe(false);
+    const e = await createEngine(r.out, { device: 'cpu' });
+    await e.close();
+  });
+
   it('shards a large output with an index, and 8-bit checkpoints load (dequantized path)', async () => {
     const calib = await calibOnce();
     const r = await quantizeModel({ model: MIXTRAL, out: path.join(tmp, 'sharded'), calib, method: 'rtn', bits: 8, maxShardBytes: 1_000_000, device: 'cpu' });
@@ -135,7 +158,7 @@ describe('quantize', () => {
     const calib = await calibOnce();
     const run = (name: string, timings: boolean) =>
       quantizeModel({ model: MIXTRAL, out: path.join(tmp, name), calib, method: 'gptq', device: 'cpu', timings });
-    const [x, y] = [await run('det-1', false), await run('det-2', false)];
+    const [x, y] = [await gptqOnce(), await run('det-2', false)];
     const files = fs.readdirSync(x.out).sort();
     expect(fs.readdirSync(y.out).sort()).toEqual(files);
     for (const f of files) expect(fs.readFileSync(path.join(x.out, f)).equals(fs.readFileSync(path.join(y.out, f))), f).toBe(true);
