@@ -32,18 +32,23 @@ interface Slot {
 export class LayerHessians {
   readonly slots = new Map<string, Slot>();
 
-  /** `only`: keep just these Hessian keys (quantize collects one group of modules per pass). */
+  /**
+   * `only`: keep just these Hessian keys (quantize collects one group of modules per pass). `weightedOnly`: weighted
+   * keys keep only Σ c x xᵀ (AGQ never reads their plain sums).
+   */
   constructor(
     pool: SessionPool,
     spec: ModelSpec,
     readonly layer: LayerSpec,
     only?: ReadonlySet<string>,
+    weightedOnly = false,
   ) {
     const L = `layers.${layer.index}`;
     const H = spec.hiddenSize;
     const a = spec.attention;
     const add = (key: string, dim: number, source: string, extra: Partial<Slot> = {}) => {
-      if (!only || only.has(key)) this.slots.set(key, { acc: new HessianAccumulator(pool, dim, Boolean(extra.weightBy)), source, ...extra });
+      const weighted = Boolean(extra.weightBy);
+      if (!only || only.has(key)) this.slots.set(key, { acc: new HessianAccumulator(pool, dim, weighted, !(weighted && weightedOnly)), source, ...extra });
     };
     add(`${L}.attn_input`, H, 'attn');
     if (a.kind === 'mha') add(`${L}.o_proj_input`, a.numHeads * a.headDim, 'o');

@@ -13,11 +13,13 @@ import { tensor, type SessionPool } from '../graph/session.js';
 
 const F = OnnxType.FLOAT;
 
-function gramGraph(d: number, weighted: boolean): Uint8Array {
-  const g = new GraphBuilder(weighted ? 'gram_weighted' : 'gram');
+function gramGraph(d: number, plain: boolean, weighted: boolean): Uint8Array {
+  const g = new GraphBuilder(`gram_${plain ? 'p' : ''}${weighted ? 'w' : ''}`);
   const x = g.input('x', F, ['n', d]);
-  const acc = g.input('acc', F, [d, d]);
-  g.output('out', g.op('Gemm', [x, x, acc], { transA: attr.i(1), beta: attr.f(1) }), F, [d, d]);
+  if (plain) {
+    const acc = g.input('acc', F, [d, d]);
+    g.output('out', g.op('Gemm', [x, x, acc], { transA: attr.i(1), beta: attr.f(1) }), F, [d, d]);
+  }
   if (weighted) {
     const c = g.input('c', F, ['n']);
     const accW = g.input('acc_w', F, [d, d]);
@@ -27,9 +29,13 @@ function gramGraph(d: number, weighted: boolean): Uint8Array {
   return g.build();
 }
 
-/** Running Σ x xᵀ (and optionally Σ c x xᵀ) of one linear's input. */
+/**
+ * Running Σ x xᵀ (and optionally Σ c x xᵀ) of one linear's input. `plain = false` (weighted accumulators only)
+ * skips Σ x xᵀ when nobody will read it (AGQ solves and scores experts with the weighted sum alone): one Gemm
+ * per batch instead of two.
+ */
 export class HessianAccumulator {
-  private plain: ort.Tensor;
+  private plainAcc: ort.Tensor | null;
   private weightedAcc: ort.Tensor | null;
   /** Rows accumulated. */
   tokens = 0;
@@ -40,8 +46,10 @@ export class HessianAccumulator {
     private readonly pool: SessionPool,
     readonly dim: number,
     readonly weighted: boolean,
+    readonly plain = true,
   ) {
-    this.plain = tensor.f32(new Float32Array(dim * dim), [dim, dim]);
+    if (!plain && !weighted) throw new Error('HessianAccumulator: nothing to accumulate');
+    this.plainAcc = plain ? tensor.f32(new Float32Array(dim * dim), [dim, dim]) : null;
     this.weightedAcc = weighted ? tensor.f32(new Float32Array(dim * dim), [dim, dim]) : null;
   }
 
@@ -49,8 +57,9 @@ export class HessianAccumulator {
   async add(rows: Float32Array, c?: Float32Array): Promise<void> {
     const n = rows.length / this.dim;
     if (n === 0) return;
-    const session = await this.pool.get(`gram:${this.dim}:${this.weighted}`, () => gramGraph(this.dim, this.weighted));
-    const feeds: Record<string, ort.Tensor> = { x: tensor.f32(rows, [n, this.dim]), acc: this.plain };
+    const session = await this.pool.get(`gram:${this.dim}:${this.plain}:${this.weighted}`, () => gramGraph(this.dim, this.plain, this.weighted));
+    const feeds: Record<string, ort.Tensor> = { x: tensor.f32(rows, [n, this.dim]) };
+    if (this.plainAcc) feeds['acc'] = this.plainAcc;
     if (this.weighted) {
       if (!c || c.length !== n) throw new Error(`HessianAccumulator: ${n} rows need ${n} weights`);
       feeds['c'] = tensor.f32(c, [n]);
@@ -58,14 +67,15 @@ export class HessianAccumulator {
       for (const v of c) this.weightSum += v;
     }
     const out = await this.pool.run(session, feeds);
-    this.plain = out['out']!;
+    if (this.plain) this.plainAcc = out['out']!;
     if (this.weighted) this.weightedAcc = out['out_w']!;
     this.tokens += n;
   }
 
   /** Σ x xᵀ [dim × dim]. */
   get xtx(): Float32Array {
-    return this.plain.data as Float32Array;
+    if (!this.plainAcc) throw new Error('HessianAccumulator: Σ x xᵀ was not kept (plain = false)');
+    return this.plainAcc.data as Float32Array;
   }
 
   /** Σ c x xᵀ [dim × dim] (weighted accumulators only). */

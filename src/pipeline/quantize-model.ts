@@ -129,13 +129,15 @@ export async function quantizeSequential(
     }
   };
 
+  // AGQ solves and scores routed (and gated shared) experts with Σ c x xᵀ alone: skip their plain sums.
+  const weightedOnly = opts.method === 'agq';
   for (const layer of spec.layers) {
     attentionCache = null;
     // One-pass mode: a single capture pass over the unquantized layer serves every group.
     let shared: LayerHessians | null = null;
     if (!opts.trueSequential) {
       const keys = plans[layer.index]!.flatMap((g) => g.modules.filter((m) => !opts.leaveOut(m)).map((m) => m.hessian));
-      shared = new LayerHessians(pool, spec, layer, new Set(keys));
+      shared = new LayerHessians(pool, spec, layer, new Set(keys), weightedOnly);
       await pass(layer, shared, 'layer');
     }
     for (const group of plans[layer.index]!) {
@@ -148,7 +150,7 @@ export async function quantizeSequential(
       }
       let hessians = shared;
       if (!hessians) {
-        hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)));
+        hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)), weightedOnly);
         // q/k/v (MLA q_a/kv_a, q_b/kv_b) need only the attention's input projections; o_proj needs the attention.
         const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : 'layer';
         await pass(layer, hessians, mode);

@@ -50,6 +50,9 @@ describe('Hessians', () => {
         },
       });
       await hess.add(acts!);
+      // AGQ's weighted-only accumulators: the same Σ c x xᵀ bit for bit, and no plain sums to read by mistake.
+      const agq = new LayerHessians(engine.pool, spec, layer, undefined, true);
+      await agq.add(acts!);
       const H = spec.hiddenSize;
       const I = f.expertIntermediateSize;
       const x = routingEv!.ffnIn;
@@ -100,7 +103,11 @@ describe('Hessians', () => {
         expect(relErr(gu.xtcx!, weighted)).toBeLessThan(1e-5);
         expect(relErr(dn.xtx, downPlain)).toBeLessThan(1e-4);
         expect(relErr(dn.xtcx!, downWeighted)).toBeLessThan(1e-4);
+        const guW = agq.slots.get(`layers.1.experts.${e}.gate_up_input`)!.acc;
+        expect(Buffer.from(guW.xtcx!.buffer).equals(Buffer.from(gu.xtcx!.buffer))).toBe(true);
+        expect(() => guW.xtx).toThrow(/not kept/);
       }
+      expect(Buffer.from(agq.slots.get('layers.1.ffn_input')!.acc.xtx.buffer).equals(Buffer.from(hess.slots.get('layers.1.ffn_input')!.acc.xtx.buffer))).toBe(true);
       expect(checkedExperts).toBeGreaterThan(4);
       // Weighted really differs from plain (affinities are not all 1): misaligned c would not pass the checks above.
       const any = hess.slots.get('layers.1.experts.0.gate_up_input')!.acc;
