@@ -169,7 +169,6 @@ export class Checkpoint {
     return this.entry(name).shard.readBytes(name);
   }
 
-  /** Tensor `name` as float32; `checkFinite` throws NUMERIC on NaN/Inf. */
   /** Read a float tensor into a caller-owned float32 buffer (see SafetensorsFile.readFloat32Into). */
   readFloat32Into(name: string, dst: Float32Array): Float32Array {
     return this.entry(name).shard.readFloat32Into(name, dst);

@@ -123,6 +123,11 @@ export function expand16InPlace(dtype: 'BF16' | 'F16', dst: Float32Array): void 
   }
 }
 
+/** Raw little-endian int32 tensor bytes (I32: GPTQ qweight/qzeros/g_idx, token ids) as a new Int32Array. */
+export function int32Of(bytes: Uint8Array): Int32Array {
+  return new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
 /**
  * Converts raw little-endian tensor bytes of `dtype` to a new Float32Array (never aliasing `bytes`).
  * Integers beyond 2^24 lose precision, as any float32 conversion must; BOOL maps to 0/1.

@@ -33,8 +33,7 @@ export async function createEngine(dir: string, options: EngineOptions = {}): Pr
   try {
     const { device, note } = await resolveDevice(options.device ?? 'cpu');
     const pool = new SessionPool(device, options.threads);
-    const weights = new WeightStore(model.checkpoint, model.expected, options.cacheBytes, model.gptq, model.packed);
-    weights.useNBits = options.int4Kernels ?? true;
+    const weights = new WeightStore(model.checkpoint, model.expected, options.cacheBytes, model.gptq, model.packed, options.int4Kernels ?? true);
     const forward = new ForwardEngine(model.spec, pool, weights);
     return {
       model,

@@ -6,6 +6,7 @@
  */
 import type { ExpectedTensor } from '../architectures/shapes.js';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { int32Of } from '../checkpoint/dtypes.js';
 import { toMatMulNBits, unpackGptq, type MatMulNBitsTensors } from '../quantization/pack.js';
 import type { GptqConfig } from './model.js';
 
@@ -19,15 +20,22 @@ export interface WeightSource {
 export class WeightStore implements WeightSource {
   private readonly cache = new Map<string, Float32Array>();
   readonly resident: boolean;
-  /** Bytes of all expected tensors as float32 (what a resident copy of the model holds). */
-  readonly float32Bytes: number;
+  /**
+   * Bytes a resident copy of the model holds: float32 tensors, and 4-bit linears that run on MatMulNBits at their
+   * packed size (~1/8), so a GPTQ checkpoint stays resident (and gets parallel eval workers) by what it really takes.
+   */
+  readonly residentBytes: number;
   readonly overrides = new Map<string, Float32Array>();
 
   private readonly shapes = new Map<string, number[]>();
+  private readonly nbitsCache = new Map<string, MatMulNBitsTensors>();
+  private readonly blockSizes = new Map<string, number | null>();
 
   /**
    * `packed`: linears stored in GPTQ form (`<prefix>.qweight` …); `get(<prefix>.weight)` dequantizes them to float32
    * [N, K] on load, so every graph runs unchanged on GPTQ checkpoints (ours and other tools').
+   * `useNBits`: run eligible packed weights on onnxruntime's MatMulNBits (4-bit, g_idx = k // group, power-of-two
+   * group) instead of dequantizing them.
    */
   constructor(
     private readonly checkpoint: Checkpoint,
@@ -35,16 +43,16 @@ export class WeightStore implements WeightSource {
     cacheBytes = 2 ** 31,
     private readonly gptq: GptqConfig | null = null,
     private readonly packed = new Map<string, { prefix: string; N: number; K: number }>(),
+    readonly useNBits = true,
   ) {
-    this.float32Bytes = expected.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 4, 0);
-    this.resident = this.float32Bytes <= cacheBytes;
     for (const t of expected) this.shapes.set(t.name, t.shape);
+    this.residentBytes = expected.reduce((sum, t) => {
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      const block = this.nbitsBlockSize(t.name);
+      return sum + (block === null ? n * 4 : n / 2 + (n / block) * 4.5); // B nibbles + float32 scales + zero points
+    }, 0);
+    this.resident = this.residentBytes <= cacheBytes;
   }
-
-  /** Use onnxruntime's MatMulNBits for eligible packed weights (4-bit, g_idx = k // group, power-of-two group). */
-  useNBits = true;
-  private readonly nbitsCache = new Map<string, MatMulNBitsTensors>();
-  private readonly blockSizes = new Map<string, number | null>();
 
   /** MatMulNBits block size for a packed weight that can run on the 4-bit kernel, else null (use float32). */
   nbitsBlockSize(name: string): number | null {
@@ -57,8 +65,7 @@ export class WeightStore implements WeightSource {
     if (p && q && q.bits === 4) {
       const g = q.groupSize > 0 ? q.groupSize : p.K;
       if (g >= 16 && (g & (g - 1)) === 0) {
-        const gIdx = this.checkpoint.has(`${p.prefix}.g_idx`) ? this.checkpoint.readBytes(`${p.prefix}.g_idx`) : null;
-        const ids = gIdx ? new Int32Array(gIdx.buffer.slice(gIdx.byteOffset, gIdx.byteOffset + gIdx.byteLength)) : null;
+        const ids = this.checkpoint.has(`${p.prefix}.g_idx`) ? int32Of(this.checkpoint.readBytes(`${p.prefix}.g_idx`)) : null;
         if (!ids || ids.every((v, k) => v === Math.floor(k / g))) block = g;
       }
     }
@@ -71,7 +78,8 @@ export class WeightStore implements WeightSource {
     const hit = this.nbitsCache.get(name);
     if (hit) return hit;
     const out = toMatMulNBits(this.unpack(name), this.nbitsBlockSize(name)!);
-    if (this.resident) this.nbitsCache.set(name, out);
+    // Like float tensors: kept for good when resident, until release() when streaming (not rebuilt per batch).
+    this.nbitsCache.set(name, out);
     return out;
   }
 
@@ -82,10 +90,7 @@ export class WeightStore implements WeightSource {
   private unpack(name: string) {
     const { prefix, N, K } = this.packed.get(name)!;
     const q = this.gptq!;
-    const i32 = (suffix: string) => {
-      const b = this.checkpoint.readBytes(`${prefix}.${suffix}`);
-      return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-    };
+    const i32 = (suffix: string) => int32Of(this.checkpoint.readBytes(`${prefix}.${suffix}`));
     const scalesBytes = this.checkpoint.readBytes(`${prefix}.scales`);
     const groupSize = q.groupSize > 0 ? q.groupSize : K;
     const gIdx = this.checkpoint.has(`${prefix}.g_idx`) ? i32('g_idx') : Int32Array.from({ length: K }, (_, k) => Math.floor(k / groupSize));

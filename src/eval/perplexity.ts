@@ -62,7 +62,7 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
       windows: windows.length,
       seqLen,
       batchTokens: opts.batchTokens,
-      modelBytes: engine.weights.float32Bytes,
+      modelBytes: engine.weights.residentBytes,
       resident: engine.weights.resident,
       cacheBytes: opts.cacheBytes,
     });

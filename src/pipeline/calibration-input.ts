@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsFile } from '../checkpoint/safetensors.js';
+import { int32Of } from '../checkpoint/dtypes.js';
 import { CALIBRATION_FORMAT } from '../calibration/calibrate.js';
 import { fail } from '../errors.js';
 import { readBalanceReport } from '../report/index.js';
@@ -44,7 +45,7 @@ export function readCalibration(dir: string, expectFingerprint: string): Calibra
   if (!info || info.dtype !== 'I32' || info.shape.length !== 2) throw fail('BAD_DATA', `${tokensFile} has no int32 [samples, seq_len] "tokens" tensor`);
   const bytes = st.readBytes('tokens');
   st.close();
-  const all = new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  const all = int32Of(bytes);
   const [samples, seqLen] = info.shape as [number, number];
   const windows = Array.from({ length: samples }, (_, i) => all.subarray(i * seqLen, (i + 1) * seqLen));
   const report = readBalanceReport(dir);

@@ -165,7 +165,21 @@ export function unpackGptq(
   const sGN = tensors.scales instanceof Uint16Array ? toFloat32('F16', new Uint8Array(tensors.scales.buffer, tensors.scales.byteOffset, tensors.scales.byteLength)) : tensors.scales;
   const scales = new Float32Array(N * G);
   for (let g = 0; g < G; g++) for (let n = 0; n < N; n++) scales[n * G + g] = sGN[g * N + n]!;
-  return { N, K, bits, groupSize: K / G, q, scales, zeros, gIdx, dequantized: dequantize(N, K, q, scales, zeros, gIdx) };
+  // Float32 weights only on demand: MatMulNBits re-lays the integer levels and never needs them.
+  let dequantized: Float32Array | null = null;
+  return {
+    N,
+    K,
+    bits,
+    groupSize: K / G,
+    q,
+    scales,
+    zeros,
+    gIdx,
+    get dequantized() {
+      return (dequantized ??= dequantize(N, K, q, scales, zeros, gIdx));
+    },
+  };
 }
 
 /**

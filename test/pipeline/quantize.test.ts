@@ -56,6 +56,8 @@ describe('quantize', () => {
       expect(x.length).toBe(y.length);
       expect(Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(y.buffer, y.byteOffset, y.byteLength)), name).toBe(true);
     }
+    // Held as MatMulNBits inputs, the 4-bit linears count at their packed size against the resident budget.
+    expect(a.weights.residentBytes).toBeLessThan(b.weights.residentBytes / 2);
     await a.close();
     await b.close();
     const fp = await evaluatePerplexity({ model: MIXTRAL, data: WIKI, seqLen: 128, maxWindows: 8, device: 'cpu' });
