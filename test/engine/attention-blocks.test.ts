@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { queryBlocks } from '../../src/graph/blocks.js';
-import { withConfig } from './helpers.js';
+import { maxAbsDiff, withConfig } from './helpers.js';
 
 const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-blocks-'));
@@ -30,7 +30,7 @@ async function compare(dir: string, fused = false, fusedScoreBytes?: number): Pr
     const prefill = 120;
     let err = 0;
     const check = (logits: Float32Array, p: number) => {
-      for (let v = 0; v < V; v++) err = Math.max(err, Math.abs(logits[v]! - full[p * V + v]!));
+      err = Math.max(err, maxAbsDiff(logits, full.subarray(p * V, (p + 1) * V)));
     };
     check(await dec.step([ids.subarray(0, prefill)]), prefill - 1);
     for (let p = prefill; p < S; p++) check(await dec.step([ids.subarray(p, p + 1)]), p);

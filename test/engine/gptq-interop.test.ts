@@ -11,17 +11,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { int32Of } from '../../src/checkpoint/dtypes.js';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { createEngine } from '../../src/engine/engine.js';
+import { maxAbsDiff, readReference } from './helpers.js';
 
 const ROOT = process.env['GPTQ_INTEROP_DIR'] ?? path.resolve(__dirname, '../fixtures/gptq-interop');
 const CASES = ['v1-asym', 'v2-asym', 'v1-sym', 'v1-sym-no-gidx'];
 const PROBE = 'model.layers.0.block_sparse_moe.experts.0.w1.weight'; // a stress module: has z = 0 groups in asym
 
-function readI32(file: SafetensorsFile, name: string): Int32Array {
-  const b = file.readBytes(name);
-  return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
+const readI32 = (file: SafetensorsFile, name: string): Int32Array => int32Of(file.readBytes(name));
 
 describe('GPTQ checkpoints from an independent writer', () => {
   it('fixtures exercise the intended cases', () => {
@@ -59,9 +58,7 @@ describe('GPTQ checkpoints from an independent writer', () => {
     for (const int4Kernels of [true, false]) {
       it(`${c} (${int4Kernels ? 'MatMulNBits' : 'dequantized float32'}): logits within 1e-3 of transformers`, async () => {
         const dir = path.join(ROOT, c);
-        const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-        const ids = Int32Array.from(ref.readFloat32('input_ids'));
-        const refLogits = ref.readFloat32('logits');
+        const { ids, logits: refLogits } = readReference(dir);
         const engine = await createEngine(dir, { device: 'cpu', int4Kernels });
         try {
           expect(engine.model.gptq).not.toBeNull();
@@ -71,13 +68,11 @@ describe('GPTQ checkpoints from an independent writer', () => {
           expect(engine.weights.nbitsBlockSize(PROBE)).toBe(int4Kernels ? 64 : null);
           const out = await engine.forward.run([ids], { head: 'logits' });
           expect(out.logits!.length).toBe(refLogits.length);
-          let maxErr = 0;
-          for (let i = 0; i < refLogits.length; i++) maxErr = Math.max(maxErr, Math.abs(out.logits![i]! - refLogits[i]!));
+          const maxErr = maxAbsDiff(out.logits!, refLogits);
           console.log(`gptq-interop ${c} int4Kernels=${int4Kernels}: max|Δlogit| = ${maxErr.toExponential(2)}`);
           expect(maxErr).toBeLessThan(1e-3);
         } finally {
           await engine.close();
-          ref.close();
         }
       });
     }

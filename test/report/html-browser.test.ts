@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { renderBalanceHtml } from '../../src/report/html.js';
+import { escapeHtml, renderBalanceHtml } from '../../src/report/html.js';
 import type { BalanceReport } from '../../src/report/types.js';
 import { Chromium, findChromium } from './chromium.js';
 import { NASTY_MODEL, smallReport, syntheticReport } from './synthetic.js';
@@ -91,7 +91,7 @@ describe('balance-report.html in headless Chromium', () => {
 
   it.skipIf(!bin)('the harness itself catches console errors, uncaught exceptions and network references', async () => {
     const html = renderBalanceHtml(smallReport());
-    expect(html).toContain(NASTY_MODEL.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;'));
+    expect(html).toContain(escapeHtml(NASTY_MODEL));
     const file = path.join(tmp, 'injected.html');
     fs.writeFileSync(
       file,

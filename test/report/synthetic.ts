@@ -4,6 +4,7 @@
  */
 import { BALANCE_REPORT_FORMAT, type BalanceReport, type BalanceStats, type BalanceSummary, type LayerBalance } from '../../src/report/types.js';
 import { seededRandom as rng } from '../../src/calibration/samples.js';
+import { averageSummaries, balanceStats, summarize } from '../../src/routing/balance.js';
 
 export const NASTY_MODEL = '/models/<script>alert("x")</script>&"tiny" \'moe\'';
 export const NASTY_DATA = '/data/a&b <c> "d".txt';
@@ -33,24 +34,10 @@ function apportion(weights: number[], total: number): number[] {
   return out;
 }
 
-export function summarize(tokens: number[]): BalanceSummary {
-  const E = tokens.length;
-  const total = tokens.reduce((a, b) => a + b, 0);
-  const mean = total / E;
-  const share = tokens.map((t) => (total > 0 ? t / total : 0));
-  const ms = 1 / E;
-  const sigma = Math.sqrt(share.reduce((a, s) => a + (s - ms) ** 2, 0) / (E - 1));
-  return { maxvio: mean > 0 ? (Math.max(...tokens) - mean) / mean : 0, sigma, min_tokens: Math.min(...tokens) };
-}
-
+/** Per-expert statistics with the engine's own definitions; affinities are random. */
 function stats(tokens: number[], r: () => number): BalanceStats {
-  const E = tokens.length;
-  const total = tokens.reduce((a, b) => a + b, 0);
-  const share = tokens.map((t) => (total > 0 ? t / total : 0));
-  const mean_affinity = tokens.map((t) => (t > 0 ? 0.15 + 0.3 * r() : 0));
-  const affinity_mass = tokens.map((t, e) => t * mean_affinity[e]!);
-  const entropy = -share.reduce((a, s) => a + (s > 0 ? s * Math.log(s) : 0), 0) / Math.log(E);
-  return { ...summarize(tokens), tokens, share, affinity_mass, mean_affinity, entropy };
+  const meanAffinity = tokens.map((t) => (t > 0 ? 0.15 + 0.3 * r() : 0));
+  return balanceStats(tokens, tokens.map((t, e) => t * meanAffinity[e]!));
 }
 
 export interface SyntheticOptions {
@@ -123,11 +110,7 @@ export function syntheticReport(o: SyntheticOptions): BalanceReport {
       bias_trajectory: traj,
     });
   }
-  const mean = (f: (l: LayerBalance) => BalanceSummary): BalanceSummary => ({
-    maxvio: Math.max(...layers.map((l) => f(l).maxvio)),
-    sigma: layers.reduce((a, l) => a + f(l).sigma, 0) / layers.length,
-    min_tokens: Math.min(...layers.map((l) => f(l).min_tokens)),
-  });
+  const mean = (f: (l: LayerBalance) => BalanceSummary): BalanceSummary => averageSummaries(layers.map(f));
   return {
     format: BALANCE_REPORT_FORMAT,
     model: o.model ?? '/models/tiny-mixtral',
