@@ -22,11 +22,12 @@ export interface FixtureResult {
   /** createEngine + first run (session creation, weight loading, graph building). */
   coldMs: number;
   coldTokensPerSec: number;
-  /** Every warm run: wall ms, ms inside onnxruntime session.run, number of session.run calls. */
-  warmRuns: { wallMs: number; ortMs: number; ortRuns: number }[];
+  /** Every warm run: wall ms, ms inside onnxruntime session.run. */
+  warmRuns: { wallMs: number; ortMs: number }[];
   /** Median warm run. */
   warmMs: number;
   warmTokensPerSec: number;
+  bestTokensPerSec: number;
   /** pool.runMs / wall of the median warm run. */
   ortShare: number;
   ppl: number;
@@ -56,6 +57,33 @@ export interface ParallelFixtureResult {
   peakRssMb: number;
 }
 
+/** One cold run (from `start`, which includes setup) then `repeats` warm runs; median and best of the warm ones. */
+async function timeRuns(tokens: number, start: number, repeats: number, runOnce: () => Promise<{ nll: Float32Array; ortMs: number }>) {
+  await runOnce();
+  const coldMs = performance.now() - start;
+  const warmRuns: { wallMs: number; ortMs: number }[] = [];
+  let nll!: Float32Array;
+  for (let r = 0; r < repeats; r++) {
+    const tw = performance.now();
+    const out = await runOnce();
+    warmRuns.push({ wallMs: performance.now() - tw, ortMs: out.ortMs });
+    nll = out.nll;
+  }
+  const sorted = [...warmRuns].sort((a, b) => a.wallMs - b.wallMs);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  const perSec = (ms: number) => tokens / (ms / 1000);
+  return {
+    coldMs,
+    coldTokensPerSec: perSec(coldMs),
+    warmRuns,
+    warmMs: median.wallMs,
+    warmTokensPerSec: perSec(median.wallMs),
+    bestTokensPerSec: perSec(sorted[0]!.wallMs),
+    medianOrtMs: median.ortMs,
+    nll,
+  };
+}
+
 /** Time the windows on one worker per core (none on a one-core machine). */
 async function runParallel(dir: string, windows: Int32Array[], seqLen: number, repeats: number, numLayers: number): Promise<ParallelFixtureResult | null> {
   const cores = os.availableParallelism();
@@ -65,30 +93,14 @@ async function runParallel(dir: string, windows: Int32Array[], seqLen: number, r
   const tc = performance.now();
   const parallel = await ParallelNll.start(dir, {}, plan, numLayers);
   try {
-    await parallel.run(windows, { batchTokens: plan.batchTokens });
-    const coldMs = performance.now() - tc;
-    const warmRuns: ParallelFixtureResult['warmRuns'] = [];
-    let nll: Float32Array | undefined;
-    for (let r = 0; r < repeats; r++) {
-      const tw = performance.now();
-      const out = await parallel.run(windows, { batchTokens: plan.batchTokens });
-      warmRuns.push({ wallMs: performance.now() - tw, ortMs: out.ortMs });
-      nll = out.nll;
-    }
-    const sorted = [...warmRuns].sort((a, b) => a.wallMs - b.wallMs);
-    const median = sorted[Math.floor(sorted.length / 2)]!;
+    const { nll, medianOrtMs, ...t } = await timeRuns(tokens, tc, repeats, () => parallel.run(windows, { batchTokens: plan.batchTokens }));
     return {
       workers: plan.workers,
       threadsPerWorker: plan.threadsPerWorker,
       batchTokens: plan.batchTokens,
-      coldMs,
-      coldTokensPerSec: tokens / (coldMs / 1000),
-      warmRuns,
-      warmMs: median.wallMs,
-      warmTokensPerSec: tokens / (median.wallMs / 1000),
-      bestTokensPerSec: tokens / (sorted[0]!.wallMs / 1000),
-      ortShare: median.ortMs / (median.wallMs * plan.workers),
-      ppl: Math.exp(meanNll(nll!, windows.length, seqLen)),
+      ...t,
+      ortShare: medianOrtMs / (t.warmMs * plan.workers),
+      ppl: Math.exp(meanNll(nll, windows.length, seqLen)),
       peakRssMb: peakRssMb(),
     };
   } finally {
@@ -119,19 +131,11 @@ async function main(): Promise<void> {
   const engine = await createEngine(dir, { device: 'cpu' });
   let result: FixtureResult;
   try {
-    await engine.forward.run(windows, { head: 'nll' });
-    const coldMs = performance.now() - tc;
-    const warmRuns: FixtureResult['warmRuns'] = [];
-    let nll: Float32Array | undefined;
-    for (let r = 0; r < repeats; r++) {
+    const { nll, medianOrtMs, ...t } = await timeRuns(tokens, tc, repeats, async () => {
       const ort0 = engine.pool.runMs;
-      const runs0 = engine.pool.runs;
-      const tw = performance.now();
-      nll = (await engine.forward.run(windows, { head: 'nll' })).nll!;
-      warmRuns.push({ wallMs: performance.now() - tw, ortMs: engine.pool.runMs - ort0, ortRuns: engine.pool.runs - runs0 });
-    }
-    const sorted = [...warmRuns].sort((a, b) => a.wallMs - b.wallMs);
-    const median = sorted[Math.floor(sorted.length / 2)]!;
+      const { nll } = await engine.forward.run(windows, { head: 'nll' });
+      return { nll: nll!, ortMs: engine.pool.runMs - ort0 };
+    });
     const refFile = path.join(dir, 'reference.json');
     let referencePpl: number | null = null;
     if (fs.existsSync(refFile)) {
@@ -146,13 +150,9 @@ async function main(): Promise<void> {
       seqLen,
       tokens,
       tokenizeMs,
-      coldMs,
-      coldTokensPerSec: tokens / (coldMs / 1000),
-      warmRuns,
-      warmMs: median.wallMs,
-      warmTokensPerSec: tokens / (median.wallMs / 1000),
-      ortShare: median.ortMs / median.wallMs,
-      ppl: Math.exp(meanNll(nll!, windows.length, seqLen)),
+      ...t,
+      ortShare: medianOrtMs / t.warmMs,
+      ppl: Math.exp(meanNll(nll, windows.length, seqLen)),
       referencePpl,
       peakRssMb: peakRssMb(),
       device: engine.device,

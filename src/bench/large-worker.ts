@@ -1,10 +1,9 @@
 /**
  * Large-model worker (run in its own process by main.ts):
  *   node dist/bench/large-worker.js generate <dir>
- *   node dist/bench/large-worker.js run <dir> [seqs] [seqLen] [variant]
+ *   node dist/bench/large-worker.js run <dir> [seqs] [seqLen]
  * `run` pushes seqs×seqLen random token ids through createEngine(dir, { device: 'cpu', cacheBytes: 0 }) (weights
  * streamed layer by layer, experts in chunks) with head 'nll', sampling memory after every unit of work.
- * (The gc / noarena / arena variants of the memory investigation were removed once WeightStore reused buffers.)
  */
 import { createEngine } from '../engine/engine.js';
 import { emit, peakRssMb } from './proc.js';
@@ -20,7 +19,6 @@ export interface MemorySample {
 }
 
 export interface LargeRunResult {
-  variant: string;
   tokens: number;
   seqs: number;
   seqLen: number;
@@ -56,7 +54,7 @@ function sample(step: number, label: string): MemorySample {
   return { step, label, rssMb: m.rss / MB, peakRssMb: peakRssMb(), arrayBuffersMb: m.arrayBuffers / MB, heapUsedMb: m.heapUsed / MB };
 }
 
-async function run(dir: string, seqs: number, seqLen: number, variant: string): Promise<LargeRunResult> {
+async function run(dir: string, seqs: number, seqLen: number): Promise<LargeRunResult> {
   const samples: MemorySample[] = [sample(0, 'start')];
   const t0 = performance.now();
   const engine = await createEngine(dir, { device: 'cpu', cacheBytes: 0 });
@@ -69,7 +67,7 @@ async function run(dir: string, seqs: number, seqLen: number, variant: string): 
   pool.run = async (session, feeds) => {
     const before = sample(step, 'before ort');
     const out = await plainRun(session, feeds);
-    const after = sample(step, `ort ${session.inputNames.includes('w.lmHead') ? 'head' : session.inputNames.includes('combine_pos') ? 'moe' : session.inputNames.includes('w.gate') ? 'dense' : 'attn'}`);
+    const after = sample(step, `ort ${session.inputNames.includes('w.lmHead') ? 'head' : session.inputNames.includes('combine_pos') ? 'moe' : session.inputNames.includes('rows.0') ? 'experts' : session.inputNames.includes('w.gate') ? 'dense' : 'attn'}`);
     samples.push(before, after);
     return out;
   };
@@ -88,7 +86,6 @@ async function run(dir: string, seqs: number, seqLen: number, variant: string): 
     const layerParams = engine.model.expected.filter((t) => t.layer !== null).reduce((m, t) => m.set(t.layer!, (m.get(t.layer!) ?? 0) + t.shape.reduce((a, b) => a * b, 1)), new Map<number, number>());
     const lmHead = engine.model.expected.find((t) => t.name === spec.lmHead)!;
     return {
-      variant,
       tokens: seqs * seqLen,
       seqs,
       seqLen,
@@ -109,13 +106,13 @@ async function run(dir: string, seqs: number, seqLen: number, variant: string): 
 }
 
 async function main(): Promise<void> {
-  const [mode, dir, a, b, c] = process.argv.slice(2);
+  const [mode, dir, a, b] = process.argv.slice(2);
   if (mode === 'generate' && dir) {
     emit({ ...generateCheckpoint(dir, LARGE_MIXTRAL_CONFIG), peakRssMb: peakRssMb() });
   } else if (mode === 'run' && dir) {
-    emit(await run(dir, Number(a ?? 2), Number(b ?? 256), c ?? 'default'));
+    emit(await run(dir, Number(a ?? 2), Number(b ?? 256)));
   } else {
-    throw new Error('usage: large-worker.js generate <dir> | run <dir> [seqs] [seqLen] [variant]');
+    throw new Error('usage: large-worker.js generate <dir> | run <dir> [seqs] [seqLen]');
   }
 }
 

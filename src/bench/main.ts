@@ -14,7 +14,7 @@ import path from 'node:path';
 import { C4_SAMPLE, parseArgs } from './args.js';
 import type { FixtureResult } from './fixture-worker.js';
 import type { LargeRunResult } from './large-worker.js';
-import { runNodeWorker, tail } from './proc.js';
+import { runNodeWorker, tail, type ChildResult } from './proc.js';
 import type { PipelineResult } from './pipeline-worker.js';
 import { fixtureTable, largeTable, parallelTable, pipelineTable, type FixtureRow, type LargeReport } from './report.js';
 import type { GenerateResult } from './synth.js';
@@ -24,6 +24,7 @@ import { runTorch, torchPython } from './torch.js';
 const TARGET_RSS_MB = 1.5e9 / 2 ** 20;
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
+const failed = (r: ChildResult<unknown>) => ({ error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
     const fixture = path.basename(dir);
     log(`bench: ${fixture}: ${o.windows}×${o.seqLen} tokens, 1 cold + ${o.repeats} warm runs…`);
     const r = await runNodeWorker<FixtureResult>('fixture-worker.js', [dir, o.data, String(o.windows), String(o.seqLen), String(o.repeats)], [], false);
-    const row: FixtureRow = { fixture, node: r.result ?? { error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` } };
+    const row: FixtureRow = { fixture, node: r.result ?? failed(r) };
     if (python) {
       log(`bench: ${fixture}: PyTorch eager…`);
       row.torch = await runTorch(python, dir, o.data, o.windows, o.seqLen, o.repeats);
@@ -49,11 +50,11 @@ async function main(): Promise<void> {
   if (!o.skipLarge) {
     log(`bench: large checkpoint in ${o.largeDir} (generated once, then reused)…`);
     const g = await runNodeWorker<GenerateResult & { peakRssMb: number }>('large-worker.js', ['generate', o.largeDir], [], false);
-    large = { generate: g.result ?? { error: `generator exited with ${g.code}: ${tail(g.stderr, 3)}` }, runs: [], targetRssMb: TARGET_RSS_MB };
+    large = { generate: g.result ?? failed(g), run: null, targetRssMb: TARGET_RSS_MB };
     if (g.result) {
       log(`bench: large model, ${o.largeSeqs}×${o.largeSeqLen} tokens…`);
-      const r = await runNodeWorker<LargeRunResult>('large-worker.js', ['run', o.largeDir, String(o.largeSeqs), String(o.largeSeqLen), 'default'], [], false);
-      large.runs.push(r.result ?? { variant: 'default', error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
+      const r = await runNodeWorker<LargeRunResult>('large-worker.js', ['run', o.largeDir, String(o.largeSeqs), String(o.largeSeqLen)], [], false);
+      large.run = r.result ?? failed(r);
     }
   }
 
@@ -62,14 +63,15 @@ async function main(): Promise<void> {
     for (const dir of o.fixtures) {
       log(`bench: ${path.basename(dir)}: eval vs calibrate over ${o.pipelineSamples}×512 C4 tokens, quantize rtn/gptq/agq…`);
       const r = await runNodeWorker<PipelineResult>('pipeline-worker.js', [dir, C4_SAMPLE, String(o.pipelineSamples), '512'], [], false);
-      pipeline.push(r.result ?? { fixture: path.basename(dir), error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` });
+      pipeline.push(r.result ?? { fixture: path.basename(dir), ...failed(r) });
     }
   }
-  let gptq: { N: number; K: number; seconds: number; threads: string | number } | { error: string } | null = null;
+  type GptqSolve = { N: number; K: number; seconds: number; coldSeconds: number; threads: string | number };
+  let gptq: GptqSolve | { error: string } | null = null;
   if (!o.skipGptq) {
     log(`bench: one GPTQ solve, K = N = ${o.gptqSize}…`);
-    const r = await runNodeWorker<{ N: number; K: number; seconds: number; threads: string | number }>('gptq-worker.js', [String(o.gptqSize), String(o.gptqSize)], [], false);
-    gptq = r.result ?? { error: `worker exited with ${r.code}: ${tail(r.stderr, 3)}` };
+    const r = await runNodeWorker<GptqSolve>('gptq-worker.js', [String(o.gptqSize), String(o.gptqSize)], [], false);
+    gptq = r.result ?? failed(r);
   }
 
   const machine = { cpus: os.availableParallelism(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
@@ -106,7 +108,7 @@ async function main(): Promise<void> {
       '',
       'error' in gptq
         ? `GPTQ solve: ${gptq.error}`
-        : `Largest single GPTQ solve (Cholesky + inverse + column loop), K = N = ${gptq.K}, group 128: ${gptq.seconds.toFixed(2)} s` +
+        : `Largest single GPTQ solve (Cholesky + inverse + column loop), K = N = ${gptq.K}, group 128: ${gptq.seconds.toFixed(2)} s warm, ${gptq.coldSeconds.toFixed(2)} s with session creation` +
             ' (PyTorch side by side: scripts/quant-reference/README.md)',
     );
   process.stdout.write(`${out.join('\n')}\n`);

@@ -13,7 +13,7 @@ export interface FixtureRow {
 
 export interface LargeReport {
   generate: (GenerateResult & { peakRssMb: number }) | { error: string };
-  runs: (LargeRunResult | { error: string; variant: string })[];
+  run: LargeRunResult | { error: string } | null;
   targetRssMb: number;
 }
 
@@ -35,7 +35,7 @@ export function fixtureTable(rows: FixtureRow[], withTorch: boolean): string {
   const body = rows.map((r) => {
     if (!ok(r.node)) return [r.fixture, `error: ${r.node.error}`];
     const n = r.node;
-    const best = Math.max(...n.warmRuns.map((w) => n.tokens / (w.wallMs / 1000)));
+    const best = n.bestTokensPerSec;
     const cells = [
       r.fixture,
       f0(n.warmTokensPerSec),
@@ -88,25 +88,25 @@ export function largeTable(r: LargeReport): string {
         (g.reused ? 'reused from cache' : `generated in ${f1(g.seconds)} s with peak RSS ${f0(g.peakRssMb)} MB`),
     );
   } else lines.push(`checkpoint: error: ${r.generate.error}`);
-  const head = ['variant', 'tokens', 'setup s', 'run s', 'total s', 'ORT s', 'peak RSS MB', '< 1.5 GB', 'JS buffers MB', 'other MB', 'layer f32 MB', 'lm_head f32 MB'];
-  const body = r.runs.map((x) =>
-    'error' in x
-      ? [x.variant, `error: ${x.error}`]
-      : [
-          x.variant,
-          String(x.tokens),
-          f1(x.setupSeconds),
-          f1(x.runSeconds),
-          f1(x.seconds),
-          f1(x.ortSeconds),
-          f0(x.peakRssMb),
-          x.peakRssMb < r.targetRssMb ? 'yes' : 'NO',
-          f0(Math.max(...x.samples.map((m) => m.arrayBuffersMb))),
-          f0(Math.max(...x.samples.filter((m) => m.label.startsWith('ort ')).map((m) => m.rssMb - m.arrayBuffersMb))),
-          f0(x.layerF32Mb),
-          f0(x.lmHeadF32Mb),
-        ],
-  );
+  const x = r.run;
+  if (x === null) return lines.join('\n');
+  if ('error' in x) return [...lines, `run: error: ${x.error}`].join('\n');
+  const head = ['tokens', 'setup s', 'run s', 'total s', 'ORT s', 'peak RSS MB', '< 1.5 GB', 'JS buffers MB', 'other MB', 'layer f32 MB', 'lm_head f32 MB'];
+  const body = [
+    [
+      String(x.tokens),
+      f1(x.setupSeconds),
+      f1(x.runSeconds),
+      f1(x.seconds),
+      f1(x.ortSeconds),
+      f0(x.peakRssMb),
+      x.peakRssMb < r.targetRssMb ? 'yes' : 'NO',
+      f0(Math.max(...x.samples.map((m) => m.arrayBuffersMb))),
+      f0(Math.max(...x.samples.filter((m) => m.label.startsWith('ort ')).map((m) => m.rssMb - m.arrayBuffersMb))),
+      f0(x.layerF32Mb),
+      f0(x.lmHeadF32Mb),
+    ],
+  ];
   lines.push(table(head, body));
   lines.push(
     'MB = MiB; JS buffers: max ArrayBuffer memory (weights + garbage awaiting GC); other: max RSS − ArrayBuffers right after an ' +
