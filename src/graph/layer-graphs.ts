@@ -124,13 +124,24 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
   return { o, kv, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
 }
 
+/**
+ * MLA's low-rank latents of the normed layer input x: the q_b input (normed q_a; null without q_lora_rank), the kv_b
+ * input (normed compressed kv) and the shared RoPE key part [T, rot]. HF DeepSeek's inner norms (q_a_layernorm,
+ * kv_a_layernorm) use the RMSNorm default eps 1e-6.
+ */
+function mlaLatents(g: GraphBuilder, H: number, a: MlaSpec, x: string, forms: WeightForms): { qBIn: string | null; kvBIn: string; kPe2d: string } {
+  const innerEps = 1e-6;
+  const w = (role: string, dims: number[]) => g.input(`w.${role}`, F, dims);
+  const qBIn = a.qLoraRank === null ? null : rmsNorm(g, projection(g, x, 'qA', a.qLoraRank, H, forms), w('qANorm', [a.qLoraRank]), innerEps);
+  const r = a.kvLoraRank;
+  const [c, kPe2d] = g.opN('Split', [projection(g, x, 'kvA', r + a.qkRopeHeadDim, H, forms), g.i64([r, a.qkRopeHeadDim])], 2, { axis: attr.i(-1) });
+  return { qBIn, kvBIn: rmsNorm(g, c!, w('kvANorm', [r]), innerEps), kPe2d: kPe2d! };
+}
+
 function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: ReturnType<typeof attentionInputs>, withCache: boolean, forms: WeightForms, blocks?: AttentionBlock[], fused = false) {
   const H = spec.hiddenSize;
   const { numHeads: nH, qkNopeHeadDim: nope, qkRopeHeadDim: rot, vHeadDim: dv, kvLoraRank: r } = a;
   const dq = nope + rot;
-  const w = (role: string, dims: number[]) => g.input(`w.${role}`, F, dims);
-  // HF DeepSeek's internal norms (q_a_layernorm, kv_a_layernorm) use the RMSNorm default eps 1e-6.
-  const innerEps = 1e-6;
   const captured: Record<string, [string, number]> = {};
   // Heads layout: [B, heads, S, d] for our attention ops, [B, S, heads, d] (no transposes) for the fused kernel.
   fused = fused && !withCache;
@@ -139,20 +150,18 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   // transformers de-interleaves first — q·k is the same, and the Transpose that de-interleaving takes cost more
   // than the attention itself (98 ms of tiny-deepseek-v3's 40 × 256-token forward).
   const ropeHeads = fused ? (t: string, n: number) => rotaryKernel(g, t, io, n, rot, a.rope.layout) : (t: string) => rope(g, t, io.cos, io.sin, rot, a.rope.layout);
+  const { qBIn, kvBIn, kPe2d } = mlaLatents(g, H, a, x, forms);
   let q: string;
-  if (a.qLoraRank === null) q = projection(g, x, 'q', nH * dq, H, forms);
+  if (qBIn === null) q = projection(g, x, 'q', nH * dq, H, forms);
   else {
-    const qBIn = rmsNorm(g, projection(g, x, 'qA', a.qLoraRank, H, forms), w('qANorm', [a.qLoraRank]), innerEps);
-    captured['in.qB'] = [qBIn, a.qLoraRank];
-    q = projection(g, qBIn, 'qB', nH * dq, a.qLoraRank, forms);
+    captured['in.qB'] = [qBIn, a.qLoraRank!];
+    q = projection(g, qBIn, 'qB', nH * dq, a.qLoraRank!, forms);
   }
   const [qNope, qPe] = g.opN('Split', [heads(q, nH, dq), g.i64([nope, rot])], 2, { axis: attr.i(-1) });
-  const [c, kPe2d] = g.opN('Split', [projection(g, x, 'kvA', r + rot, H, forms), g.i64([r, rot])], 2, { axis: attr.i(-1) });
-  const kvBIn = rmsNorm(g, c!, w('kvANorm', [r]), innerEps);
   captured['in.kvB'] = [kvBIn, r];
   const kv = projection(g, kvBIn, 'kvB', nH * (nope + dv), r, forms);
   const [kNope, v4] = g.opN('Split', [heads(kv, nH, nope + dv), g.i64([nope, dv])], 2, { axis: attr.i(-1) });
-  const kPe = ropeHeads(heads(kPe2d!, 1, rot), 1);
+  const kPe = ropeHeads(heads(kPe2d, 1, rot), 1);
   const qFull = g.op('Concat', [qNope!, ropeHeads(qPe!, nH)], { axis: attr.i(-1) });
   const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64(fused ? [1, 1, nH, 1] : [1, nH, 1, 1])])], { axis: attr.i(-1) });
   let oIn: string;
@@ -390,14 +399,9 @@ export function buildAttentionInputsGraph(spec: ModelSpec): Uint8Array {
   g.output('in.attn', x, F, ['T', H]);
   const a = spec.attention;
   if (a.kind === 'mla') {
-    const innerEps = 1e-6;
-    if (a.qLoraRank !== null) {
-      const qA = linear(g, x, g.input('w.qA', F, [a.qLoraRank, H]));
-      g.output('in.qB', rmsNorm(g, qA, g.input('w.qANorm', F, [a.qLoraRank]), innerEps), F, ['T', a.qLoraRank]);
-    }
-    const ckv = linear(g, x, g.input('w.kvA', F, [a.kvLoraRank + a.qkRopeHeadDim, H]));
-    const [c] = g.opN('Split', [ckv, g.i64([a.kvLoraRank, a.qkRopeHeadDim])], 2, { axis: attr.i(-1) });
-    g.output('in.kvB', rmsNorm(g, c!, g.input('w.kvANorm', F, [a.kvLoraRank]), innerEps), F, ['T', a.kvLoraRank]);
+    const { qBIn, kvBIn } = mlaLatents(g, H, a, x, FLOAT_WEIGHTS);
+    if (qBIn !== null) g.output('in.qB', qBIn, F, ['T', a.qLoraRank!]);
+    g.output('in.kvB', kvBIn, F, ['T', a.kvLoraRank]);
   }
   return g.build();
 }
