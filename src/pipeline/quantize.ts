@@ -50,11 +50,14 @@ export interface QuantizeOptions extends EngineOptions {
   maxShardBytes?: number;
   onProgress?(stage: string, done: number, total: number): void;
   onNote?(note: string): void;
+  /** Called once the device is known (e.g. to print it). */
+  onDevice?(note: string): void;
 }
 
 export interface QuantizeResult {
   out: string;
-  files: { model: string[]; quant_report_json: string; quant_report_md: string; balance_report: string[] };
+  /** source_model: the input checkpoint's safetensors files; model: the output's. */
+  files: { source_model: string[]; model: string[]; quant_report_json: string; quant_report_md: string; balance_report: string[] };
   report: QuantReport;
   seconds: number;
   summary: { maxvio_natural: number; maxvio_used: number };
@@ -109,6 +112,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const t0 = performance.now();
   const engine = await createEngine(o.model, o);
   try {
+    o.onDevice?.(engine.deviceNote);
     const fingerprint = modelFingerprint(engine.model);
     let result!: QuantizeResult;
     await writeOutputDir(o.out, async (tmp) => {
@@ -116,7 +120,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       if (!calibDir) {
         calibDir = path.join(tmp, '.calibration');
         o.onNote?.('calibrating inline (loss-free routing bias ' + ((o.routingBias ?? 'loss-free') === 'loss-free' ? 'on' : 'off') + ')');
-        await calibrate({ ...o, out: calibDir, data: o.data!, routingBias: o.routingBias ?? 'loss-free', onProgress: (d, t) => o.onProgress?.('calibrate', d, t) });
+        await calibrate({ ...o, out: calibDir, data: o.data!, routingBias: o.routingBias ?? 'loss-free', onProgress: (d, t) => o.onProgress?.('calibrate', d, t), onDevice: undefined });
       }
       const calib = readCalibration(calibDir, fingerprint);
       const writer = new QuantizedCheckpointWriter(tmp, engine.model, format, o.maxShardBytes);
@@ -216,7 +220,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       const rel = (p: string) => path.join(path.resolve(o.out), path.basename(p));
       result = {
         out: path.resolve(o.out),
-        files: { model: modelFiles.map(rel), quant_report_json: rel(qr.json), quant_report_md: rel(qr.md), balance_report: [br.json, br.md, br.html].map(rel) },
+        files: { source_model: [...engine.model.checkpoint.files], model: modelFiles.map(rel), quant_report_json: rel(qr.json), quant_report_md: rel(qr.md), balance_report: [br.json, br.md, br.html].map(rel) },
         report,
         seconds: 0,
         summary: { maxvio_natural: calib.report.summary.natural.maxvio, maxvio_used: calib.report.summary.used.maxvio },

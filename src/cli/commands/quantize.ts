@@ -47,12 +47,8 @@ const fraction = (v: string) => {
   return n;
 };
 
-function dirBytes(files: string[]): number {
+function filesBytes(files: string[]): number {
   return files.reduce((s, f) => s + fs.statSync(f).size, 0);
-}
-
-function modelFiles(dir: string): string[] {
-  return fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors') && f !== 'reference.safetensors').map((f) => path.join(dir, f));
 }
 
 export function registerQuantize(program: Command): void {
@@ -115,7 +111,7 @@ export function registerQuantize(program: Command): void {
         onProgress: progress,
         onNote: note,
         onDevice: note,
-      } as Parameters<typeof quantizeModel>[0]);
+      });
       let fp: number | null = null;
       let q: number | null = null;
       if (opts.eval) {
@@ -124,8 +120,8 @@ export function registerQuantize(program: Command): void {
         fp = (await ev(opts.model, 'eval fp')).ppl;
         q = (await ev(r.out, `eval ${opts.bits}-bit`)).ppl;
       }
-      const sizeFp = dirBytes(modelFiles(opts.model));
-      const sizeQ = dirBytes(r.files.model);
+      const sizeFp = filesBytes(r.files.source_model);
+      const sizeQ = filesBytes(r.files.model);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify({ out: r.out, files: r.files, method: opts.method, bits: opts.bits, ppl_fp: fp, ppl_quantized: q, size_fp_bytes: sizeFp, size_quantized_bytes: sizeQ, maxvio: r.summary, seconds: r.seconds, fallbacks: r.report.fallbacks })}\n`);
         return;
