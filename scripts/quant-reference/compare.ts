@@ -19,14 +19,7 @@ import { gptqQuantize } from '../../src/quantization/gptq.js';
 import { hinvUpper } from '../../src/quantization/linalg.js';
 import { gemm } from '../../src/quantization/ort-gemm.js';
 
-import { seededRandom as rng } from '../../src/calibration/samples.js';
-
-function randn(n: number, seed: number, scale: number): Float32Array {
-  const u = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
-  return out;
-}
+import { randn } from '../../src/calibration/samples.js';
 
 const { values: a } = parseArgs({
   options: {

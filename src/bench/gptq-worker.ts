@@ -7,7 +7,7 @@
 import { SessionPool } from '../graph/session.js';
 import { gptqQuantize } from '../quantization/gptq.js';
 import { gemm } from '../quantization/ort-gemm.js';
-import { seededRandom } from '../calibration/samples.js';
+import { normalSampler, seededRandom } from '../calibration/samples.js';
 import { emit } from './proc.js';
 
 async function main(): Promise<void> {
@@ -15,8 +15,7 @@ async function main(): Promise<void> {
   const K = Number(process.argv[3] ?? 4096);
   const threads = process.argv[4] ? Number(process.argv[4]) : undefined;
   const pool = new SessionPool('cpu', threads);
-  const rand = seededRandom(1);
-  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  const gauss = normalSampler(seededRandom(1));
   const W = Float32Array.from({ length: N * K }, () => gauss() * 0.02);
   // Correlated inputs: X = Z · M with a random mixing matrix, 2K samples; H = XᵀX (in onnxruntime).
   const samples = 2 * K;

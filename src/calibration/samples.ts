@@ -16,6 +16,17 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
+/** Standard normal samples drawn from `rand` (Box-Muller; uses two uniforms per sample). */
+export function normalSampler(rand: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+}
+
+/** n standard normal samples × scale from seed (tests, benchmarks, reference scripts). */
+export function randn(n: number, seed: number, scale = 1): Float32Array {
+  const normal = normalSampler(seededRandom(seed));
+  return Float32Array.from({ length: n }, () => scale * normal());
+}
+
 /** Draw `samples` windows of `seqLen` tokens (copies) from `ids`. */
 export function drawWindows(ids: Int32Array, samples: number, seqLen: number, seed: number): Int32Array[] {
   if (!Number.isInteger(samples) || samples < 1) throw fail('BAD_OPTION', `--samples must be a positive integer (got ${samples})`);

@@ -7,16 +7,8 @@ import { MoeQuantError } from '../../src/errors.js';
 import { findParams, quantizeValue, type GroupParams } from '../../src/quantization/quantizer.js';
 
 /** Deterministic PRNG in [0, 1) — the one calibration sampling uses. */
-import { seededRandom as rng } from '../../src/calibration/samples.js';
-export { rng };
-
-/** Standard normal samples (Box-Muller). */
-export function randn(n: number, seed: number, scale = 1): Float32Array {
-  const u = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
-  return out;
-}
+import { randn, seededRandom as rng } from '../../src/calibration/samples.js';
+export { randn, rng };
 
 /** X [m, K] with neighbouring columns correlated (AR(1) with coefficient rho) and varied column scales. */
 export function correlatedX(m: number, K: number, rho: number, seed: number): Float32Array {

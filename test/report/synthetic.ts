@@ -3,7 +3,7 @@
  * metric computed from them with the definitions in src/report/types.ts.
  */
 import { BALANCE_REPORT_FORMAT, type BalanceReport, type BalanceStats, type BalanceSummary, type LayerBalance } from '../../src/report/types.js';
-import { seededRandom as rng } from '../../src/calibration/samples.js';
+import { normalSampler, seededRandom as rng } from '../../src/calibration/samples.js';
 import { averageSummaries, balanceStats, summarize } from '../../src/routing/balance.js';
 
 export const NASTY_MODEL = '/models/<script>alert("x")</script>&"tiny" \'moe\'';
@@ -19,9 +19,6 @@ export const DEFINITIONS = [
 ].join('\n');
 
 
-function gauss(r: () => number): number {
-  return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
-}
 
 /** Integer counts summing to `total`, proportional to `weights` (largest remainder). */
 function apportion(weights: number[], total: number): number[] {
@@ -63,6 +60,7 @@ export interface SyntheticOptions {
 
 export function syntheticReport(o: SyntheticOptions): BalanceReport {
   const r = rng(o.seed ?? 1);
+  const gauss = normalSampler(r);
   const topK = o.topK ?? 2;
   const samples = o.samples ?? 16;
   const seqLen = o.seqLen ?? 128;
@@ -75,7 +73,7 @@ export function syntheticReport(o: SyntheticOptions): BalanceReport {
   const E = o.experts;
   const layers: LayerBalance[] = [];
   for (let i = 0; i < o.layers; i++) {
-    const natW = Array.from({ length: E }, () => Math.exp(skew * gauss(r)));
+    const natW = Array.from({ length: E }, () => Math.exp(skew * gauss()));
     const usedW = bias === 'loss-free' ? natW.map((w) => Math.pow(w, 0.25)) : natW.slice();
     const zero = o.zero?.[i] ?? [];
     const few = o.few?.[i] ?? [];
@@ -92,7 +90,7 @@ export function syntheticReport(o: SyntheticOptions): BalanceReport {
     for (let b = 0; b < batches; b++) {
       if (bias === 'loss-free') {
         const mean = slots / E;
-        for (let e = 0; e < E; e++) delta[e]! += rate * Math.sign(mean - natural[e]! * (1 + 0.3 * gauss(r)));
+        for (let e = 0; e < E; e++) delta[e]! += rate * Math.sign(mean - natural[e]! * (1 + 0.3 * gauss()));
       }
       traj.push(delta.map((d) => Number(d.toFixed(6))));
     }
