@@ -8,10 +8,9 @@ import { loadTokenizer } from '../../src/checkpoint/tokenizer.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { readTextData } from '../../src/eval/data.js';
 import { MoeQuantError } from '../../src/errors.js';
+import { C4, FIXTURES, SHARED_DIR } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const C4 = path.join(SHARED, 'data/c4/c4-en-train.00000-of-01024.first1000.jsonl');
-const WIKI_VALID = path.join(SHARED, 'data/wikitext-2-raw/wiki.valid.raw');
+const WIKI_VALID = path.join(SHARED_DIR, 'data/wikitext-2-raw/wiki.valid.raw');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-calib-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -19,7 +18,7 @@ const small = { samples: 12, seqLen: 128, batchTokens: 512, device: 'cpu' as con
 
 describe('calibrate', () => {
   it('with --routing-bias none, statistics equal what the plain forward routes', async () => {
-    const model = path.join(SHARED, 'fixtures/tiny-qwen3-moe');
+    const model = path.join(FIXTURES, 'tiny-qwen3-moe');
     const out = path.join(tmp, 'none');
     const r = await calibrate({ model, data: [WIKI_VALID], out, routingBias: 'none', ...small });
     const report = JSON.parse(fs.readFileSync(r.files['balance-report.json']!, 'utf8'));
@@ -52,7 +51,7 @@ describe('calibrate', () => {
   });
 
   it('loss-free routing bias lowers MaxVio of the routing used and keeps the natural statistics', async () => {
-    const model = path.join(SHARED, 'fixtures/tiny-qwen3-moe');
+    const model = path.join(FIXTURES, 'tiny-qwen3-moe');
     const r = await calibrate({ model, data: [C4], out: path.join(tmp, 'lf'), routingBias: 'loss-free', samples: 32, seqLen: 256, batchTokens: 1024, device: 'cpu' });
     expect(r.summary.used_second_half.maxvio).toBeLessThan(r.summary.natural_second_half.maxvio * 0.6);
     const report = JSON.parse(fs.readFileSync(r.files['balance-report.json']!, 'utf8'));
@@ -61,7 +60,7 @@ describe('calibrate', () => {
   });
 
   it('is deterministic: same inputs and seed give byte-identical directories', async () => {
-    const model = path.join(SHARED, 'fixtures/tiny-deepseek-v3');
+    const model = path.join(FIXTURES, 'tiny-deepseek-v3');
     const a = await calibrate({ model, data: [C4], out: path.join(tmp, 'det-a'), ...small });
     const b = await calibrate({ model, data: [C4], out: path.join(tmp, 'det-b'), ...small });
     const files = fs.readdirSync(a.out).sort();
@@ -76,7 +75,7 @@ describe('calibrate', () => {
   });
 
   it('rejects bad input with clear errors and leaves nothing behind', async () => {
-    const model = path.join(SHARED, 'fixtures/tiny-mixtral');
+    const model = path.join(FIXTURES, 'tiny-mixtral');
     const expectError = async (p: Promise<unknown>, re: RegExp) => {
       const e = await p.then(() => null, (x) => x);
       expect(e).toBeInstanceOf(MoeQuantError);
@@ -103,7 +102,7 @@ describe('calibrate', () => {
 describe('calibrate --save-hessians', () => {
   it('writes one file per layer whose token counts agree with the routing', async () => {
     const { SafetensorsFile } = await import('../../src/checkpoint/safetensors.js');
-    const model = path.join(SHARED, 'fixtures/tiny-deepseek-v3');
+    const model = path.join(FIXTURES, 'tiny-deepseek-v3');
     const r = await calibrate({ model, data: [C4], out: path.join(tmp, 'hess'), saveHessians: true, samples: 4, seqLen: 64, batchTokens: 128, device: 'cpu' });
     const files = fs.readdirSync(r.files['hessians']!).sort();
     expect(files).toEqual(['layer-000.safetensors', 'layer-001.safetensors', 'layer-002.safetensors', 'layer-003.safetensors']);

@@ -10,8 +10,8 @@ import { LayerHessians } from '../../src/calibration/hessian-collector.js';
 import { createEngine } from '../../src/engine/engine.js';
 import type { ActivationsEvent, MoeRoutingEvent } from '../../src/engine/forward.js';
 import { readReference } from '../engine/helpers.js';
+import { FIXTURES } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 
 function relErr(a: Float32Array, b: Float64Array): number {
   let num = 0;
@@ -25,7 +25,7 @@ function relErr(a: Float32Array, b: Float64Array): number {
 
 describe('Hessians', () => {
   it('tiny-deepseek-v3: routed experts (plain, affinity-weighted, gate/up and down), shared expert, attention inputs', async () => {
-    const dir = path.join(SHARED, 'tiny-deepseek-v3');
+    const dir = path.join(FIXTURES, 'tiny-deepseek-v3');
     const { ids } = readReference(dir);
     const engine = await createEngine(dir, { device: 'cpu' });
     try {

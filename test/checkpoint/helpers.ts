@@ -2,13 +2,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { MoeQuantError, type ErrorCode } from '../../src/errors.js';
 
-/** The read-only trained fixtures, next to the repository (../shared/fixtures), or $MOE_QUANT_FIXTURES. */
-export const FIXTURES =
-  process.env.MOE_QUANT_FIXTURES ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared/fixtures');
+export { FIXTURES } from '../paths.js';
 
 /** Deterministic PRNG in [0, 1) — the one calibration sampling uses. */
 import { seededRandom as mulberry32 } from '../../src/calibration/samples.js';

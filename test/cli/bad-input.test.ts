@@ -8,11 +8,10 @@ import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { SafetensorsFile, writeSafetensors } from '../../src/checkpoint/safetensors.js';
 import { main } from '../../src/cli/main.js';
+import { FIXTURES, WIKI } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const MIXTRAL = path.join(SHARED, 'fixtures/tiny-mixtral');
-const QWEN = path.join(SHARED, 'fixtures/tiny-qwen3-moe');
-const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
+const MIXTRAL = path.join(FIXTURES, 'tiny-mixtral');
+const QWEN = path.join(FIXTURES, 'tiny-qwen3-moe');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-bad-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

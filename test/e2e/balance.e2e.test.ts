@@ -8,16 +8,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { calibrate } from '../../src/calibration/calibrate.js';
+import { C4, FIXTURES } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const C4 = path.join(SHARED, 'data/c4/c4-en-train.00000-of-01024.first1000.jsonl');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-e2e-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe('loss-free routing bias at full size', () => {
   for (const name of ['tiny-mixtral', 'tiny-deepseek-v3', 'tiny-qwen3-moe']) {
     it(name, async () => {
-      const r = await calibrate({ model: path.join(SHARED, 'fixtures', name), data: [C4], out: path.join(tmp, name), samples: 128, seqLen: 512, seed: 0, device: 'cpu' });
+      const r = await calibrate({ model: path.join(FIXTURES, name), data: [C4], out: path.join(tmp, name), samples: 128, seqLen: 512, seed: 0, device: 'cpu' });
       const s = r.summary;
       console.log(
         `${name}: MaxVio 2nd half natural ${s.natural_second_half.maxvio.toFixed(3)} → used ${s.used_second_half.maxvio.toFixed(3)}; ` +

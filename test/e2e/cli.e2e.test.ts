@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FIXTURES, WIKI } from '../paths.js';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BIN = path.join(ROOT, 'bin/moe-quant');
@@ -57,8 +58,8 @@ describe('moe-quant CLI end to end', () => {
   });
 
   it('eval splits the windows between parallel workers and gets the reference perplexity', () => {
-    const model = path.resolve(ROOT, '../shared/fixtures/tiny-qwen3-moe');
-    const data = path.resolve(ROOT, '../shared/data/wikitext-2-raw/wiki.test.raw');
+    const model = path.join(FIXTURES, 'tiny-qwen3-moe');
+    const data = WIKI;
     const want = JSON.parse(fs.readFileSync(path.join(model, 'reference.json'), 'utf8'))['ppl_seq256_first40:wiki.test.raw'] as number;
     for (const workers of ['1', '2']) {
       const r = run('eval', '--model', model, '--data', data, '--seq-len', '256', '--max-windows', '40', '--workers', workers, '--json');

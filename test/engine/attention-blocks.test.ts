@@ -11,8 +11,8 @@ import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { queryBlocks } from '../../src/graph/blocks.js';
 import { maxAbsDiff, withConfig } from './helpers.js';
+import { FIXTURES } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-blocks-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -54,19 +54,19 @@ describe('attention in query blocks', () => {
   });
 
   it('MHA (GQA) and MLA full forwards match KV-cache decoding', async () => {
-    expect(await compare(path.join(SHARED, 'tiny-mixtral'))).toBeLessThan(1e-4);
-    expect(await compare(path.join(SHARED, 'tiny-mixtral'), true)).toBeLessThan(1e-4);
-    expect(await compare(path.join(SHARED, 'tiny-qwen3-moe'), true)).toBeLessThan(1e-4);
-    expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'))).toBeLessThan(1e-4);
-    expect(await compare(path.join(SHARED, 'tiny-deepseek-v3'), true)).toBeLessThan(1e-4);
+    expect(await compare(path.join(FIXTURES, 'tiny-mixtral'))).toBeLessThan(1e-4);
+    expect(await compare(path.join(FIXTURES, 'tiny-mixtral'), true)).toBeLessThan(1e-4);
+    expect(await compare(path.join(FIXTURES, 'tiny-qwen3-moe'), true)).toBeLessThan(1e-4);
+    expect(await compare(path.join(FIXTURES, 'tiny-deepseek-v3'))).toBeLessThan(1e-4);
+    expect(await compare(path.join(FIXTURES, 'tiny-deepseek-v3'), true)).toBeLessThan(1e-4);
   });
 
   it('the fused kernel gives way to query blocks when its [B, heads, S, S] scores would exceed fusedScoreBytes', async () => {
-    expect(await compare(path.join(SHARED, 'tiny-mixtral'), true, 4 * S * S * 4 - 1)).toBeLessThan(1e-4);
+    expect(await compare(path.join(FIXTURES, 'tiny-mixtral'), true, 4 * S * S * 4 - 1)).toBeLessThan(1e-4);
   });
 
   it('sliding window (in blocks and fused) matches KV-cache decoding', async () => {
-    const dir = withConfig(path.join(SHARED, 'tiny-mixtral'), path.join(tmp, 'mixtral-sw40'), { sliding_window: 40 });
+    const dir = withConfig(path.join(FIXTURES, 'tiny-mixtral'), path.join(tmp, 'mixtral-sw40'), { sliding_window: 40 });
     expect(await compare(dir)).toBeLessThan(1e-4);
     expect(await compare(dir, true)).toBeLessThan(1e-4);
   });

@@ -4,13 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { readReference } from './helpers.js';
+import { FIXTURES } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 
 describe('Decoder', () => {
   for (const name of ['tiny-mixtral', 'tiny-deepseek-v3', 'tiny-qwen3-moe']) {
     it(`${name}: prefill + one-token steps reproduce the reference logits; reorder keeps beams apart`, async () => {
-      const dir = path.join(SHARED, name);
+      const dir = path.join(FIXTURES, name);
       const { ids, logits: want } = readReference(dir);
       const engine = await createEngine(dir, { device: 'cpu' });
       try {

@@ -7,8 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/engine.js';
 import { resolveDevice } from '../../src/graph/session.js';
 import { maxAbsDiff, readReference } from './helpers.js';
+import { FIXTURES } from '../paths.js';
 
-const DIR = path.resolve(__dirname, '../../../shared/fixtures/tiny-qwen3-moe');
+const DIR = path.join(FIXTURES, 'tiny-qwen3-moe');
 const available = async (d: 'cuda' | 'webgpu') => resolveDevice(d).then(() => true, () => false);
 const devices = { cuda: await available('cuda'), webgpu: await available('webgpu') };
 

@@ -9,13 +9,13 @@ import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { moeLayers } from '../../src/architectures/types.js';
 import { maxAbsDiff, readReference } from './helpers.js';
+import { FIXTURES } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
 const GENERATED = path.resolve(__dirname, '../fixtures/generated');
 
 function fixtureDirs(): string[] {
   const dirs: string[] = [];
-  for (const root of [SHARED, GENERATED]) {
+  for (const root of [FIXTURES, GENERATED]) {
     if (!fs.existsSync(root)) continue;
     for (const d of fs.readdirSync(root).sort()) {
       const full = path.join(root, d);
@@ -28,7 +28,7 @@ function fixtureDirs(): string[] {
 describe('forward pass reproduces Hugging Face references', () => {
   const dirs = fixtureDirs();
   it('finds the shared fixtures', () => {
-    expect(dirs.filter((d) => d.startsWith(SHARED)).length).toBe(3);
+    expect(dirs.filter((d) => d.startsWith(FIXTURES)).length).toBe(3);
   });
   for (const dir of dirs) {
     it(`${path.basename(dir)}: logits within 1e-3 and identical top-k experts`, async () => {
@@ -90,7 +90,7 @@ describe('streaming mode (weights read per layer, experts in chunks) gives the s
 
 describe('output head in row chunks', () => {
   it('per-token NLL is the same whether the head runs in one piece or in chunks of 7 rows', async () => {
-    const dir = path.join(SHARED, 'tiny-qwen3-moe');
+    const dir = path.join(FIXTURES, 'tiny-qwen3-moe');
     const { ids } = readReference(dir);
     const engine = await createEngine(dir, { device: 'cpu' });
     try {

@@ -7,8 +7,9 @@ import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { causalMask } from '../../src/engine/forward.js';
 import { maxAbsDiff, readReference, withConfig } from './helpers.js';
+import { FIXTURES } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared/fixtures/tiny-mixtral');
+const SHARED = path.join(FIXTURES, 'tiny-mixtral');
 const REF = path.resolve(__dirname, '../fixtures/generated-sliding/mixtral-sw16.safetensors');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-sw-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

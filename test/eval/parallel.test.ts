@@ -3,10 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { MoeQuantError } from '../../src/errors.js';
 import { ParallelNll, planWorkers, type PlanInput } from '../../src/engine/parallel-nll.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
+import { FIXTURES, WIKI } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
-const MIXTRAL = path.join(SHARED, 'fixtures/tiny-mixtral');
+const MIXTRAL = path.join(FIXTURES, 'tiny-mixtral');
 
 describe('planWorkers', () => {
   const base: PlanInput = { device: 'cpu', threads: 8, windows: 100, seqLen: 2048, modelBytes: 100 * 2 ** 20, resident: true };
@@ -63,7 +62,7 @@ describe('parallel workers', () => {
 
   it('report a worker\'s user-facing error with its code', async () => {
     const plan = { workers: 2, threadsPerWorker: 1, batchTokens: 1024, reason: 'test' };
-    const err = await ParallelNll.start(path.join(SHARED, 'no-such-model'), {}, plan, 4).catch((e: unknown) => e);
+    const err = await ParallelNll.start(path.join(FIXTURES, 'no-such-model'), {}, plan, 4).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MoeQuantError);
     expect((err as MoeQuantError).code).toBe('BAD_CHECKPOINT');
     expect((err as MoeQuantError).message).toContain('no-such-model');

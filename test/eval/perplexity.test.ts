@@ -2,14 +2,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
+import { FIXTURES, WIKI } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
 
 describe('perplexity matches the Hugging Face reference (seq 256, 40 windows) within 0.1%', () => {
   for (const name of ['tiny-mixtral', 'tiny-qwen3-moe', 'tiny-deepseek-v3']) {
     it(name, async () => {
-      const dir = path.join(SHARED, 'fixtures', name);
+      const dir = path.join(FIXTURES, name);
       const ref = JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8'));
       const want = ref['ppl_seq256_first40:wiki.test.raw'] as number;
       const r = await evaluatePerplexity({ model: dir, data: WIKI, seqLen: 256, maxWindows: 40, device: 'cpu' });

@@ -9,12 +9,10 @@ import { MoeQuantError } from '../../src/errors.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { quantizeModel } from '../../src/pipeline/quantize.js';
 import { renderQuantMarkdown, type QuantReport } from '../../src/report/quant-report.js';
+import { C4, FIXTURES, WIKI } from '../paths.js';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const C4 = path.join(SHARED, 'data/c4/c4-en-train.00000-of-01024.first1000.jsonl');
-const WIKI = path.join(SHARED, 'data/wikitext-2-raw/wiki.test.raw');
-const MIXTRAL = path.join(SHARED, 'fixtures/tiny-mixtral');
-const QWEN = path.join(SHARED, 'fixtures/tiny-qwen3-moe');
+const MIXTRAL = path.join(FIXTURES, 'tiny-mixtral');
+const QWEN = path.join(FIXTURES, 'tiny-qwen3-moe');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-q-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
