@@ -119,5 +119,10 @@ export interface LayerStepContext {
   past?: { key: ort.Tensor; value: ort.Tensor };
   /** Run the attention half only (capture passes that need attention inputs only); x is left unchanged. */
   attentionOnly?: boolean;
+  /**
+   * FFN half: route (MoE) and report the FFN input with its routing to the hooks, without running the experts or
+   * the MLP (capture passes for router and gate/up Hessians); x is left unchanged.
+   */
+  ffnInputsOnly?: boolean;
 }
 

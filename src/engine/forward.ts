@@ -306,72 +306,80 @@ export class ForwardEngine {
     };
   }
 
-  /** The FFN half: routes (MoE), runs experts (chunk by chunk) or the dense MLP, writes the layer output into x. */
+  /**
+   * The FFN half: routes (MoE), runs experts (chunk by chunk) or the dense MLP, writes the layer output into x.
+   * With ctx.ffnInputsOnly it routes and reports the FFN input (and routing) to the hooks, runs nothing else and
+   * leaves x unchanged.
+   */
   async ffnStep(layer: LayerSpec, x: Float32Array, a: AttentionOutputs, ctx: LayerStepContext): Promise<void> {
     const capture = Boolean(ctx.hooks?.capture);
     const ffnIn = a.ffnIn.data as Float32Array;
     const inputs: Record<string, Float32Array> = { ffn: ffnIn, ...a.captured };
     const f = layer.ffn;
-    let out: ort.InferenceSession.ReturnType;
+    let out: ort.InferenceSession.ReturnType | null = null;
     let moe: ReturnType<ForwardEngine['moeFeeds']> | undefined;
     if (f.kind === 'dense') {
       ctx.hooks?.onDenseFfn?.({ layerIndex: layer.index, batchIndex: ctx.batchIndex, tokenOffset: ctx.tokenOffset, ffnIn });
-      const session = await this.denseSession(f, layer, capture);
-      out = await this.pool.run(session, { ...this.weightFeeds(this.linearRoles(layer, 'ffn')), h: a.h, ffn_in: a.ffnIn });
-      if (capture) inputs['dense.down'] = out['in.down']!.data as Float32Array;
+      if (!ctx.ffnInputsOnly) {
+        const session = await this.denseSession(f, layer, capture);
+        out = await this.pool.run(session, { ...this.weightFeeds(this.linearRoles(layer, 'ffn')), h: a.h, ffn_in: a.ffnIn });
+        if (capture) inputs['dense.down'] = out['in.down']!.data as Float32Array;
+      }
     } else {
       moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, a.routerScores!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
-      const chunks = this.expertChunks(f);
-      const croles = this.combineRoles(f);
-      const capturedExperts = (y: ort.InferenceSession.ReturnType, chunk: number[]) => {
-        if (capture) chunk.forEach((e, j) => (inputs[`expert.${e}.down`] = y[`in.expert.${j}.down`]!.data as Float32Array));
-      };
-      if (chunks.length === 1) {
-        // All experts at hand: experts, combine and shared expert in one run.
-        const roles = this.linearRoles(layer, 'ffn');
-        const { forms, key } = this.formsOf(roles);
-        const session = await this.pool.get(
-          `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
-          () => buildMoeGraph(this.spec, f, capture, forms),
-        );
-        const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ...moe.feeds, h: a.h, ffn_in: a.ffnIn };
-        chunks[0]!.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
-        out = await this.pool.run(session, feeds);
-        capturedExperts(out, chunks[0]!);
-      } else {
-        const H = this.spec.hiddenSize;
-        const parts: Float32Array[] = [];
-        for (const chunk of chunks) {
-          const roles = this.chunkRoles(f, chunk);
+      if (!ctx.ffnInputsOnly) {
+        const chunks = this.expertChunks(f);
+        const croles = this.combineRoles(f);
+        const capturedExperts = (y: ort.InferenceSession.ReturnType, chunk: number[]) => {
+          if (capture) chunk.forEach((e, j) => (inputs[`expert.${e}.down`] = y[`in.expert.${j}.down`]!.data as Float32Array));
+        };
+        if (chunks.length === 1) {
+          // All experts at hand: experts, combine and shared expert in one run.
+          const roles = this.linearRoles(layer, 'ffn');
           const { forms, key } = this.formsOf(roles);
-          const session = await this.pool.get(`experts:${f.expertIntermediateSize}:${chunk.length}:${capture}:${key}`, () =>
-            buildExpertsGraph(this.spec, f, chunk.length, capture, forms),
+          const session = await this.pool.get(
+            `moe:${f.routing.numExperts}:${f.expertIntermediateSize}:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
+            () => buildMoeGraph(this.spec, f, capture, forms),
           );
-          const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ffn_in: a.ffnIn };
-          chunk.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
-          const y = await this.pool.run(session, feeds);
-          parts.push(y['y']!.data as Float32Array);
-          capturedExperts(y, chunk);
-          this.weights.release(roles.values());
+          const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ...moe.feeds, h: a.h, ffn_in: a.ffnIn };
+          chunks[0]!.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
+          out = await this.pool.run(session, feeds);
+          capturedExperts(out, chunks[0]!);
+        } else {
+          const H = this.spec.hiddenSize;
+          const parts: Float32Array[] = [];
+          for (const chunk of chunks) {
+            const roles = this.chunkRoles(f, chunk);
+            const { forms, key } = this.formsOf(roles);
+            const session = await this.pool.get(`experts:${f.expertIntermediateSize}:${chunk.length}:${capture}:${key}`, () =>
+              buildExpertsGraph(this.spec, f, chunk.length, capture, forms),
+            );
+            const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ffn_in: a.ffnIn };
+            chunk.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
+            const y = await this.pool.run(session, feeds);
+            parts.push(y['y']!.data as Float32Array);
+            capturedExperts(y, chunk);
+            this.weights.release(roles.values());
+          }
+          const all = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+          let o = 0;
+          for (const p of parts) all.set(p, (o += p.length) - p.length);
+          const { forms, key } = this.formsOf(croles);
+          const combine = await this.pool.get(
+            `combine:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
+            () => buildCombineGraph(this.spec, f, capture, forms),
+          );
+          out = await this.pool.run(combine, {
+            ...this.weightFeeds(croles),
+            ...moe.feeds,
+            h: a.h,
+            ffn_in: a.ffnIn,
+            y: tensor.f32(all, [all.length / H, H]),
+          });
         }
-        const all = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-        let o = 0;
-        for (const p of parts) all.set(p, (o += p.length) - p.length);
-        const { forms, key } = this.formsOf(croles);
-        const combine = await this.pool.get(
-          `combine:${f.routing.numExpertsUsed}:${f.shared?.intermediateSize}:${!!f.shared?.gate}:${capture}:${key}`,
-          () => buildCombineGraph(this.spec, f, capture, forms),
-        );
-        out = await this.pool.run(combine, {
-          ...this.weightFeeds(croles),
-          ...moe.feeds,
-          h: a.h,
-          ffn_in: a.ffnIn,
-          y: tensor.f32(all, [all.length / H, H]),
-        });
+        if (capture && out['in.shared.down']) inputs['shared.down'] = out['in.shared.down'].data as Float32Array;
+        if (capture && out['shared_gate']) inputs['shared_gate'] = out['shared_gate'].data as Float32Array;
       }
-      if (capture && out['in.shared.down']) inputs['shared.down'] = out['in.shared.down'].data as Float32Array;
-      if (capture && out['shared_gate']) inputs['shared_gate'] = out['shared_gate'].data as Float32Array;
     }
     if (capture && ctx.hooks?.onActivations) {
       await ctx.hooks.onActivations({
@@ -385,7 +393,7 @@ export class ForwardEngine {
         rowWeights: moe?.rowWeights,
       });
     }
-    x.set(out['out']!.data as Float32Array);
+    if (out) x.set(out['out']!.data as Float32Array);
   }
 
   /** Embedding rows of every token of every sequence [N·S × hidden] (row reads; never the whole table unless resident). */

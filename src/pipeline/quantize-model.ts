@@ -81,7 +81,7 @@ export async function quantizeSequential(
    * reused by the FFN passes (`attentionCache`): only the FFN half runs again.
    */
   let attentionCache: AttentionOutputs[] | null = null;
-  const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' = 'layer') => {
+  const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' | 'ffn-inputs' = 'layer') => {
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
       const start = rows[0]! * S * H;
@@ -99,13 +99,15 @@ export async function quantizeSequential(
         batchIndex: b,
         tokenOffset: rows[0]! * S,
         attentionOnly,
+        ffnInputsOnly: mode === 'ffn-inputs',
         hooks: {
           capture: hessians !== null,
           selectionBias: (l: number) => calib.biasFor(l, b),
           onActivations: hessians ? (ev: ActivationsEvent) => hessians.add(ev) : undefined,
         },
       };
-      const target = hessians ? slice.slice() : slice;
+      // Capture passes work on a copy, except those that leave x unchanged anyway.
+      const target = hessians && mode === 'layer' ? slice.slice() : slice;
       if (attentionCache) await forward.ffnStep(layer, target, attentionCache[b]!, stepCtx);
       else await forward.layerStep(layer, target, stepCtx);
       opts.onProgress?.(++done, totalPasses);
@@ -152,7 +154,10 @@ export async function quantizeSequential(
       if (!hessians) {
         hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)), weightedOnly);
         // q/k/v (MLA q_a/kv_a, q_b/kv_b) need only the attention's input projections; o_proj needs the attention.
-        const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : 'layer';
+        // Router and gate/up need only the FFN input and the routing (Qwen2-MoE's gated shared expert also needs its
+        // gate, which the MoE graph computes); down needs the experts' hidden states, so the whole FFN runs.
+        const ffnInputs = (group.name === 'router' || group.name === 'gate_up') && !(layer.ffn.kind === 'moe' && layer.ffn.shared?.gate);
+        const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : ffnInputs ? 'ffn-inputs' : 'layer';
         await pass(layer, hessians, mode);
       } else done += batches.length;
       for (const m of todo) {
