@@ -13,13 +13,9 @@ import { ParallelNll, planWorkers } from '../engine/parallel-nll.js';
 import { consecutiveWindows, readTextData } from '../eval/data.js';
 import { emit, peakRssMb } from './proc.js';
 
-export interface FixtureResult {
-  fixture: string;
-  windows: number;
-  seqLen: number;
-  tokens: number;
-  tokenizeMs: number;
-  /** createEngine + first run (session creation, weight loading, graph building). */
+/** Cold and warm timings of one way of running the windows (see timeRuns). */
+export interface RunTimings {
+  /** Setup (createEngine or ParallelNll.start: sessions, weights, graphs) + first run. */
   coldMs: number;
   coldTokensPerSec: number;
   /** Every warm run: wall ms, ms inside onnxruntime session.run. */
@@ -28,6 +24,14 @@ export interface FixtureResult {
   warmMs: number;
   warmTokensPerSec: number;
   bestTokensPerSec: number;
+}
+
+export interface FixtureResult extends RunTimings {
+  fixture: string;
+  windows: number;
+  seqLen: number;
+  tokens: number;
+  tokenizeMs: number;
   /** pool.runMs / wall of the median warm run. */
   ortShare: number;
   ppl: number;
@@ -39,17 +43,10 @@ export interface FixtureResult {
   parallel: ParallelFixtureResult | null;
 }
 
-export interface ParallelFixtureResult {
+export interface ParallelFixtureResult extends RunTimings {
   workers: number;
   threadsPerWorker: number;
   batchTokens: number;
-  /** ParallelNll.start + first run. */
-  coldMs: number;
-  coldTokensPerSec: number;
-  warmRuns: { wallMs: number; ortMs: number }[];
-  warmMs: number;
-  warmTokensPerSec: number;
-  bestTokensPerSec: number;
   /** ORT ms summed over workers / (wall × workers): how busy the workers' onnxruntime kept them. */
   ortShare: number;
   ppl: number;
@@ -58,7 +55,12 @@ export interface ParallelFixtureResult {
 }
 
 /** One cold run (from `start`, which includes setup) then `repeats` warm runs; median and best of the warm ones. */
-async function timeRuns(tokens: number, start: number, repeats: number, runOnce: () => Promise<{ nll: Float32Array; ortMs: number }>) {
+async function timeRuns(
+  tokens: number,
+  start: number,
+  repeats: number,
+  runOnce: () => Promise<{ nll: Float32Array; ortMs: number }>,
+): Promise<RunTimings & { medianOrtMs: number; nll: Float32Array }> {
   await runOnce();
   const coldMs = performance.now() - start;
   const warmRuns: { wallMs: number; ortMs: number }[] = [];
