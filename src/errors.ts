@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'BAD_OPTION' // CLI/API option out of range or unknown value
   | 'NUMERIC' // NaN/Inf where finite numbers are required
   | 'DEVICE' // requested execution provider unavailable
-  | 'IO'; // cannot write output
+  | 'IO' // cannot write output
+  | 'BUSY'; // another run is writing the same output
 
 export class MoeQuantError extends Error {
   readonly code: ErrorCode;

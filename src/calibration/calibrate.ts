@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadTokenizer } from '../checkpoint/tokenizer.js';
 import { tensorBytes, writeSafetensors } from '../checkpoint/safetensors.js';
-import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { createEngine, type Engine, type EngineOptions } from '../engine/engine.js';
 import { modelFingerprint } from '../engine/model.js';
 import { fail } from '../errors.js';
 import { readTextData } from '../eval/data.js';
@@ -22,7 +22,8 @@ import { RoutingStatsCollector } from '../routing/stats.js';
 import { writeBalanceReport } from '../report/index.js';
 import { BALANCE_REPORT_FORMAT, type BalanceReport, type LayerBalance } from '../report/types.js';
 import { drawWindows } from './samples.js';
-import { checkOutputDir, writeOutputDir } from './output-dir.js';
+import { OutputDir } from '../output/output-dir.js';
+import { checkActivationMemory } from './memory.js';
 import { hessianBytes, LayerHessians } from './hessian-collector.js';
 import { versions } from '../version.js';
 import type { MoeFfnSpec } from '../architectures/types.js';
@@ -67,165 +68,50 @@ export interface CalibrateResult {
 
 export const CALIBRATION_FORMAT = 'moe-quant.calibration/1';
 
-export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult> {
-  const samples = opts.samples ?? 128;
-  const seqLen = opts.seqLen ?? 512;
-  const seed = opts.seed ?? 0;
-  const mode = opts.routingBias ?? 'loss-free';
-  const biasRate = opts.biasRate ?? DEFAULT_BIAS_RATE;
-  const biasUpdate = opts.biasUpdate ?? DEFAULT_BIAS_UPDATE;
-  const batchTokens = opts.batchTokens ?? 4096;
-  const minTokens = opts.minTokens ?? 16;
-  if (!['none', 'loss-free'].includes(mode)) throw fail('BAD_OPTION', `--routing-bias must be none or loss-free (got ${mode})`);
-  if (!['sign', 'linear'].includes(biasUpdate)) throw fail('BAD_OPTION', `--bias-update must be sign or linear (got ${biasUpdate})`);
-  if (!Number.isInteger(seed) || seed < 0) throw fail('BAD_OPTION', `--seed must be a non-negative integer (got ${seed})`);
+/** calibrate()'s options with their defaults filled in and checked (cheap: before the model is opened). */
+export function calibrationSettings(opts: Omit<CalibrateOptions, 'out' | 'model'>) {
+  const s = {
+    samples: opts.samples ?? 128,
+    seqLen: opts.seqLen ?? 512,
+    seed: opts.seed ?? 0,
+    mode: opts.routingBias ?? 'loss-free',
+    biasRate: opts.biasRate ?? DEFAULT_BIAS_RATE,
+    biasUpdate: opts.biasUpdate ?? DEFAULT_BIAS_UPDATE,
+    batchTokens: opts.batchTokens ?? 4096,
+    minTokens: opts.minTokens ?? 16,
+  };
+  if (!['none', 'loss-free'].includes(s.mode)) throw fail('BAD_OPTION', `--routing-bias must be none or loss-free (got ${s.mode})`);
+  if (!['sign', 'linear'].includes(s.biasUpdate)) throw fail('BAD_OPTION', `--bias-update must be sign or linear (got ${s.biasUpdate})`);
+  if (!Number.isInteger(s.seed) || s.seed < 0) throw fail('BAD_OPTION', `--seed must be a non-negative integer (got ${s.seed})`);
   if (opts.data.length === 0) throw fail('BAD_DATA', 'no calibration data given (--data FILE)');
-  if (!Number.isInteger(samples) || samples < 1) throw fail('BAD_OPTION', `--samples must be a positive integer (got ${samples})`);
-  if (!Number.isInteger(seqLen) || seqLen < 2) throw fail('BAD_OPTION', `--seq-len must be an integer ≥ 2 (got ${seqLen})`);
-  checkOutputDir(opts.out, { force: opts.force, model: opts.model, marker: 'calibration.json' });
-  const bias = mode === 'loss-free' ? new LossFreeBias(biasRate, biasUpdate) : null;
+  if (!Number.isInteger(s.samples) || s.samples < 1) throw fail('BAD_OPTION', `--samples must be a positive integer (got ${s.samples})`);
+  if (!Number.isInteger(s.seqLen) || s.seqLen < 2) throw fail('BAD_OPTION', `--seq-len must be an integer ≥ 2 (got ${s.seqLen})`);
+  if (!(Number.isFinite(s.biasRate) && s.biasRate > 0)) throw fail('BAD_OPTION', `--bias-rate must be a positive number (got ${s.biasRate})`);
+  if (!Number.isInteger(s.batchTokens) || s.batchTokens < 1) throw fail('BAD_OPTION', `--batch-tokens must be a positive integer (got ${s.batchTokens})`);
+  if (!Number.isInteger(s.minTokens) || s.minTokens < 0) throw fail('BAD_OPTION', `--min-tokens must be a non-negative integer (got ${s.minTokens})`);
+  return s;
+}
 
-  const engine = await createEngine(opts.model, opts);
+export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult> {
+  calibrationSettings(opts);
+  const output = OutputDir.open({
+    out: opts.out,
+    kind: 'calibration',
+    model: opts.model,
+    inputs: opts.data.map((d) => ['--data', d] as [string, string]),
+    force: opts.force,
+    onNote: opts.onNote,
+  });
   try {
-    opts.onDevice?.(engine.deviceNote);
-    let report!: BalanceReport;
-    let seconds = 0;
-    const out = await writeOutputDir(opts.out, async (tmp) => {
-      const text = opts.data.map(readTextData).join('\n\n');
-      const ids = loadTokenizer(opts.model).encode(text);
-      const windows = drawWindows(ids, samples, seqLen, seed);
-      const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
-      const numBatches = Math.ceil(samples / perBatch);
-      const { spec } = engine.model;
-      const stats = new RoutingStatsCollector(spec, numBatches);
-      let hessians: LayerHessians | null = null;
-      if (opts.saveHessians) {
-        opts.onNote?.(`writing Hessians: ${(hessianBytes(spec) / 1e9).toFixed(2)} GB to ${path.join(opts.out, 'hessians')}/`);
-        fs.mkdirSync(path.join(tmp, 'hessians'));
-      }
-      const t0 = performance.now();
-      await engine.forward.run(windows, {
-        head: 'none',
-        batchTokens,
-        onProgress: opts.onProgress,
-        hooks: {
-          capture: Boolean(opts.saveHessians),
-          onActivations: async (ev) => {
-            if (!hessians || hessians.layer.index !== ev.layerIndex) hessians = new LayerHessians(engine.pool, spec, spec.layers[ev.layerIndex]!);
-            await hessians.add(ev);
-          },
-          afterLayer: (layer) => {
-            if (!hessians) return;
-            writeSafetensors(path.join(tmp, 'hessians', `layer-${String(layer).padStart(3, '0')}.safetensors`), hessians.tensors(), {
-              format: 'moe-quant.hessians/1',
-              layout: 'see src/calibration/hessian-collector.ts: <module>.xtx = Σ x xᵀ, .xtcx = Σ c x xᵀ, .tokens, .weight_sum',
-            });
-            hessians = null;
-          },
-          selectionBias: (layer) => {
-            const f = spec.layers[layer]!.ffn as MoeFfnSpec;
-            return bias ? bias.get(layer, f.routing.numExperts) : null;
-          },
-          onRouting: (ev) => {
-            const f = spec.layers[ev.layerIndex]!.ffn as MoeFfnSpec;
-            const natural = bias
-              ? route(f.routing, ev.routerLogits, { scores: ev.routing.scores, correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null })
-              : ev.routing;
-            stats.record(ev.layerIndex, ev.batchIndex, ev.ffnIn, ev.routing, natural);
-            if (bias) {
-              const loads = new Float64Array(f.routing.numExperts);
-              for (const e of ev.routing.experts) loads[e]!++;
-              bias.step(ev.layerIndex, loads);
-            }
-          },
-        },
-      });
-      seconds = (performance.now() - t0) / 1000;
-
-      const layers: LayerBalance[] = [...stats.layers.values()].map((c) => {
-        const used = balanceStats(c.usedTokens, c.usedMass);
-        return {
-          layer: c.layer,
-          experts: c.numExperts,
-          top_k: c.topK,
-          natural: balanceStats(c.naturalTokens, c.naturalMass),
-          used,
-          natural_second_half: summarize(c.naturalTokensSecondHalf),
-          used_second_half: summarize(c.usedTokensSecondHalf),
-          under_calibrated: used.tokens.flatMap((t, e) => (t < minTokens ? [e] : [])),
-          bias: Array.from(bias?.get(c.layer, c.numExperts) ?? new Float32Array(c.numExperts)),
-          bias_trajectory: (bias?.trajectory.get(c.layer) ?? []).map((b) => Array.from(b)),
-        };
-      });
-      const dataPaths = opts.data.map((d) => path.resolve(d));
-      report = {
-        format: BALANCE_REPORT_FORMAT,
-        model: path.resolve(opts.model),
-        model_type: spec.family,
-        data: dataPaths,
-        samples,
-        seq_len: seqLen,
-        tokens: samples * seqLen,
-        seed,
-        routing_bias: mode,
-        bias_rate: bias ? biasRate : 0,
-        bias_update: biasUpdate,
-        batches: numBatches,
-        min_tokens_threshold: minTokens,
-        definitions:
-          'tokens = (token, slot) assignments; share = tokens / Σ tokens; MaxVio = (max − mean) / mean load; ' +
-          'σ = sample std (E − 1) of share within a layer, averaged over layers; entropy = H(share) / ln E; ' +
-          'affinity c = the weight multiplying the expert output (after renormalisation and scaling); ' +
-          '"natural" = the model’s own routing of the same hidden states, without the calibration bias; ' +
-          `second half = batches ${Math.floor(numBatches / 2)}..${numBatches - 1}.`,
-        layers,
-        summary: {
-          natural: averageSummaries(layers.map((l) => l.natural)),
-          used: averageSummaries(layers.map((l) => l.used)),
-          natural_second_half: averageSummaries(layers.map((l) => l.natural_second_half)),
-          used_second_half: averageSummaries(layers.map((l) => l.used_second_half)),
-        },
-      };
-
-      const tokens = new Int32Array(samples * seqLen);
-      windows.forEach((w, i) => tokens.set(w, i * seqLen));
-      writeSafetensors(path.join(tmp, 'tokens.safetensors'), [
-        { name: 'tokens', dtype: 'I32', shape: [samples, seqLen], data: tensorBytes(tokens) },
-      ]);
-      writeSafetensors(
-        path.join(tmp, 'expert-input-stats.safetensors'),
-        [...stats.layers.values()].flatMap((c) => {
-          const meanAbs = new Float32Array(c.numExperts * c.hidden);
-          for (let e = 0; e < c.numExperts; e++)
-            for (let h = 0; h < c.hidden; h++) meanAbs[e * c.hidden + h] = c.usedTokens[e] ? c.inputAbsSum[e * c.hidden + h]! / c.usedTokens[e]! : 0;
-          return [
-            { name: `layers.${c.layer}.tokens`, dtype: 'I32' as const, shape: [c.numExperts], data: tensorBytes(Int32Array.from(c.usedTokens)) },
-            { name: `layers.${c.layer}.input_mean_abs`, dtype: 'F32' as const, shape: [c.numExperts, c.hidden], data: tensorBytes(meanAbs) },
-          ];
-        }),
-        { format: 'moe-quant.expert-input-stats/1', routing: 'used' },
-      );
-      const calibration = {
-        format: CALIBRATION_FORMAT,
-        model: path.resolve(opts.model),
-        model_type: spec.family,
-        model_fingerprint: modelFingerprint(engine.model),
-        data: dataPaths,
-        samples,
-        seq_len: seqLen,
-        seed,
-        routing_bias: mode,
-        bias_rate: bias ? biasRate : 0,
-        bias_update: biasUpdate,
-        batch_tokens: batchTokens,
-        batches: numBatches,
-        min_tokens: minTokens,
-        tokens: samples * seqLen,
-        versions: versions(),
-      };
-      fs.writeFileSync(path.join(tmp, 'calibration.json'), `${JSON.stringify(calibration, null, 2)}\n`);
-      writeBalanceReport(tmp, report);
-    });
+    const engine = await createEngine(opts.model, opts);
+    let result: { report: BalanceReport; seconds: number };
+    try {
+      opts.onDevice?.(engine.deviceNote);
+      result = await runCalibration(engine, opts, output.tmp, opts.out);
+    } finally {
+      await engine.close();
+    }
+    const out = output.commit();
     const files = Object.fromEntries(
       ['calibration.json', 'tokens.safetensors', 'expert-input-stats.safetensors', 'balance-report.json', 'balance-report.md', 'balance-report.html'].map((f) => [
         f,
@@ -233,8 +119,160 @@ export async function calibrate(opts: CalibrateOptions): Promise<CalibrateResult
       ]),
     );
     if (opts.saveHessians) files['hessians'] = path.join(out, 'hessians');
-    return { summary: report.summary, out, files, seconds };
-  } finally {
-    await engine.close();
+    return { summary: result.report.summary, out, files, seconds: result.seconds };
+  } catch (e) {
+    output.abort();
+    throw e;
   }
+}
+
+/**
+ * The calibration itself, on an open engine, written into the existing directory `dir` (`shownDir`: how to name
+ * it to the user). quantize calls this with its own engine for inline calibration.
+ */
+export async function runCalibration(
+  engine: Engine,
+  opts: Omit<CalibrateOptions, 'out' | 'model' | 'force'> & { model: string },
+  dir: string,
+  shownDir = dir,
+): Promise<{ report: BalanceReport; seconds: number }> {
+  const { samples, seqLen, seed, mode, biasRate, biasUpdate, batchTokens, minTokens } = calibrationSettings(opts);
+  const { spec } = engine.model;
+  checkActivationMemory(spec, samples, seqLen, opts.onNote);
+  const bias = mode === 'loss-free' ? new LossFreeBias(biasRate, biasUpdate) : null;
+  const tmp = dir;
+  const text = opts.data.map(readTextData).join('\n\n');
+  const ids = loadTokenizer(opts.model).encode(text);
+  const windows = drawWindows(ids, samples, seqLen, seed);
+  const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
+  const numBatches = Math.ceil(samples / perBatch);
+  const stats = new RoutingStatsCollector(spec, numBatches);
+  let hessians: LayerHessians | null = null;
+  if (opts.saveHessians) {
+    opts.onNote?.(`writing Hessians: ${(hessianBytes(spec) / 1e9).toFixed(2)} GB to ${path.join(shownDir, 'hessians')}/`);
+    fs.mkdirSync(path.join(tmp, 'hessians'));
+  }
+  const t0 = performance.now();
+  await engine.forward.run(windows, {
+    head: 'none',
+    batchTokens,
+    onProgress: opts.onProgress,
+    hooks: {
+      capture: Boolean(opts.saveHessians),
+      onActivations: async (ev) => {
+        if (!hessians || hessians.layer.index !== ev.layerIndex) hessians = new LayerHessians(engine.pool, spec, spec.layers[ev.layerIndex]!);
+        await hessians.add(ev);
+      },
+      afterLayer: (layer) => {
+        if (!hessians) return;
+        writeSafetensors(path.join(tmp, 'hessians', `layer-${String(layer).padStart(3, '0')}.safetensors`), hessians.tensors(), {
+          format: 'moe-quant.hessians/1',
+          layout: 'see src/calibration/hessian-collector.ts: <module>.xtx = Σ x xᵀ, .xtcx = Σ c x xᵀ, .tokens, .weight_sum',
+        });
+        hessians = null;
+      },
+      selectionBias: (layer) => {
+        const f = spec.layers[layer]!.ffn as MoeFfnSpec;
+        return bias ? bias.get(layer, f.routing.numExperts) : null;
+      },
+      onRouting: (ev) => {
+        const f = spec.layers[ev.layerIndex]!.ffn as MoeFfnSpec;
+        const natural = bias
+          ? route(f.routing, ev.routerLogits, { scores: ev.routing.scores, correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null })
+          : ev.routing;
+        stats.record(ev.layerIndex, ev.batchIndex, ev.ffnIn, ev.routing, natural);
+        if (bias) {
+          const loads = new Float64Array(f.routing.numExperts);
+          for (const e of ev.routing.experts) loads[e]!++;
+          bias.step(ev.layerIndex, loads);
+        }
+      },
+    },
+  });
+  const seconds = (performance.now() - t0) / 1000;
+
+  const layers: LayerBalance[] = [...stats.layers.values()].map((c) => {
+    const used = balanceStats(c.usedTokens, c.usedMass);
+    return {
+      layer: c.layer,
+      experts: c.numExperts,
+      top_k: c.topK,
+      natural: balanceStats(c.naturalTokens, c.naturalMass),
+      used,
+      natural_second_half: summarize(c.naturalTokensSecondHalf),
+      used_second_half: summarize(c.usedTokensSecondHalf),
+      under_calibrated: used.tokens.flatMap((t, e) => (t < minTokens ? [e] : [])),
+      bias: Array.from(bias?.get(c.layer, c.numExperts) ?? new Float32Array(c.numExperts)),
+      bias_trajectory: (bias?.trajectory.get(c.layer) ?? []).map((b) => Array.from(b)),
+    };
+  });
+  const dataPaths = opts.data.map((d) => path.resolve(d));
+  const report: BalanceReport = {
+    format: BALANCE_REPORT_FORMAT,
+    model: path.resolve(opts.model),
+    model_type: spec.family,
+    data: dataPaths,
+    samples,
+    seq_len: seqLen,
+    tokens: samples * seqLen,
+    seed,
+    routing_bias: mode,
+    bias_rate: bias ? biasRate : 0,
+    bias_update: biasUpdate,
+    batches: numBatches,
+    min_tokens_threshold: minTokens,
+    definitions:
+      'tokens = (token, slot) assignments; share = tokens / Σ tokens; MaxVio = (max − mean) / mean load; ' +
+      'σ = sample std (E − 1) of share within a layer, averaged over layers; entropy = H(share) / ln E; ' +
+      'affinity c = the weight multiplying the expert output (after renormalisation and scaling); ' +
+      '"natural" = the model’s own routing of the same hidden states, without the calibration bias; ' +
+      `second half = batches ${Math.floor(numBatches / 2)}..${numBatches - 1}.`,
+    layers,
+    summary: {
+      natural: averageSummaries(layers.map((l) => l.natural)),
+      used: averageSummaries(layers.map((l) => l.used)),
+      natural_second_half: averageSummaries(layers.map((l) => l.natural_second_half)),
+      used_second_half: averageSummaries(layers.map((l) => l.used_second_half)),
+    },
+  };
+
+  const tokens = new Int32Array(samples * seqLen);
+  windows.forEach((w, i) => tokens.set(w, i * seqLen));
+  writeSafetensors(path.join(tmp, 'tokens.safetensors'), [
+    { name: 'tokens', dtype: 'I32', shape: [samples, seqLen], data: tensorBytes(tokens) },
+  ]);
+  writeSafetensors(
+    path.join(tmp, 'expert-input-stats.safetensors'),
+    [...stats.layers.values()].flatMap((c) => {
+      const meanAbs = new Float32Array(c.numExperts * c.hidden);
+      for (let e = 0; e < c.numExperts; e++)
+        for (let h = 0; h < c.hidden; h++) meanAbs[e * c.hidden + h] = c.usedTokens[e] ? c.inputAbsSum[e * c.hidden + h]! / c.usedTokens[e]! : 0;
+      return [
+        { name: `layers.${c.layer}.tokens`, dtype: 'I32' as const, shape: [c.numExperts], data: tensorBytes(Int32Array.from(c.usedTokens)) },
+        { name: `layers.${c.layer}.input_mean_abs`, dtype: 'F32' as const, shape: [c.numExperts, c.hidden], data: tensorBytes(meanAbs) },
+      ];
+    }),
+    { format: 'moe-quant.expert-input-stats/1', routing: 'used' },
+  );
+  const calibration = {
+    format: CALIBRATION_FORMAT,
+    model: path.resolve(opts.model),
+    model_type: spec.family,
+    model_fingerprint: modelFingerprint(engine.model),
+    data: dataPaths,
+    samples,
+    seq_len: seqLen,
+    seed,
+    routing_bias: mode,
+    bias_rate: bias ? biasRate : 0,
+    bias_update: biasUpdate,
+    batch_tokens: batchTokens,
+    batches: numBatches,
+    min_tokens: minTokens,
+    tokens: samples * seqLen,
+    versions: versions(),
+  };
+  fs.writeFileSync(path.join(tmp, 'calibration.json'), `${JSON.stringify(calibration, null, 2)}\n`);
+  writeBalanceReport(tmp, report);
+  return { report, seconds };
 }

@@ -4,6 +4,8 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MoeQuantError } from '../errors.js';
+import { abortActiveOutputs } from '../output/output-dir.js';
+import { versions } from '../version.js';
 import { DEVICES } from '../graph/session.js';
 import { registerCalibrate } from './commands/calibrate.js';
 import { registerEval } from './commands/eval.js';
@@ -26,6 +28,7 @@ export const deviceOption = () =>
 export function buildProgram(): Command {
   const program = new Command('moe-quant')
     .description('Routing-aware 4-bit quantization of Mixture-of-Experts language models (Hugging Face checkpoints).')
+    .version(versions()['moe-quant']!, '-V, --version', 'print the version and exit')
     .option('--debug', 'print stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: (str, write) => write(str) })
@@ -38,7 +41,31 @@ export function buildProgram(): Command {
   return program;
 }
 
+let signalsInstalled = false;
+
+/**
+ * SIGINT (Ctrl-C) / SIGTERM: remove the partial output of the run (its temporary directory and lock) and exit
+ * with 130 / 143, as a shell reports a process ended by that signal.
+ */
+function installSignalHandlers(): void {
+  if (signalsInstalled) return;
+  signalsInstalled = true;
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.on(signal, () => {
+      const removed = abortActiveOutputs();
+      process.stderr.write(`\nmoe-quant: interrupted (${signal})${removed.length ? `; removed the partial output ${removed.join(', ')}` : ''}\n`);
+      process.exit(code);
+    });
+  }
+}
+
+/** The error as one line on stderr, and with --json also as {"error": {"code", "message"}} on stdout. */
+function report(argv: string[], code: string, message: string): void {
+  if (argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: { code, message } })}\n`);
+}
+
 export async function main(argv: string[]): Promise<number> {
+  installSignalHandlers();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
@@ -46,17 +73,22 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // --help / --version exit with code 0; argument errors were already printed by commander.
-      return e.exitCode === 0 ? 0 : 2;
+      if (e.exitCode === 0) return 0;
+      report(argv, 'BAD_OPTION', e.message.replace(/^error: /, ''));
+      return 2;
     }
     const debug = argv.includes('--debug');
     if (e instanceof MoeQuantError) {
       process.stderr.write(`moe-quant: error: ${e.message}\n`);
       if (debug && e.stack) process.stderr.write(`${e.stack}\n`);
+      report(argv, e.code, e.message);
       return 2;
     }
-    process.stderr.write(`moe-quant: internal error: ${e instanceof Error ? e.message : String(e)}\n`);
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`moe-quant: internal error: ${msg}\n`);
     if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
     else process.stderr.write('(this is a bug in moe-quant; run with --debug for the stack trace)\n');
+    report(argv, 'INTERNAL', msg);
     return 1;
   }
 }

@@ -62,7 +62,9 @@ function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: numbe
 
 /** Read and parse `dir/config.json`. */
 export function readConfig(dir: string): Record<string, unknown> {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw fail('BAD_CHECKPOINT', `model directory ${dir} does not exist`);
+  if (!fs.existsSync(dir)) throw fail('BAD_CHECKPOINT', `model directory ${dir} does not exist`);
+  if (!fs.statSync(dir).isDirectory())
+    throw fail('BAD_CHECKPOINT', `--model ${dir} is a file; give the checkpoint directory that holds config.json (${path.dirname(dir)}?)`);
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(file)) throw fail('BAD_CONFIG', `${file} is missing`);
   let raw: unknown;

@@ -75,7 +75,8 @@ export function planWorkers(p: PlanInput): WorkerPlan {
   if (p.requested !== undefined) {
     if (!Number.isInteger(p.requested) || p.requested < 1) throw fail('BAD_OPTION', `--workers must be a positive integer (got ${p.requested})`);
     if (p.requested > 1 && p.device !== 'cpu') throw fail('BAD_OPTION', `--workers ${p.requested}: parallel workers run on the CPU provider only (device is ${p.device})`);
-    return plan(Math.min(p.requested, p.windows), 'as requested');
+    if (p.requested > p.windows) return plan(p.windows, `--workers ${p.requested} asked for, but there are only ${p.windows} windows: one worker each`);
+    return plan(p.requested, p.requested > threads ? `as requested; more workers than the ${threads} threads, so they share them` : 'as requested');
   }
   if (p.device !== 'cpu') return plan(1, `${p.device} runs one engine`);
   if (!p.resident) return plan(1, 'model streams from disk');

@@ -8,7 +8,14 @@ import { fail } from '../errors.js';
 export function readTextData(file: string): string {
   if (!fs.existsSync(file)) throw fail('BAD_DATA', `data file ${file} does not exist`);
   if (!fs.statSync(file).isFile()) throw fail('BAD_DATA', `data file ${file} is not a file`);
-  const raw = fs.readFileSync(file, 'utf8');
+  const bytes = fs.readFileSync(file);
+  if (bytes.includes(0)) throw fail('BAD_DATA', `data file ${file} is binary (it contains NUL bytes); give a text or .jsonl file`);
+  let raw: string;
+  try {
+    raw = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw fail('BAD_DATA', `data file ${file} is not UTF-8 text; give a UTF-8 text or .jsonl file`);
+  }
   if (raw.trim().length === 0) throw fail('BAD_DATA', `data file ${file} is empty`);
   if (!file.endsWith('.jsonl')) return raw;
   const texts: string[] = [];
@@ -29,9 +36,9 @@ export function readTextData(file: string): string {
 }
 
 /** Non-overlapping windows of `seqLen` tokens from the start, tail dropped, at most `maxWindows`. */
-export function consecutiveWindows(ids: Int32Array, seqLen: number, maxWindows?: number): Int32Array[] {
+export function consecutiveWindows(ids: Int32Array, seqLen: number, maxWindows?: number, seqLenOption = '--seq-len'): Int32Array[] {
   const n = Math.floor(ids.length / seqLen);
-  if (n === 0) throw fail('BAD_DATA', `the data has ${ids.length} tokens, fewer than one window of --seq-len ${seqLen}`);
+  if (n === 0) throw fail('BAD_DATA', `the data has ${ids.length} tokens, fewer than one window of ${seqLenOption} ${seqLen}`);
   const count = maxWindows === undefined ? n : Math.min(n, maxWindows);
   return Array.from({ length: count }, (_, w) => ids.subarray(w * seqLen, (w + 1) * seqLen));
 }

@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { loadTokenizer } from '../checkpoint/tokenizer.js';
 import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { readConfig } from '../engine/model.js';
 import { ParallelNll, planWorkers } from '../engine/parallel-nll.js';
 import { fail } from '../errors.js';
 import { consecutiveWindows, readTextData } from './data.js';
@@ -45,11 +46,30 @@ export interface EvalResult {
   quantization: Record<string, unknown> | null;
 }
 
+function checkOptions(seqLen: number, maxWindows: number | undefined): void {
+  if (!Number.isInteger(seqLen) || seqLen < 2) throw fail('BAD_OPTION', `--seq-len must be an integer ≥ 2 (got ${seqLen})`);
+  if (maxWindows !== undefined && (!Number.isInteger(maxWindows) || maxWindows < 1))
+    throw fail('BAD_OPTION', `--max-windows must be a positive integer (got ${maxWindows})`);
+}
+
+/**
+ * How many windows an evaluation of `data` will run, from the data and the tokenizer alone (no weights): lets a
+ * command that evaluates after long work check its evaluation inputs first.
+ */
+export function countEvalWindows(
+  opts: Pick<EvalOptions, 'model' | 'data' | 'seqLen' | 'maxWindows'> & { seqLenOption?: string },
+): { windows: number; available: number } {
+  const seqLen = opts.seqLen ?? 2048;
+  checkOptions(seqLen, opts.maxWindows);
+  readConfig(opts.model); // a missing or wrong --model says so before the tokenizer does
+  const ids = loadTokenizer(opts.model).encode(readTextData(opts.data));
+  const available = consecutiveWindows(ids, seqLen, undefined, opts.seqLenOption).length;
+  return { windows: Math.min(available, opts.maxWindows ?? available), available };
+}
+
 export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult> {
   const seqLen = opts.seqLen ?? 2048;
-  if (!Number.isInteger(seqLen) || seqLen < 2) throw fail('BAD_OPTION', `--seq-len must be an integer ≥ 2 (got ${opts.seqLen})`);
-  if (opts.maxWindows !== undefined && (!Number.isInteger(opts.maxWindows) || opts.maxWindows < 1))
-    throw fail('BAD_OPTION', `--max-windows must be a positive integer (got ${opts.maxWindows})`);
+  checkOptions(seqLen, opts.maxWindows);
   const text = readTextData(opts.data);
   const engine = await createEngine(opts.model, opts);
   try {

@@ -6,12 +6,15 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { calibrate, type RoutingBiasMode } from '../calibration/calibrate.js';
-import { checkOutputDir, writeOutputDir } from '../calibration/output-dir.js';
+import { calibrationSettings, runCalibration, type CalibrateOptions, type RoutingBiasMode } from '../calibration/calibrate.js';
+import { OutputDir } from '../output/output-dir.js';
 import { createEngine, type EngineOptions } from '../engine/engine.js';
 import { modelFingerprint } from '../engine/model.js';
 import { fail } from '../errors.js';
 import { packGptq } from '../quantization/pack.js';
+import { resolveGroupSize } from '../quantization/quantizer.js';
+import type { ModelSpec } from '../architectures/types.js';
+import { layerModuleGroups, type LinearModule } from './modules.js';
 import { tensorBytes, type TensorToWrite } from '../checkpoint/safetensors.js';
 import { writeBalanceReport } from '../report/index.js';
 import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
@@ -25,9 +28,13 @@ export interface QuantizeOptions extends EngineOptions {
   out: string;
   /** Calibration directory from `moe-quant calibrate`. */
   calib?: string;
-  /** Or: calibration text, calibrated inline with calibrate's defaults. */
+  /** Or: calibration text, calibrated inline (calibrate's defaults unless `calibration` says otherwise). */
   data?: string[];
   routingBias?: RoutingBiasMode;
+  /** Inline calibration settings (samples, seq-len, seed, bias rate, …). */
+  calibration?: Pick<CalibrateOptions, 'samples' | 'seqLen' | 'seed' | 'biasRate' | 'biasUpdate' | 'batchTokens' | 'minTokens'>;
+  /** Held-out text the caller will evaluate on afterwards: only checked not to lie inside `out`. */
+  evalData?: string;
   method?: Method;
   bits?: number;
   groupSize?: number;
@@ -93,6 +100,24 @@ function validate(o: QuantizeOptions, { bits, format, method, groupSize: g }: { 
   if (!o.calib && !o.data?.length) throw fail('BAD_OPTION', 'quantize needs calibration: --calib CALIB_DIR or --data FILE');
 }
 
+/**
+ * Before any work: something must be left to quantize (`--skip '.*'` would write a "GPTQ" checkpoint of float
+ * weights), and the group size must fit every linear that will be quantized.
+ */
+function checkModulePlan(spec: ModelSpec, cfg: { quantizeRouter: boolean; bits: number; groupSize: number; sym: boolean }, skip: string | undefined, leaveOut: (m: LinearModule) => boolean): void {
+  const all = spec.layers.flatMap((l) => layerModuleGroups(spec, l, cfg).flatMap((g) => g.modules));
+  const todo = all.filter((m) => !leaveOut(m));
+  if (todo.length === 0)
+    throw fail('BAD_OPTION', `${skip !== undefined ? `--skip ${JSON.stringify(skip)}` : 'the options'} leave${skip !== undefined ? 's' : ''} none of the model's ${all.length} linears to quantize`);
+  for (const m of todo) {
+    try {
+      resolveGroupSize(cfg, m.K);
+    } catch (e) {
+      throw fail('BAD_OPTION', `${m.prefix}: ${(e as Error).message}; choose a --group-size that divides it, -1, or --skip it`);
+    }
+  }
+}
+
 export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult> {
   const cfg = settings(o);
   const { method, bits, format } = cfg;
@@ -108,26 +133,36 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   // 60 experts, Qwen2-MoE's 1-wide shared_expert_gate under --quantize-router) stays in floating point.
   const unpackable = (N: number) => format !== 'dequantized' && N % (32 / bits) !== 0;
   const leaveOut = (prefix: string, N: number) => Boolean(skip?.test(prefix)) || unpackable(N);
-  checkOutputDir(o.out, { force: o.force, model: o.model, marker: 'quant-report.json' });
+  const inline = o.calib ? null : calibrationSettings({ ...o.calibration, data: o.data!, routingBias: o.routingBias });
+  const inputs: Array<[string, string]> = [
+    ...(o.calib ? [['--calib', o.calib] as [string, string]] : []),
+    ...(o.data ?? []).map((d) => ['--data', d] as [string, string]),
+    ...(o.evalData ? [['--eval-data', o.evalData] as [string, string]] : []),
+  ];
+  const output = OutputDir.open({ out: o.out, kind: 'model', model: o.model, inputs, force: o.force, onNote: o.onNote });
   const t0 = performance.now();
-  const engine = await createEngine(o.model, o);
+  let engine: Awaited<ReturnType<typeof createEngine>> | null = null;
   try {
-    o.onDevice?.(engine.deviceNote);
-    const fingerprint = modelFingerprint(engine.model);
+    const eng = (engine = await createEngine(o.model, o));
+    o.onDevice?.(eng.deviceNote);
+    checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
+    const fingerprint = modelFingerprint(eng.model);
     let result!: QuantizeResult;
-    await writeOutputDir(o.out, async (tmp) => {
+    {
+      const tmp = output.tmp;
       let calibDir = o.calib ?? null;
       if (!calibDir) {
         calibDir = path.join(tmp, '.calibration');
-        o.onNote?.('calibrating inline (loss-free routing bias ' + ((o.routingBias ?? 'loss-free') === 'loss-free' ? 'on' : 'off') + ')');
-        await calibrate({ ...o, out: calibDir, data: o.data!, routingBias: o.routingBias ?? 'loss-free', onProgress: (d, t) => o.onProgress?.('calibrate', d, t), onDevice: undefined });
+        fs.mkdirSync(calibDir);
+        o.onNote?.('calibrating inline (loss-free routing bias ' + (inline!.mode === 'loss-free' ? 'on' : 'off') + ')');
+        await runCalibration(eng, { ...o.calibration, model: o.model, data: o.data!, routingBias: inline!.mode, onNote: o.onNote, onProgress: (d, t) => o.onProgress?.('calibrate', d, t) }, calibDir);
       }
       const calib = readCalibration(calibDir, fingerprint);
-      const writer = new QuantizedCheckpointWriter(tmp, engine.model, format, o.maxShardBytes);
+      const writer = new QuantizedCheckpointWriter(tmp, eng.model, format, o.maxShardBytes);
       let expertSource = 0;
       let expertQuant = 0;
       const records: ModuleRecord[] = await quantizeSequential(
-        engine,
+        eng,
         calib,
         {
           ...cfg,
@@ -148,7 +183,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
             ];
           }
           if (m.kind === 'routed_expert') {
-            const info = engine.model.checkpoint.info(m.weight);
+            const info = eng.model.checkpoint.info(m.weight);
             expertSource += info.byteLength;
             expertQuant += tensors.reduce((s, t) => s + (t.data as Uint8Array).byteLength, 0);
           }
@@ -161,7 +196,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       // Modules left out whose name is quantized in other layers: GPTQModel/vLLM-style exclusions.
       const done = new Set(quantized);
       const relSet = new Set(relNames);
-      const skipped = engine.model.expected
+      const skipped = eng.model.expected
         .filter((t) => t.name.endsWith('.weight') && t.shape.length === 2)
         .map((t) => ({ prefix: t.name.slice(0, -'.weight'.length), N: t.shape[0]! }))
         .filter(({ prefix, N }) => !done.has(prefix) && relSet.has(prefix.replace(/^model\.layers\.\d+\./, '')) && leaveOut(prefix, N))
@@ -194,7 +229,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       const report: QuantReport = {
         format: QUANT_REPORT_FORMAT,
         model: path.resolve(o.model),
-        model_type: engine.model.spec.family,
+        model_type: eng.model.spec.family,
         method,
         bits,
         group_size: cfg.groupSize,
@@ -217,20 +252,26 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       const qr = writeQuantReport(tmp, report);
       const br = writeBalanceReport(tmp, calib.report);
       if (!o.calib) fs.rmSync(calibDir, { recursive: true, force: true });
-      const rel = (p: string) => path.join(path.resolve(o.out), path.basename(p));
+      const rel = (p: string) => path.join(output.target, path.basename(p));
       result = {
-        out: path.resolve(o.out),
-        files: { source_model: [...engine.model.checkpoint.files], model: modelFiles.map(rel), quant_report_json: rel(qr.json), quant_report_md: rel(qr.md), balance_report: [br.json, br.md, br.html].map(rel) },
+        out: output.target,
+        files: { source_model: [...eng.model.checkpoint.files], model: modelFiles.map(rel), quant_report_json: rel(qr.json), quant_report_md: rel(qr.md), balance_report: [br.json, br.md, br.html].map(rel) },
         report,
         seconds: 0,
         summary: { maxvio_natural: calib.report.summary.natural.maxvio, maxvio_used: calib.report.summary.used.maxvio },
       };
-    });
-    result.seconds = (performance.now() - t0) / 1000;
+    }
     if (process.env['MOE_QUANT_PROFILE'])
-      for (const [k, v] of [...engine.pool.byKey].sort((a, b) => b[1].ms - a[1].ms)) o.onNote?.(`ort ${k}: ${(v.ms / 1000).toFixed(2)} s in ${v.runs} runs`);
-    return result;
-  } finally {
+      for (const [k, v] of [...eng.pool.byKey].sort((a, b) => b[1].ms - a[1].ms)) o.onNote?.(`ort ${k}: ${(v.ms / 1000).toFixed(2)} s in ${v.runs} runs`);
     await engine.close();
+    engine = null;
+    output.commit();
+    result.seconds = (performance.now() - t0) / 1000;
+    return result;
+  } catch (e) {
+    output.abort();
+    throw e;
+  } finally {
+    await engine?.close();
   }
 }

@@ -91,8 +91,8 @@ describe('calibrate', () => {
     const occupied = path.join(tmp, 'occupied');
     fs.mkdirSync(occupied);
     fs.writeFileSync(path.join(occupied, 'notes.txt'), 'mine');
-    await expectError(calibrate({ model, data: [C4], out: occupied, ...small }), /not a moe-quant output.*--force/);
-    await expectError(calibrate({ model, data: [C4], out: model, ...small }), /overwrite the input model/);
+    await expectError(calibrate({ model, data: [C4], out: occupied, ...small }), /was not written by moe-quant.*--force/);
+    await expectError(calibrate({ model, data: [C4], out: model, ...small }), /would replace the input model/);
     expect(fs.existsSync(out)).toBe(false);
     expect(fs.readdirSync(tmp).some((f) => f.includes('.tmp-'))).toBe(false);
     expect(fs.readFileSync(path.join(occupied, 'notes.txt'), 'utf8')).toBe('mine');

@@ -146,7 +146,7 @@ describe('bad input → one line, exit code 2', () => {
     const foreign = path.join(tmp, 'foreign');
     fs.mkdirSync(foreign);
     fs.writeFileSync(path.join(foreign, 'keep.txt'), 'x');
-    expectOneLineError(await runCli('calibrate', '--model', MIXTRAL, '--out', foreign), /not a moe-quant output.*--force/);
+    expectOneLineError(await runCli('calibrate', '--model', MIXTRAL, '--out', foreign), /was not written by moe-quant.*--force/);
     expect(fs.readFileSync(path.join(foreign, 'keep.txt'), 'utf8')).toBe('x');
   });
 

@@ -199,7 +199,7 @@ describe('quantize', () => {
     await bad(quantizeModel({ model: MIXTRAL, out, calib, bits: 3, device: 'cpu' }), /packs 4 or 8 bits.*--format dequantized/);
     await bad(quantizeModel({ model: MIXTRAL, out, calib, groupSize: 96, device: 'cpu' }), /group/i);
     await bad(quantizeModel({ model: MIXTRAL, out, device: 'cpu' }), /--calib CALIB_DIR or --data/);
-    await bad(quantizeModel({ model: MIXTRAL, out: MIXTRAL, calib, device: 'cpu' }), /overwrite the input model/);
+    await bad(quantizeModel({ model: MIXTRAL, out: MIXTRAL, calib, device: 'cpu' }), /would replace the input model/);
     const noHess = path.join(tmp, 'not-calib');
     fs.mkdirSync(noHess);
     await bad(quantizeModel({ model: MIXTRAL, out, calib: noHess, device: 'cpu' }), /not a calibration directory/);

@@ -1,7 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { readableByAll, ROOT, unprivileged } from '../cli/spawn.js';
 import { MoeQuantError } from '../../src/errors.js';
 import {
   readBalanceReport,
@@ -81,15 +84,25 @@ describe('writeBalanceReport / readBalanceReport', () => {
     expectError(() => writeBalanceReport(f, smallReport()), 'IO', /not a directory/);
   });
 
-  it('fails with IO when the directory is not writable', () => {
-    if (process.getuid?.() === 0) return; // root writes anyway
-    const d = dir();
-    fs.chmodSync(d, 0o500);
-    try {
-      expectError(() => writeBalanceReport(d, smallReport()), 'IO', /cannot write .*balance-report\.json/);
-    } finally {
-      fs.chmodSync(d, 0o700);
-    }
+  // Root writes into a read-only directory anyway, so as root (CI) the write runs in a child process as nobody.
+  const user = unprivileged();
+  it.skipIf(user.prefix === null)(`fails with IO when the directory is not writable${user.reason ? ` (skipped: ${user.reason})` : ''}`, () => {
+    const d = readableByAll(dir());
+    readableByAll(tmp);
+    const reportFile = path.join(tmp, 'report-input.json');
+    fs.writeFileSync(reportFile, JSON.stringify(smallReport()));
+    fs.chmodSync(d, 0o555);
+    const script =
+      `const m = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'dist/report/index.js')).href)});` +
+      `try { m.writeBalanceReport(process.argv[1], JSON.parse(require('node:fs').readFileSync(process.argv[2], 'utf8'))); console.log('{}'); }` +
+      `catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+    const [cmd, ...args] = [...user.prefix!, process.execPath, '--input-type=module', '-e', script.replace("require('node:fs')", '(await import("node:fs"))'), d, reportFile];
+    const r = spawnSync(cmd!, args, { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const e = JSON.parse(r.stdout) as { code?: string; message?: string };
+    expect(e.code).toBe('IO');
+    expect(e.message).toMatch(/cannot write .*balance-report\.json/);
+    expect(fs.readdirSync(d)).toEqual([]);
   });
 });
 

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { DEFAULT_CALIB_DATA, DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
-import { evaluatePerplexity } from '../../eval/perplexity.js';
+import { countEvalWindows, evaluatePerplexity } from '../../eval/perplexity.js';
 import { quantizeModel } from '../../pipeline/quantize.js';
 import { bytes, table } from '../format.js';
 import { deviceOption, positiveInt } from '../main.js';
@@ -104,26 +104,37 @@ export function registerQuantize(program: Command): void {
         bars.get(stage)!.update(d, t);
       };
       const note = (s: string) => process.stderr.write(`${s}\n`);
+      // The evaluation runs after the quantization: check its inputs first.
+      const evalPlan = opts.eval
+        ? countEvalWindows({ model: opts.model, data: opts.evalData, seqLen: opts.evalSeqLen, maxWindows: opts.evalWindows, seqLenOption: '--eval-seq-len' })
+        : null;
+      if (evalPlan && evalPlan.windows < opts.evalWindows)
+        note(`--eval-windows ${opts.evalWindows}: ${path.basename(opts.evalData)} has ${evalPlan.available} windows of ${opts.evalSeqLen} tokens; evaluating all ${evalPlan.windows}`);
       const r = await quantizeModel({
         ...opts,
         sym: Boolean(opts.sym) && !opts.asym,
-        data: opts.calib ? undefined : opts.data.length ? opts.data : [DEFAULT_CALIB_DATA],
+        data: opts.data.length ? opts.data : opts.calib ? undefined : [DEFAULT_CALIB_DATA],
+        evalData: opts.eval ? opts.evalData : undefined,
         onProgress: progress,
         onNote: note,
         onDevice: note,
       });
       let fp: number | null = null;
       let q: number | null = null;
+      let evalWindows = 0;
       if (opts.eval) {
         const ev = (model: string, label: string) =>
           evaluatePerplexity({ model, data: opts.evalData, seqLen: opts.evalSeqLen, maxWindows: opts.evalWindows, device: opts.device, onProgress: (d, t) => progress(label, d, t) });
-        fp = (await ev(opts.model, 'eval fp')).ppl;
-        q = (await ev(r.out, `eval ${opts.bits}-bit`)).ppl;
+        const before = await ev(opts.model, 'eval fp');
+        const after = await ev(r.out, `eval ${opts.bits}-bit`);
+        fp = before.ppl;
+        q = after.ppl;
+        evalWindows = after.windows;
       }
       const sizeFp = filesBytes(r.files.source_model);
       const sizeQ = filesBytes(r.files.model);
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify({ out: r.out, files: r.files, method: opts.method, bits: opts.bits, ppl_fp: fp, ppl_quantized: q, size_fp_bytes: sizeFp, size_quantized_bytes: sizeQ, maxvio: r.summary, seconds: r.seconds, fallbacks: r.report.fallbacks })}\n`);
+        process.stdout.write(`${JSON.stringify({ out: r.out, files: r.files, method: opts.method, bits: opts.bits, ppl_fp: fp, ppl_quantized: q, eval: opts.eval ? { data: path.resolve(opts.evalData), seq_len: opts.evalSeqLen, windows: evalWindows } : null, size_fp_bytes: sizeFp, size_quantized_bytes: sizeQ, maxvio: r.summary, seconds: r.seconds, fallbacks: r.report.fallbacks })}\n`);
         return;
       }
       const f = (x: number | null) => (x === null ? '—' : x.toFixed(3));
@@ -132,7 +143,7 @@ export function registerQuantize(program: Command): void {
           ['method', 'ppl fp', `ppl ${opts.bits}-bit`, 'size fp', `size ${opts.bits}-bit`, 'MaxVio natural', 'MaxVio biased'],
           [opts.method.toUpperCase(), f(fp), f(q), bytes(sizeFp), bytes(sizeQ), r.summary.maxvio_natural.toFixed(3), r.summary.maxvio_used.toFixed(3)],
         ])}\n\n` +
-          (opts.eval ? `perplexity: ${path.basename(opts.evalData)}, ${opts.evalWindows} windows × ${opts.evalSeqLen} tokens\n` : '') +
+          (opts.eval ? `perplexity: ${path.basename(opts.evalData)}, ${evalWindows} windows × ${opts.evalSeqLen} tokens\n` : '') +
           `model:          ${r.out}\nbalance report: ${r.files.balance_report.join(', ')}\nquant report:   ${r.files.quant_report_md}\n` +
           (r.report.fallbacks.length ? `fell back to RTN: ${r.report.fallbacks.map((x) => x.module).join(', ')}\n` : ''),
       );
