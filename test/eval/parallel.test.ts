@@ -37,8 +37,16 @@ describe('planWorkers', () => {
   });
   it('honours an explicit count (at most one per window) and rejects impossible ones', () => {
     expect(planWorkers({ ...base, requested: 3 })).toMatchObject({ workers: 3, threadsPerWorker: 2 });
-    expect(planWorkers({ ...base, requested: 4, windows: 2 }).workers).toBe(2);
-    expect(planWorkers({ ...base, requested: 16 })).toMatchObject({ workers: 16, threadsPerWorker: 1 });
+    expect(planWorkers({ ...base, requested: 4, windows: 2 })).toMatchObject({
+      workers: 2,
+      reason: '--workers 4 asked for, but there are only 2 windows: one worker each',
+    });
+    expect(planWorkers({ ...base, requested: 3 }).reason).toBe('as requested');
+    expect(planWorkers({ ...base, requested: 16 })).toMatchObject({
+      workers: 16,
+      threadsPerWorker: 1,
+      reason: 'as requested; more workers than the 8 threads, so they share them',
+    });
     expect(planWorkers({ ...base, requested: 1 })).toMatchObject({ workers: 1, threadsPerWorker: 8 });
     expect(() => planWorkers({ ...base, requested: 0 })).toThrow(/--workers must be a positive integer/);
     expect(() => planWorkers({ ...base, requested: 2, device: 'webgpu' })).toThrow(/CPU provider only/);

@@ -1,0 +1,133 @@
+/**
+ * Options and inputs checked before the long work (hardening issue items 11–13): each case fails in one line with
+ * exit 2 before anything is written, and --json puts the error on stdout too.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import { checkActivationMemory } from '../../src/calibration/memory.js';
+import { openModel } from '../../src/engine/model.js';
+import { versions } from '../../src/version.js';
+import { C4, FIXTURES, WIKI } from '../paths.js';
+
+const MIXTRAL = path.join(FIXTURES, 'tiny-mixtral');
+const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-options-')));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function runCli(...args: string[]): Promise<{ code: number; stderr: string; stdout: string; ms: number }> {
+  let stderr = '';
+  let stdout = '';
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
+  const t0 = performance.now();
+  try {
+    const code = await main(['node', 'moe-quant', ...args]);
+    return { code, stderr, stdout, ms: performance.now() - t0 };
+  } finally {
+    e.mockRestore();
+    o.mockRestore();
+  }
+}
+
+function oneLineError(r: { code: number; stderr: string }, pattern: RegExp): void {
+  expect(r.code, r.stderr).toBe(2);
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('moe-quant: error:'));
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+}
+
+const out = () => path.join(tmp, `out-${Math.random().toString(36).slice(2)}`);
+const Q = (o: string, ...rest: string[]) => ['quantize', '--model', MIXTRAL, '--device', 'cpu', '--out', o, ...rest];
+
+describe('quantize checks every input before quantizing', () => {
+  it('a missing --eval-data, an --eval-seq-len longer than the text: fail at once, no output', async () => {
+    const o = out();
+    const r = await runCli(...Q(o, '--eval-data', path.join(tmp, 'nope.txt')));
+    oneLineError(r, /data file .*nope\.txt does not exist/);
+    expect(r.ms).toBeLessThan(5_000); // not after a quantization (~5 s here)
+    const short = path.join(tmp, 'short.txt');
+    fs.writeFileSync(short, 'Only a few words of held-out text.');
+    oneLineError(await runCli(...Q(o, '--eval-data', short, '--eval-seq-len', '256')), /fewer than one window of --eval-seq-len 256/);
+    expect(fs.existsSync(o)).toBe(false);
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-') || f.includes('.lock'))).toEqual([]);
+  });
+
+  it('--calib together with --data is an error, not a silently ignored --data', async () => {
+    oneLineError(await runCli(...Q(out(), '--calib', tmp, '--data', C4)), /give either --calib or --data, not both/);
+  });
+
+  it('a binary or non-UTF-8 --data file', async () => {
+    const bin = path.join(tmp, 'weights.bin');
+    fs.writeFileSync(bin, Buffer.from([1, 2, 0, 0, 7, 255, 3]));
+    oneLineError(await runCli('calibrate', '--model', MIXTRAL, '--device', 'cpu', '--data', bin, '--out', out()), /weights\.bin is binary/);
+    const latin1 = path.join(tmp, 'latin1.txt');
+    fs.writeFileSync(latin1, Buffer.from('caf\xe9 au lait, na\xefve', 'latin1'));
+    oneLineError(await runCli('eval', '--model', MIXTRAL, '--device', 'cpu', '--data', latin1), /latin1\.txt is not UTF-8 text/);
+  });
+
+  it("--skip '.*' leaves nothing to quantize", async () => {
+    const o = out();
+    oneLineError(await runCli(...Q(o, '--skip', '.*', '--no-eval', '--data', C4)), /--skip "\.\*" leaves none of the model's \d+ linears to quantize/);
+    expect(fs.existsSync(o)).toBe(false);
+  });
+
+  it('a group size that does not divide a linear is named before the work', async () => {
+    oneLineError(await runCli(...Q(out(), '--group-size', '96', '--no-eval', '--data', C4)), /self_attn\.q_proj: --group-size 96 does not divide .*K=128/);
+  });
+
+  it('--model naming a file says a directory is expected', async () => {
+    oneLineError(await runCli('inspect', '--model', path.join(MIXTRAL, 'model.safetensors')), /is a file; give the checkpoint directory that holds config\.json/);
+    oneLineError(await runCli('eval', '--model', path.join(MIXTRAL, 'model.safetensors'), '--device', 'cpu'), /is a file; give the checkpoint directory/);
+  });
+
+  it('--samples beyond the machine: an estimate and an error instead of growing memory', async () => {
+    const o = out();
+    const r = await runCli('calibrate', '--model', MIXTRAL, '--device', 'cpu', '--samples', '100000000', '--seq-len', '512', '--out', o);
+    oneLineError(r, /--samples 100000000 × --seq-len 512 = 51,200,000,000 tokens need about \d+ GB of activations \(hidden 128, float32\), more than this machine's/);
+    expect(fs.existsSync(o)).toBe(false);
+    const spec = openModel(MIXTRAL).spec;
+    const notes: string[] = [];
+    checkActivationMemory(spec, 128, 512, (s) => notes.push(s), 1e9);
+    expect(notes).toEqual([]);
+    checkActivationMemory(spec, 512, 512, (s) => notes.push(s), 1e9);
+    expect(notes[0]).toMatch(/need about 0\.40 GB of activations .* of this machine's 1\.00 GB/);
+  });
+});
+
+describe('--json and --version', () => {
+  it('errors go to stdout as {"error": {"code", "message"}} with --json, as well as the one line on stderr', async () => {
+    const r = await runCli('eval', '--model', MIXTRAL, '--data', path.join(tmp, 'missing.txt'), '--json');
+    oneLineError(r, /missing\.txt does not exist/);
+    expect(JSON.parse(r.stdout)).toEqual({ error: { code: 'BAD_DATA', message: expect.stringMatching(/missing\.txt does not exist/) } });
+    const bad = await runCli('eval', '--seq-len', 'x', '--json');
+    expect(bad.code).toBe(2);
+    expect(JSON.parse(bad.stdout)).toEqual({ error: { code: 'BAD_OPTION', message: expect.stringMatching(/--seq-len/) } });
+    const plain = await runCli('eval', '--model', MIXTRAL, '--data', path.join(tmp, 'missing.txt'));
+    expect(plain.stdout).toBe('');
+  });
+
+  it('--version prints the package version', async () => {
+    const r = await runCli('--version');
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(versions()['moe-quant']);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
+
+describe('what ran is what is reported', () => {
+  it('quantize --eval-windows beyond the text evaluates and reports the windows there are', async () => {
+    const calib = path.join(tmp, 'calib');
+    expect((await runCli('calibrate', '--model', MIXTRAL, '--device', 'cpu', '--samples', '8', '--seq-len', '64', '--out', calib)).code).toBe(0);
+    const text = fs.readFileSync(WIKI, 'utf8').slice(0, 3000);
+    const evalFile = path.join(tmp, 'eval.txt');
+    fs.writeFileSync(evalFile, text);
+    const r = await runCli(...Q(out(), '--calib', calib, '--method', 'rtn', '--eval-data', evalFile, '--eval-seq-len', '64', '--eval-windows', '100000', '--json'));
+    expect(r.code, r.stderr).toBe(0);
+    const json = JSON.parse(r.stdout);
+    expect(json.eval.windows).toBeGreaterThan(0);
+    expect(json.eval.windows).toBeLessThan(100);
+    expect(r.stderr).toContain(`--eval-windows 100000: eval.txt has ${json.eval.windows} windows of 64 tokens; evaluating all ${json.eval.windows}`);
+  });
+});
