@@ -117,20 +117,55 @@ export function attentionTensors(i: number, spec: AttentionSpec): AttentionTenso
   return spec.kind === 'mha' ? mhaTensors(i, spec) : mlaTensors(i, spec);
 }
 
-/** Softmax top-k router as in Mixtral/Qwen/OLMoE/DeepSeek-V1. */
-export function softmaxRouting(numExperts: number, numExpertsUsed: number, normalize: boolean, normalizeEps = 0): RoutingSpec {
+/** Routed experts and experts per token. */
+export interface ExpertCounts {
+  numExperts: number;
+  numExpertsUsed: number;
+}
+
+/** `expertsKey` routed experts, `num_experts_per_tok` per token; top-k picks distinct experts, so k ≤ E. */
+export function expertCounts(cfg: ConfigReader, expertsKey: string): ExpertCounts {
+  const numExperts = cfg.int(expertsKey);
+  const numExpertsUsed = cfg.int('num_experts_per_tok');
   if (numExpertsUsed > numExperts)
-    throw fail('BAD_CONFIG', `num_experts_per_tok (${numExpertsUsed}) exceeds the number of experts (${numExperts})`);
-  return {
-    numExperts,
-    numExpertsUsed,
-    scoring: 'softmax',
-    groups: null,
-    normalize,
-    normalizeEps,
-    scale: 1,
-    hasCorrectionBias: false,
-  };
+    cfg.reject('num_experts_per_tok', `must be ≤ "${cfg.name(expertsKey)}" = ${numExperts}: top-k picks distinct experts`);
+  return { numExperts, numExpertsUsed };
+}
+
+/** Softmax top-k router as in Mixtral/Qwen/OLMoE/DeepSeek-V1/V2. */
+export function softmaxRouting(counts: ExpertCounts, normalize: boolean, normalizeEps = 0): RoutingSpec {
+  return { ...counts, scoring: 'softmax', groups: null, normalize, normalizeEps, scale: 1, hasCorrectionBias: false };
+}
+
+/**
+ * DeepSeek group-limited selection from `n_group` / `topk_group` (with `fallback` when the file has none), checked
+ * where transformers' router fails or mixes tokens: the groups must be equal slices of the experts (else its view
+ * regroups scores across tokens), at most n_group of them kept, and the kept groups must hold the top-k (else it
+ * selects masked experts); 'top2_sum' also needs two experts per group.
+ */
+export function groupLimit(
+  cfg: ConfigReader,
+  counts: ExpertCounts,
+  expertsKey: string,
+  opts: { groupScore: 'max' | 'top2_sum'; maskedScore: number; fallback?: { numGroups: number; numGroupsUsed: number } },
+): NonNullable<RoutingSpec['groups']> {
+  const numGroups = cfg.int('n_group', opts.fallback?.numGroups);
+  const numGroupsUsed = cfg.int('topk_group', opts.fallback?.numGroupsUsed);
+  const got = (key: string, v: number) => (cfg.has(key) ? undefined : `${v} by default`);
+  const experts = `"${cfg.name(expertsKey)}" = ${counts.numExperts}`;
+  if (counts.numExperts % numGroups !== 0) cfg.reject('n_group', `must divide ${experts} into equal groups`, got('n_group', numGroups));
+  const perGroup = counts.numExperts / numGroups;
+  if (opts.groupScore === 'top2_sum' && perGroup < 2)
+    cfg.reject('n_group', `must leave at least 2 experts per group (${experts}): the group score sums each group's best two`, got('n_group', numGroups));
+  if (numGroupsUsed > numGroups)
+    cfg.reject('topk_group', `must be ≤ "n_group" = ${numGroups}`, got('topk_group', numGroupsUsed));
+  const kept = numGroupsUsed * perGroup;
+  if (counts.numExpertsUsed > kept)
+    cfg.reject(
+      'num_experts_per_tok',
+      `must be ≤ "topk_group" × experts per group = ${numGroupsUsed} × ${perGroup} = ${kept}: only the kept groups' experts can be selected`,
+    );
+  return { numGroups, numGroupsUsed, groupScore: opts.groupScore, maskedScore: opts.maskedScore };
 }
 
 export function moeFfn(

@@ -2,15 +2,16 @@
  * Qwen1.5/Qwen2-MoE: q/k/v biases, softmax top-k (renormalised only if norm_topk_prob), plus one shared expert
  * scaled per token by sigmoid(shared_expert_gate · x).
  */
-import { decoderModel, denseFfn, layerPrefix, mha, mlpTensors, moeFfn, PROJ_NAMES, softmaxRouting } from './_blocks.js';
+import { decoderModel, denseFfn, expertCounts, layerPrefix, mha, mlpTensors, moeFfn, PROJ_NAMES, softmaxRouting } from './_blocks.js';
 import { qwenIsMoeLayer, rejectQwenSlidingWindow } from './_qwen.js';
 import type { FamilyDefinition } from './registry.js';
 
 export const qwen2Moe: FamilyDefinition = {
   modelType: 'qwen2_moe',
+  // Qwen2MoeConfig has no attribute_map: num_local_experts is not read (transformers falls back to 60 experts).
   build(cfg) {
     rejectQwenSlidingWindow(cfg);
-    const routing = softmaxRouting(cfg.int('num_experts'), cfg.int('num_experts_per_tok'), cfg.bool('norm_topk_prob', false));
+    const routing = softmaxRouting(expertCounts(cfg, 'num_experts'), cfg.bool('norm_topk_prob', false));
     const attention = mha(cfg, { qkvBias: cfg.bool('qkv_bias', true) });
     return decoderModel(cfg, 'qwen2_moe', attention, (i) =>
       qwenIsMoeLayer(cfg, i)

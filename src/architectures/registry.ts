@@ -1,6 +1,6 @@
 /** model_type → family definition. Adding a family = one small file + one line here. */
 import { fail } from '../errors.js';
-import { ConfigReader, type RawConfig } from './_config.js';
+import { ConfigReader, type ConfigAliases, type RawConfig } from './_config.js';
 import { deepseek } from './deepseek.js';
 import { deepseekV2 } from './deepseek_v2.js';
 import { deepseekV3 } from './deepseek_v3.js';
@@ -13,6 +13,11 @@ import type { ModelSpec } from './types.js';
 export interface FamilyDefinition {
   /** Hugging Face `model_type`. */
   modelType: string;
+  /**
+   * Other spellings of the keys `build` reads that transformers accepts for this family (its config class's
+   * `attribute_map`), by the key `build` reads. A file may use either; both with different values is an error.
+   */
+  aliases?: ConfigAliases;
   /** Normalize a config.json of this family. */
   build(cfg: ConfigReader): ModelSpec;
 }
@@ -29,5 +34,5 @@ export function specFromConfig(raw: RawConfig, source = 'config.json'): ModelSpe
   const family = FAMILIES.find((f) => f.modelType === type);
   if (!family)
     throw fail('UNSUPPORTED', `${source}: model_type "${type}" is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
-  return family.build(new ConfigReader(raw, source));
+  return family.build(new ConfigReader(raw, source, family.aliases));
 }

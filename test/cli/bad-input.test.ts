@@ -98,6 +98,23 @@ describe('bad input → one line, exit code 2', () => {
     expectOneLineError(await runCli('inspect', '--model', dir), /"llama" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3\)/);
   });
 
+  it('routing config transformers cannot route, and two spellings of the expert count that disagree', async () => {
+    const v3 = copyModel(path.join(FIXTURES, 'tiny-deepseek-v3'), 'n-group');
+    const cfg = JSON.parse(fs.readFileSync(path.join(v3, 'config.json'), 'utf8'));
+    fs.writeFileSync(path.join(v3, 'config.json'), JSON.stringify({ ...cfg, n_group: 3 }));
+    expectOneLineError(
+      await runCli('inspect', '--model', v3),
+      /n-group\/config\.json: "n_group" must divide "n_routed_experts" = 16 into equal groups \(got 3\)$/,
+    );
+    const qwen = copyModel(QWEN, 'spellings');
+    const q = JSON.parse(fs.readFileSync(path.join(qwen, 'config.json'), 'utf8'));
+    fs.writeFileSync(path.join(qwen, 'config.json'), JSON.stringify({ ...q, num_local_experts: q.num_experts * 2 }));
+    expectOneLineError(
+      await runCli('inspect', '--model', qwen),
+      /spellings\/config\.json: "num_experts" \(\d+\) and "num_local_experts" \(\d+\) are two spellings of one setting and disagree$/,
+    );
+  });
+
   it('empty data file', async () => {
     const f = path.join(tmp, 'empty.txt');
     fs.writeFileSync(f, '  \n');
