@@ -6,6 +6,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { MoeQuantError } from '../errors.js';
 import { DEVICES } from '../graph/session.js';
 import { registerCalibrate } from './commands/calibrate.js';
+import { registerDoctor } from './commands/doctor.js';
 import { registerEval } from './commands/eval.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerQuantize } from './commands/quantize.js';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerCalibrate(program);
   registerQuantize(program);
   registerReport(program);
+  registerDoctor(program);
   return program;
 }
 
