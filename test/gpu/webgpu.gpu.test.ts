@@ -7,11 +7,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
+import { randn, seededRandom } from '../../src/calibration/samples.js';
 import { DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../src/defaults.js';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
-import { concatTree } from '../../src/graph/blocks.js';
+import { concatTree, projection } from '../../src/graph/blocks.js';
 import { GraphBuilder, OnnxType } from '../../src/graph/builder.js';
 import { resolveDevice, sessionOptions } from '../../src/graph/session.js';
 import { maxAbsDiff, readReference } from '../engine/helpers.js';
@@ -120,6 +121,33 @@ describe.skipIf(!run)('WebGPU', () => {
       }
     });
   }
+
+  it('MatMulNBits in the 4-bit form the engine builds has a WebGPU kernel (no CPU fallback) and matches the CPU', async () => {
+    const [K, N, blockSize, T] = [256, 96, 64, 5];
+    const g = new GraphBuilder('nbits');
+    const x = g.input('x', OnnxType.FLOAT, ['T', K]);
+    g.output('y', projection(g, x, 'p', N, K, () => ({ kind: 'nbits', blockSize })), OnnxType.FLOAT, ['T', N]);
+    const model = g.build();
+    const noFallback = { ...sessionOptions('webgpu'), extra: { session: { disable_cpu_ep_fallback: '1' } } };
+    const [gpu, cpu] = await Promise.all([ort.InferenceSession.create(model, noFallback), ort.InferenceSession.create(model, sessionOptions('cpu'))]);
+    try {
+      const rand = seededRandom(7);
+      const kb = K / blockSize;
+      const bytes = (n: number) => Uint8Array.from({ length: n }, () => Math.floor(rand() * 256));
+      const feeds = {
+        x: new ort.Tensor('float32', randn(T * K, 8), [T, K]),
+        'w.p.B': new ort.Tensor('uint8', bytes(N * kb * (blockSize / 2)), [N, kb, blockSize / 2]),
+        'w.p.scales': new ort.Tensor('float32', Float32Array.from({ length: N * kb }, () => 0.01 + 0.01 * rand()), [N, kb]),
+        'w.p.zp': new ort.Tensor('uint8', bytes(N * Math.ceil(kb / 2)), [N, Math.ceil(kb / 2)]),
+      };
+      const [a, b] = [(await gpu.run(feeds)).y!.data as Float32Array, (await cpu.run(feeds)).y!.data as Float32Array];
+      const err = maxAbsDiff(a, b);
+      console.log(`webgpu MatMulNBits vs cpu max|Δ| = ${err.toExponential(2)}`);
+      expect(err).toBeLessThan(1e-4);
+    } finally {
+      await Promise.all([gpu.release(), cpu.release()]);
+    }
+  });
 
   it('concatTree with empty inputs (experts without tokens) gives the CPU result', async () => {
     // A flat Concat of these 20 inputs throws on WebGPU in onnxruntime 1.30 (several passes, empty inputs).
