@@ -4,9 +4,9 @@
  * MatMul on the webgpu provider with the Vulkan loader's driver log on (VK_LOADER_DEBUG=driver), which names the
  * devices the loader found; Dawn's own warnings say why it rejected one.
  *
- * Software rasterizers (Mesa's lavapipe, SwiftShader) are 5–30× slower than the CPU provider, so `auto` probes with
- * their drivers hidden (VK_LOADER_DRIVERS_DISABLE): it never lands on one, and an explicit `--device webgpu` only
- * does when nothing else works.
+ * Software rasterizers (Mesa's lavapipe, SwiftShader) are several times slower than the CPU provider, so `auto`
+ * probes with their drivers hidden (VK_LOADER_DRIVERS_DISABLE): it never lands on one, and an explicit
+ * `--device webgpu` only does when nothing else works.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -89,8 +89,8 @@ function describeProblem(error: string, devices: string[], hidden: string[], rej
 }
 
 /**
- * WebGPU on Linux goes through Vulkan; when the loader is not in the usual places, skip spawning a probe.
- * (The child would find out too, after ~0.2 s.)
+ * WebGPU on Linux goes through Vulkan; when the loader is not in the usual places, skip spawning a probe (the child
+ * would only find out the same, later).
  */
 export function hasVulkanLoader(): boolean {
   if (process.platform !== 'linux') return true;
