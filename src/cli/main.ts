@@ -8,6 +8,7 @@ import { abortActiveOutputs } from '../output/output-dir.js';
 import { versions } from '../version.js';
 import { DEVICES } from '../graph/session.js';
 import { registerCalibrate } from './commands/calibrate.js';
+import { registerDoctor } from './commands/doctor.js';
 import { registerEval } from './commands/eval.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerQuantize } from './commands/quantize.js';
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
   registerCalibrate(program);
   registerQuantize(program);
   registerReport(program);
+  registerDoctor(program);
   return program;
 }
 

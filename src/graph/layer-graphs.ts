@@ -10,7 +10,7 @@
  */
 import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { attr, GraphBuilder, OnnxType } from './builder.js';
-import { FLOAT_WEIGHTS, linear, type AttentionBlock, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
+import { concatTree, FLOAT_WEIGHTS, linear, type AttentionBlock, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
 
 const F = OnnxType.FLOAT;
 const I64 = OnnxType.INT64;
@@ -302,7 +302,7 @@ function routedExperts(g: GraphBuilder, x: string, H: number, I: number, count: 
     outs.push(mlp.out);
     if (capture) g.output(`in.expert.${j}.down`, mlp.hidden, F, [`n${j}`, I]);
   }
-  return count === 1 ? outs[0]! : g.op('Concat', outs, { axis: attr.i(0) });
+  return concatTree(g, outs, 0);
 }
 
 /**
