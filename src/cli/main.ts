@@ -55,7 +55,11 @@ function installSignalHandlers(): void {
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     process.on(signal, () => {
       const removed = abortActiveOutputs();
-      process.stderr.write(`\nmoe-quant: interrupted (${signal})${removed.length ? `; removed the partial output ${removed.join(', ')}` : ''}\n`);
+      const kept = removed.flatMap((r) => (r.partial ? [r.partial] : []));
+      process.stderr.write(
+        `\nmoe-quant: interrupted (${signal})${removed.length ? `; removed the partial output ${removed.map((r) => r.tmp).join(', ')}` : ''}` +
+          `${kept.length ? ` (finished work kept in ${kept.join(', ')} for the next run)` : ''}\n`,
+      );
       process.exit(code);
     });
   }

@@ -5,7 +5,7 @@
  *   dense:     h, ffn_in → h + MLP(ffn_in)
  *   moe:       h, ffn_in, per-expert rows and combine positions/weights → h + Σ w·Expert(ffn_in) (+ shared expert);
  *              streaming models run it in two parts: experts (chunk by chunk) → y, then combine
- *   head:      hidden → logits, or per-token NLL of given targets
+ *   head:      hidden → logits, per-token NLL of given targets, or the k most likely tokens
  * Input names starting with "w." are weights; the engine feeds them by role.
  */
 import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
@@ -21,7 +21,7 @@ export interface AttentionGraphOptions {
    * (softmax or sigmoid of the logits, float32), which spares route() a Math.exp per token and expert.
    */
   router: { experts: number; scoring: 'softmax' | 'sigmoid' } | null;
-  /** Take past_key/past_value inputs and emit present_key/present_value (incremental decoding). */
+  /** Take past_key/past_value inputs (position-major) and emit new_key/new_value (incremental decoding, see appendCache). */
   withCache: boolean;
   /** Also output the input of every linear (`in.attn`, `in.o`, MLA `in.qB`, `in.kvB`) for calibration. */
   capture?: boolean;
@@ -244,15 +244,18 @@ function fusedAttention(g: GraphBuilder, q: string, k: string, v: string, io: Re
   });
 }
 
-/** Concatenate new keys/values after the cached ones and expose them as present_key/present_value. */
+/**
+ * KV cache for incremental decoding. The caller keeps the cache position-major, past_key [P, B, heads, dk], so that
+ * appending a step is a copy of new_key (the new tokens' keys, [B, heads, S, dk]) into a preallocated buffer and
+ * the first P positions are a contiguous view; here the past is brought to [B, heads, P, dk] and the new keys
+ * appended for this step's attention.
+ */
 function appendCache(g: GraphBuilder, k: string, v: string, heads: number, dk: number, dv: number) {
-  const pastK = g.input('past_key', F, ['B', heads, 'P', dk]);
-  const pastV = g.input('past_value', F, ['B', heads, 'P', dv]);
-  const kAll = g.op('Concat', [pastK, k], { axis: attr.i(2) });
-  const vAll = g.op('Concat', [pastV, v], { axis: attr.i(2) });
-  g.output('present_key', kAll, F, ['B', heads, 'L', dk]);
-  g.output('present_value', vAll, F, ['B', heads, 'L', dv]);
-  return { k: kAll, v: vAll };
+  const pastK = g.op('Transpose', [g.input('past_key', F, ['P', 'B', heads, dk])], { perm: attr.ints([1, 2, 0, 3]) });
+  const pastV = g.op('Transpose', [g.input('past_value', F, ['P', 'B', heads, dv])], { perm: attr.ints([1, 2, 0, 3]) });
+  g.output('new_key', k, F, ['B', heads, 'S', dk]);
+  g.output('new_value', v, F, ['B', heads, 'S', dv]);
+  return { k: g.op('Concat', [pastK, k], { axis: attr.i(2) }), v: g.op('Concat', [pastV, v], { axis: attr.i(2) }) };
 }
 
 /** Attention half of a decoder layer, plus the FFN input norm and router logits. */
@@ -370,7 +373,7 @@ export function buildCombineGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = fa
 }
 
 /** Final norm + lm_head; mode 'logits' returns [T, V], mode 'nll' returns −log p(target) per token [T]. */
-export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll'): Uint8Array {
+export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll' | 'top'): Uint8Array {
   const g = new GraphBuilder(`head_${mode}`);
   const H = spec.hiddenSize;
   const V = spec.vocabSize;
@@ -378,6 +381,12 @@ export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll'): Uint8Ar
   const logits = linear(g, rmsNorm(g, x, g.input('w.norm', F, [H]), spec.rmsNormEps), g.input('w.lmHead', F, [V, H]));
   if (mode === 'logits') {
     g.output('logits', logits, F, ['T', V]);
+  } else if (mode === 'top') {
+    // The k most likely next tokens with their log-probabilities, descending (generation, beam search).
+    const logp = g.op('LogSoftmax', [logits], { axis: attr.i(-1) });
+    const [values, indices] = g.opN('TopK', [logp, g.input('k', I64, [1])], 2, { axis: attr.i(-1), largest: attr.i(1), sorted: attr.i(1) });
+    g.output('logp', values!, F, ['T', 'K']);
+    g.output('ids', indices!, I64, ['T', 'K']);
   } else {
     const targets = g.input('targets', I64, ['T']);
     const logp = g.op('LogSoftmax', [logits], { axis: attr.i(-1) });

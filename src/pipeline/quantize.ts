@@ -20,7 +20,7 @@ import { writeBalanceReport } from '../report/index.js';
 import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
 import { versions } from '../version.js';
 import { QuantizedCheckpointWriter, type OutputFormat } from '../writers/gptq-checkpoint.js';
-import { readCalibration } from './calibration-input.js';
+import { readCalibrationDir } from '../calibration/calibration-dir.js';
 import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
 
 export interface QuantizeOptions extends EngineOptions {
@@ -157,7 +157,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         o.onNote?.('calibrating inline (loss-free routing bias ' + (inline!.mode === 'loss-free' ? 'on' : 'off') + ')');
         await runCalibration(eng, { ...o.calibration, model: o.model, data: o.data!, routingBias: inline!.mode, onNote: o.onNote, onProgress: (d, t) => o.onProgress?.('calibrate', d, t) }, calibDir);
       }
-      const calib = readCalibration(calibDir, fingerprint);
+      const calib = readCalibrationDir(calibDir, fingerprint);
       const writer = new QuantizedCheckpointWriter(tmp, eng.model, format, o.maxShardBytes);
       let expertSource = 0;
       let expertQuant = 0;
