@@ -114,6 +114,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   try {
     o.onDevice?.(engine.deviceNote);
     const fingerprint = modelFingerprint(engine.model);
+    // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
+    // reading them now makes a NaN/Inf among them (every read is checked) fail before the long work.
+    const inLayers = new Set(engine.model.expected.filter((t) => t.layer !== null).map((t) => t.name));
+    for (const name of engine.model.checkpoint.names()) if (!inLayers.has(name)) engine.model.checkpoint.readBytes(name);
     let result!: QuantizeResult;
     await writeOutputDir(o.out, async (tmp) => {
       let calibDir = o.calib ?? null;
