@@ -106,6 +106,24 @@ describe('GPTQ scales in F16, BF16 and F32', () => {
   });
 });
 
+describe('GPTQ scales are checked for NaN/Inf like every float tensor', () => {
+  it('a NaN in one scales tensor fails NUMERIC naming it, on the MatMulNBits and the dequantized path', async () => {
+    const src = path.join(INTEROP, 'v1-asym');
+    const P = 'model.layers.1.self_attn.o_proj';
+    const dir = resave(src, 'nan-scales', (t) => {
+      if (t.name === `${P}.scales`) new Uint16Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.length / 2)[3] = 0x7e00; // fp16 NaN
+      return [t];
+    });
+    const { ids } = readReference(src);
+    for (const int4Kernels of [true, false]) {
+      const e = await logitsOf(dir, ids, int4Kernels).then(() => null, (x: unknown) => x);
+      expect(e, `int4Kernels=${int4Kernels}`).toBeInstanceOf(MoeQuantError);
+      expect((e as MoeQuantError).code).toBe('NUMERIC');
+      expect((e as Error).message).toMatch(new RegExp(`^tensor ${P.replace(/\./g, '\\.')}\\.scales \\(F16 \\[2, 128\\]\\) in \\S+ holds 1 NaN, the first at index \\[0, 3\\]`));
+    }
+  });
+});
+
 describe('GPTQ tensors with other dtypes, or both .weight and .qweight, are refused by name', () => {
   const src = path.join(INTEROP, 'v1-sym');
   const P = 'model.layers.0.block_sparse_moe.experts.0.w1'; // K = 128, N = 256
