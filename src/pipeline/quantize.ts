@@ -145,8 +145,14 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   try {
     const eng = (engine = await createEngine(o.model, o));
     o.onDevice?.(eng.deviceNote);
+    if (eng.model.gptq)
+      throw fail('UNSUPPORTED', `${o.model} is already a GPTQ checkpoint (quantization_config in config.json); quantize the original floating-point checkpoint`);
     checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
     const fingerprint = modelFingerprint(eng.model);
+    // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
+    // reading them now makes a NaN/Inf among them (every read is checked) fail before the long work.
+    const inLayers = new Set(eng.model.expected.filter((t) => t.layer !== null).map((t) => t.name));
+    for (const name of eng.model.checkpoint.names()) if (!inLayers.has(name)) eng.model.checkpoint.readBytes(name);
     let result!: QuantizeResult;
     {
       const tmp = output.tmp;
