@@ -3,12 +3,12 @@
  * Unlike ForwardEngine.run (layer-major), each step runs every layer for the new tokens, so it is meant for models
  * whose weights stay resident (or for short generations).
  *
- * The batch owns its state and reorders it as one: per layer a preallocated KV cache, position-major
- * [maxLength, B, heads, d] (MLA caches the expanded per-head keys/values), so a step appends by copying the new
- * keys into place and hands the graph a contiguous view of the first P positions — the prefix is never
- * recomputed or re-concatenated in JavaScript — and per row the expert selections of its tokens so far in every
- * MoE layer (the routing used: natural unless the caller's hooks bias it). `reorder` keeps, duplicates or drops
- * rows of both together, as beam search does after each step.
+ * The batch owns its state and reorders it as one: per layer a preallocated KV cache [B, kvHeads, C, d] (MLA
+ * caches the expanded per-head keys/values) whose capacity C doubles as the sequence grows (up to maxLength), so
+ * the graph attends over the cache in place (unused capacity masked; see cachedAttention) and a step only writes
+ * the new keys into it — the prefix is never recomputed or copied, and attention costs at most twice the prefix —
+ * and per row the expert selections of its tokens so far in every MoE layer (the routing used: natural unless the
+ * caller's hooks bias it). `reorder` keeps, duplicates or drops rows of both together, as beam search does.
  */
 import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
@@ -26,7 +26,9 @@ export class Decoder {
   /** Number of tokens already in the cache. */
   position = 0;
   readonly maxLength: number;
-  private caches: LayerCache[];
+  /** Positions the caches hold now (grows by doubling up to maxLength). */
+  private capacity = 0;
+  private caches: LayerCache[] = [];
   private readonly heads: number;
   private readonly dk: number;
   private readonly dv: number;
@@ -53,13 +55,29 @@ export class Decoder {
         offset += layer.ffn.routing.numExperts;
       }
     this.countsPerRow = offset;
-    this.caches = this.allocate(batchSize);
     this.counts = new Int32Array(batchSize * offset);
+    this.resize(batchSize, Math.min(64, this.maxLength), []);
   }
 
-  private allocate(B: number): LayerCache[] {
-    const per = this.maxLength * B * this.heads;
-    return this.engine.spec.layers.map(() => ({ key: new Float32Array(per * this.dk), value: new Float32Array(per * this.dv) }));
+  /** New caches for B rows and capacity C, holding the first `position` positions of rows `rows` of the old ones. */
+  private resize(B: number, C: number, rows: ArrayLike<number>): void {
+    const old = this.caches;
+    const oldC = this.capacity;
+    const P = this.position;
+    const hk = this.heads;
+    this.caches = this.engine.spec.layers.map((_, l) => {
+      const c = { key: new Float32Array(B * hk * C * this.dk), value: new Float32Array(B * hk * C * this.dv) };
+      if (P > 0)
+        for (const [buf, from, d] of [[c.key, old[l]!.key, this.dk], [c.value, old[l]!.value, this.dv]] as const)
+          for (let i = 0; i < B; i++)
+            for (let h = 0; h < hk; h++) {
+              const src = ((rows[i]! * hk + h) * oldC) * d;
+              buf.set(from.subarray(src, src + P * d), ((i * hk + h) * C) * d);
+            }
+      return c;
+    });
+    this.capacity = C;
+    this.batchSize = B;
   }
 
   /** Run `tokens` (B rows of s tokens each) through every layer; returns each row's last hidden state [B × hidden]. */
@@ -71,6 +89,12 @@ export class Decoder {
     if (s === 0 || tokens.some((t) => t.length !== s)) throw fail('BAD_OPTION', 'decoder rows must have the same, non-zero length');
     const P = this.position;
     if (P + s > this.maxLength) throw fail('BAD_OPTION', `decoding past the cache of ${this.maxLength} positions (at ${P} + ${s})`);
+    if (P + s > this.capacity) {
+      let C = this.capacity;
+      while (C < P + s) C *= 2;
+      this.resize(B, Math.min(C, this.maxLength), Array.from({ length: B }, (_, i) => i));
+    }
+    const C = this.capacity;
     const H = spec.hiddenSize;
     const x = this.engine.embed(tokens);
     const rope = spec.attention.rope;
@@ -87,11 +111,19 @@ export class Decoder {
         hooks?.onRouting?.(ev);
       },
     };
+    // Mask [s, C + s]: the cache's first P columns as the causal rule allows, its unused capacity never, then the
+    // new tokens causally among themselves.
+    const full = causalMask(s, P, attentionWindow(spec));
+    const mask = new Float32Array(s * (C + s)).fill(-Infinity);
+    for (let i = 0; i < s; i++) {
+      mask.set(full.subarray(i * (P + s), i * (P + s) + P), i * (C + s));
+      mask.set(full.subarray(i * (P + s) + P, (i + 1) * (P + s)), i * (C + s) + C);
+    }
     const ctxBase = {
       bs: tensor.i64From([B, s]),
       cos: tensor.f32(cos, [s, rope.dim]),
       sin: tensor.f32(sin, [s, rope.dim]),
-      mask: tensor.f32(causalMask(s, P, attentionWindow(spec)), [s, P + s]),
+      mask: tensor.f32(mask, [s, C + s]),
       batchIndex: 0,
       tokenOffset: P,
       hooks: counting,
@@ -99,10 +131,7 @@ export class Decoder {
     const [hk, dk, dv] = [this.heads, this.dk, this.dv];
     for (const layer of spec.layers) {
       const cache = this.caches[layer.index]!;
-      const past = {
-        key: tensor.f32(cache.key.subarray(0, P * B * hk * dk), [P, B, hk, dk]),
-        value: tensor.f32(cache.value.subarray(0, P * B * hk * dv), [P, B, hk, dv]),
-      };
+      const past = { key: tensor.f32(cache.key, [B, hk, C, dk]), value: tensor.f32(cache.value, [B, hk, C, dv]) };
       const out = await this.engine.layerStep(layer, x, { ...ctxBase, past });
       this.append(cache.key, out.newKey!, P, s, dk);
       this.append(cache.value, out.newValue!, P, s, dv);
@@ -113,21 +142,11 @@ export class Decoder {
     return last;
   }
 
-  /** Copy the step's keys [B, heads, s, d] to positions P…P+s−1 of the position-major cache [L, B, heads, d]. */
+  /** Write the step's keys [B, heads, s, d] at positions P…P+s−1 of the cache [B, heads, C, d]. */
   private append(buf: Float32Array, t: ort.Tensor, P: number, s: number, d: number): void {
     const src = t.data as Float32Array;
-    const B = this.batchSize;
-    const hk = this.heads;
-    if (s === 1) {
-      buf.set(src, P * B * hk * d); // [B, heads, 1, d] is already [B, heads, d]
-      return;
-    }
-    for (let b = 0; b < B; b++)
-      for (let h = 0; h < hk; h++)
-        for (let j = 0; j < s; j++) {
-          const from = ((b * hk + h) * s + j) * d;
-          buf.set(src.subarray(from, from + d), (((P + j) * B + b) * hk + h) * d);
-        }
+    const n = this.batchSize * this.heads;
+    for (let bh = 0; bh < n; bh++) buf.set(src.subarray(bh * s * d, (bh + 1) * s * d), (bh * this.capacity + P) * d);
   }
 
   /**
@@ -169,25 +188,26 @@ export class Decoder {
     let identity = n === B;
     for (let i = 0; identity && i < n; i++) identity = rows[i] === i;
     if (identity) return;
-    const P = this.position;
-    const next = n === B ? null : this.allocate(n);
-    const permute = (buf: Float32Array, into: Float32Array, d: number) => {
-      const w = this.heads * d;
-      const scratch = new Float32Array(B * w);
-      for (let p = 0; p < P; p++) {
-        scratch.set(buf.subarray(p * B * w, (p + 1) * B * w));
-        for (let i = 0; i < n; i++) into.set(scratch.subarray(rows[i]! * w, (rows[i]! + 1) * w), (p * n + i) * w);
-      }
-    };
-    this.caches.forEach((c, l) => {
-      const dst = next ? next[l]! : c;
-      permute(c.key, dst.key, this.dk);
-      permute(c.value, dst.value, this.dv);
-    });
-    if (next) this.caches = next;
     const counts = new Int32Array(n * this.countsPerRow);
     for (let i = 0; i < n; i++) counts.set(this.counts.subarray(rows[i]! * this.countsPerRow, (rows[i]! + 1) * this.countsPerRow), i * this.countsPerRow);
     this.counts = counts;
-    this.batchSize = n;
+    if (n !== B) {
+      this.resize(n, this.capacity, rows);
+      return;
+    }
+    // In place: only rows whose source changes are written, from copies of the sources they need.
+    const P = this.position;
+    const hk = this.heads;
+    const sources = [...new Set(Array.from(rows).filter((r, i) => r !== i))];
+    for (const c of this.caches)
+      for (const [buf, d] of [[c.key, this.dk], [c.value, this.dv]] as const) {
+        const block = hk * this.capacity * d; // one row
+        const saved = new Map(sources.map((r) => [r, buf.slice(r * block, r * block + block)]));
+        for (let i = 0; i < n; i++) {
+          if (rows[i] === i) continue;
+          const from = saved.get(rows[i]!)!;
+          for (let h = 0; h < hk; h++) buf.set(from.subarray(h * this.capacity * d, (h * this.capacity + P) * d), (i * hk + h) * this.capacity * d);
+        }
+      }
   }
 }
