@@ -32,7 +32,8 @@ export function buildProgram(): Command {
     .version(versions()['moe-quant']!, '-V, --version', 'print the version and exit')
     .option('--debug', 'print stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (str, write) => write(str) })
+    // Argument errors read like every other error: "moe-quant: error: …" on one line.
+    .configureOutput({ outputError: (str, write) => write(str.startsWith('error: ') ? `moe-quant: ${str}` : str) })
     .exitOverride(); // inherited by subcommands registered below: argument errors become exit code 2, not process.exit
   registerInspect(program);
   registerEval(program);
