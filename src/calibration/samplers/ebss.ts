@@ -157,6 +157,8 @@ export async function sampleEbss(ctx: SamplerContext, opts: EbssOptions = {}): P
       }
     let tokens = Array.from({ length: rows }, (_, r) => seqs.subarray(r * seqLen, r * seqLen + 1));
     let best = new Int32Array(nb);
+    // rank[row]: the beam's place in its sample's last selection (0 = best); ties between candidates break on it.
+    let rank = Int32Array.from({ length: rows }, (_, r) => r % w);
     for (let l = 1; l < seqLen; l++) {
       const ts = performance.now();
       const banned = o.noRepeatNgram > 0 ? Array.from({ length: rows }, (_, r) => bannedByNgram(seqs.subarray(r * seqLen), l, o.noRepeatNgram)) : null;
@@ -165,8 +167,9 @@ export async function sampleEbss(ctx: SamplerContext, opts: EbssOptions = {}): P
       const parents = new Int32Array(rows);
       const chosen = new Int32Array(rows);
       const nextR = new Float64Array(rows);
+      const nextRank = new Int32Array(rows);
       for (let j = 0; j < nb; j++) {
-        const cands: Array<{ score: number; b: number; v: number; r: number }> = [];
+        const cands: Array<{ score: number; rank: number; row: number; v: number; r: number }> = [];
         for (let b = 0; b < w; b++) {
           const row = j * w + b;
           if (R[row] === -Infinity) continue;
@@ -175,19 +178,34 @@ export async function sampleEbss(ctx: SamplerContext, opts: EbssOptions = {}): P
             const v = top.ids[row * top.k + t]!;
             if (special.has(v) || banned?.[row]!.has(v)) continue;
             const r = R[row]! + top.logp[row * top.k + t]!;
-            cands.push({ score: -r / (l + 1) + penalty, b, v, r });
+            cands.push({ score: -r / (l + 1) + penalty, rank: rank[row]!, row, v, r });
             taken++;
           }
         }
         if (cands.length === 0) throw fail('NUMERIC', `ebss: no allowed token for sample ${s0 + j} at position ${l} (vocabulary exhausted by --no-repeat-ngram?)`);
-        cands.sort((x, y) => x.score - y.score || x.b - y.b || x.v - y.v);
-        for (let i = 0; i < w; i++) {
-          const c = cands[Math.min(i, cands.length - 1)]!;
-          const row = j * w + i;
-          parents[row] = j * w + c.b;
+        cands.sort((x, y) => x.score - y.score || x.rank - y.rank || x.v - y.v);
+        // The i-th best continuation goes into its parent's own row when that row is still free, so the caches
+        // move only for parents with several children (beam order is kept in rank, not in rows).
+        const kept = cands.slice(0, w);
+        while (kept.length < w) kept.push({ ...kept[kept.length - 1]!, r: -Infinity });
+        const slot = new Int32Array(w).fill(-1);
+        const used = new Uint8Array(w);
+        kept.forEach((c, i) => {
+          const own = c.row - j * w;
+          if (!used[own]) [slot[i], used[own]] = [own, 1];
+        });
+        kept.forEach((c, i) => {
+          if (slot[i]! >= 0) return;
+          const free = used.indexOf(0);
+          [slot[i], used[free]] = [free, 1];
+        });
+        kept.forEach((c, i) => {
+          const row = j * w + slot[i]!;
+          parents[row] = c.row;
           chosen[row] = c.v;
-          nextR[row] = i < cands.length ? c.r : -Infinity;
-        }
+          nextR[row] = c.r;
+          nextRank[row] = i;
+        });
       }
       dec.reorder(parents);
       const next = new Int32Array(rows * seqLen);
@@ -197,8 +215,9 @@ export async function sampleEbss(ctx: SamplerContext, opts: EbssOptions = {}): P
       }
       seqs = next;
       R = nextR;
+      rank = nextRank;
       tokens = Array.from({ length: rows }, (_, r) => seqs.subarray(r * seqLen + l, r * seqLen + l + 1));
-      best = Int32Array.from({ length: nb }, (_, j) => j * w);
+      best = Int32Array.from({ length: nb }, (_, j) => j * w + rank.subarray(j * w, (j + 1) * w).indexOf(0));
       generated += nb;
       const list = stepTimes.get(l) ?? [];
       list.push(performance.now() - ts);
