@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail, MoeQuantError } from '../errors.js';
-import { DTYPE_BYTES, expand16InPlace, findNonFinite, toFloat32 } from './dtypes.js';
+import { DTYPE_BYTES, expand16InPlace, expandBf16InPlaceFinite, findNonFinite, toFloat32 } from './dtypes.js';
 import { MAX_HEADER_BYTES, parseHeader, PREFIX_BYTES, type TensorInfo } from './header.js';
 
 export type { TensorInfo } from './header.js';
@@ -181,7 +181,11 @@ export class SafetensorsFile {
     if (dst.length !== t.numel) throw fail('BAD_OPTION', `readFloat32Into: ${name} has ${t.numel} elements, buffer holds ${dst.length}`);
     const bytes = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
     if (t.dtype === 'F32') this.readElementsInto(t, 0, bytes);
-    else if (t.dtype === 'BF16' || t.dtype === 'F16') {
+    else if (t.dtype === 'BF16') {
+      // Checked in the expanding pass; on a non-finite element the checked read below names it.
+      this.readRawInto(t, 0, bytes.subarray(2 * t.numel));
+      if (!expandBf16InPlaceFinite(dst)) this.readElementsInto(t, 0, bytes.subarray(2 * t.numel));
+    } else if (t.dtype === 'F16') {
       this.readElementsInto(t, 0, bytes.subarray(2 * t.numel));
       expand16InPlace(t.dtype, dst);
     } else dst.set(this.readFloat32(name));
@@ -196,15 +200,12 @@ export class SafetensorsFile {
   }
 
   /**
-   * The one place tensor data is read: `target.byteLength` bytes of tensor `t` from element `first` on. Float data
-   * is checked here, before anyone can use it, for NaN/±Inf (one pass over the raw bits, no conversion).
+   * Where tensor data is read: `target.byteLength` bytes of tensor `t` from element `first` on. Float data is
+   * checked here, before anyone can use it, for NaN/±Inf (one pass over the raw bits, no conversion); the one other
+   * reader, readFloat32Into's BF16 path, checks in its expanding pass.
    */
   private readElementsInto(t: TensorInfo, first: number, target: Uint8Array): void {
-    try {
-      if (target.byteLength > 0) readFully(this.ensureOpen(), target, t.byteOffset + first * DTYPE_BYTES[t.dtype], this.label);
-    } catch (e) {
-      throw fsFail('read', this.label, e);
-    }
+    this.readRawInto(t, first, target);
     const bad = findNonFinite(t.dtype, target);
     if (bad) {
       const counts = [bad.nan > 0 ? `${bad.nan} NaN` : '', bad.inf > 0 ? `${bad.inf} ±Inf` : ''].filter(Boolean).join(' and ');
@@ -214,6 +215,15 @@ export class SafetensorsFile {
         `tensor ${t.name} (${t.dtype} [${t.shape.join(', ')}]) in ${this.path} holds ${counts}${part}, the first at index ` +
           `${indexOf(first + bad.first, t.shape)}; moe-quant needs finite weights (the checkpoint is damaged or was saved from a diverged model)`,
       );
+    }
+  }
+
+  /** The bytes alone, unchecked: only readElementsInto and readFloat32Into's BF16 path (which checks as it expands). */
+  private readRawInto(t: TensorInfo, first: number, target: Uint8Array): void {
+    try {
+      if (target.byteLength > 0) readFully(this.ensureOpen(), target, t.byteOffset + first * DTYPE_BYTES[t.dtype], this.label);
+    } catch (e) {
+      throw fsFail('read', this.label, e);
     }
   }
 

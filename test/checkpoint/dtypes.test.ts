@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { DTYPE_BYTES, findNonFinite, float32ToBf16, float32ToF16, isDType, toFloat32, type DType } from '../../src/checkpoint/dtypes.js';
+import { DTYPE_BYTES, expandBf16InPlaceFinite, findNonFinite, float32ToBf16, float32ToF16, isDType, toFloat32, type DType } from '../../src/checkpoint/dtypes.js';
 import { tensorBytes } from '../../src/checkpoint/safetensors.js';
 import { bf16ToNumber, catchMoe, halfToNumber, mulberry32 } from './helpers.js';
 
@@ -270,5 +270,36 @@ describe('findNonFinite', () => {
     const bits = tensorBytes(new Uint32Array([0x7fc00000, 0x7f800000, 0xffffffff, 0xffffffff]));
     for (const d of ['I8', 'U8', 'I16', 'U16', 'I32', 'U32', 'I64', 'U64', 'BOOL'] as DType[]) expect(findNonFinite(d, bits), d).toBeNull();
     expect(catchMoe(() => findNonFinite('F32', new Uint8Array(6)), 'BAD_CHECKPOINT').message).toMatch(/not a whole number of F32/);
+  });
+});
+
+describe('expandBf16InPlaceFinite', () => {
+  /** raw bf16 patterns placed as readFloat32Into places them: in the upper half of a float32 buffer. */
+  const expand = (raw: Uint16Array) => {
+    const dst = new Float32Array(raw.length);
+    new Uint16Array(dst.buffer, 2 * raw.length, raw.length).set(raw);
+    return { ok: expandBf16InPlaceFinite(dst), dst };
+  };
+
+  it('expands every bf16 pattern exactly like toFloat32, and finds every NaN/±Inf at either half of a word, even and odd lengths', () => {
+    const all = allU16();
+    const want = toFloat32('BF16', new Uint8Array(all.buffer));
+    const finite = all.filter((b) => Number.isFinite(bf16ToNumber(b)));
+    expect(finite.length).toBe(65536 - 2 * 128); // exponent all ones: 2 signs × 128 mantissas (±Inf and NaNs)
+    for (const n of [finite.length, finite.length - 1]) {
+      const { ok, dst } = expand(finite.subarray(0, n));
+      expect(ok).toBe(true);
+      const ref = toFloat32('BF16', new Uint8Array(finite.buffer, 0, 2 * n));
+      expect(new Uint32Array(dst.buffer)).toEqual(new Uint32Array(ref.buffer));
+    }
+    // each non-finite pattern alone, at an even and an odd position, in even- and odd-length buffers
+    for (const bad of all.filter((b) => !Number.isFinite(bf16ToNumber(b)))) {
+      for (const [n, at] of [[6, 2], [6, 3], [5, 4], [5, 1]] as const) {
+        const raw = new Uint16Array(n).fill(bf16(1.5));
+        raw[at] = bad;
+        expect(expand(raw).ok, `pattern ${bad.toString(16)} at ${at} of ${n}`).toBe(false);
+      }
+    }
+    expect(Array.from(expand(all).dst.subarray(0, 4))).toEqual(Array.from(want.subarray(0, 4)));
   });
 });
