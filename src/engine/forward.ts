@@ -12,7 +12,17 @@ import * as ort from 'onnxruntime-node';
 import { ropeTables } from '../architectures/_rope.js';
 import type { LayerSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
-import { buildAttentionGraph, buildAttentionInputsGraph, canFuseAttention, buildCombineGraph, buildDenseGraph, buildExpertsGraph, buildHeadGraph, buildMoeGraph } from '../graph/layer-graphs.js';
+import {
+  buildAttentionGraph,
+  buildAttentionInputsGraph,
+  canFuseAttention,
+  buildCombineGraph,
+  buildDenseGraph,
+  buildExpertsGraph,
+  buildHeadGraph,
+  buildMoeGraph,
+  buildSharedExpertGraph,
+} from '../graph/layer-graphs.js';
 import { FLOAT_WEIGHTS, queryBlocks, type WeightForms } from '../graph/blocks.js';
 import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
@@ -38,6 +48,8 @@ export function progressSteps(numLayers: number, N: number, S: number, opts: Pic
 export class ForwardEngine {
   /** Streaming models: float32 bytes of expert weights loaded at once (see expertChunks). */
   expertChunkBytes = 256 * 2 ** 20;
+  /** Expert-major streaming (see expertMajorLayer): activation bytes one expert-chunk run may hold. */
+  expertRunBytes = 256 * 2 ** 20;
   /** Bytes of logits (and log-probabilities) the output head may materialise per onnxruntime run. */
   headBytes = 256 * 2 ** 20;
   /**
@@ -189,6 +201,12 @@ export class ForwardEngine {
     const common = this.sequenceContext(S);
 
     for (const layer of spec.layers) {
+      if (this.runsExpertMajor(layer, opts.hooks)) {
+        await this.expertMajorLayer(layer as LayerSpec & { ffn: MoeFfnSpec }, hidden, batches, S, common, opts.hooks, tick);
+        await opts.hooks?.afterLayer?.(layer.index);
+        this.releaseLayer(layer);
+        continue;
+      }
       for (let b = 0; b < batches.length; b++) {
         const rows = batches[b]!;
         const T = rows.length * S;
@@ -244,6 +262,122 @@ export class ForwardEngine {
       this.weights.release([spec.finalNorm, spec.lmHead]);
     }
     return result;
+  }
+
+  /**
+   * Whether run() takes a layer expert-major (expertMajorLayer): a MoE layer whose experts stream from disk in
+   * several chunks, without capture (capture events carry every expert's inputs of one batch at once).
+   */
+  private runsExpertMajor(layer: LayerSpec, hooks: ForwardHooks | undefined): boolean {
+    return layer.ffn.kind === 'moe' && !hooks?.capture && this.expertChunks(layer.ffn).length > 1;
+  }
+
+  /**
+   * A streaming MoE layer over all batches, expert-major: attention and routing batch by batch (the routing seam
+   * sees the same events in the same order as layer steps), then each expert chunk is read once and every token
+   * routed to it passes through, in segments of at most `expertRunBytes` of activations. Batch-major order would
+   * read the layer's experts once per batch — at real sizes that reading took longer than the expert GEMMs. Each
+   * expert's weighted output is added into the hidden rows as it comes (so the routed sum is in expert order, not
+   * slot order: float rounding differs from the one-graph path), then the shared expert runs per segment.
+   */
+  private async expertMajorLayer(
+    layer: LayerSpec & { ffn: MoeFfnSpec },
+    hidden: Float32Array,
+    batches: number[][],
+    S: number,
+    common: { cos: ort.Tensor; sin: ort.Tensor; mask: ort.Tensor },
+    hooks: ForwardHooks | undefined,
+    tick: () => void,
+  ): Promise<void> {
+    const f = layer.ffn;
+    const H = this.spec.hiddenSize;
+    const E = f.routing.numExperts;
+    const ffnIn = new Float32Array(hidden.length);
+    // Per expert, per batch: its token rows (global indices, ascending) and combine weights.
+    const rowParts: Int32Array[][] = Array.from({ length: E }, () => []);
+    const weightParts: Float32Array[][] = Array.from({ length: E }, () => []);
+    for (let b = 0; b < batches.length; b++) {
+      const rows = batches[b]!;
+      const tokenOffset = rows[0]! * S;
+      const x = hidden.subarray(tokenOffset * H, (tokenOffset + rows.length * S) * H);
+      const a = await this.attentionStep(layer, x, { ...common, bs: tensor.i64From([rows.length, S]), batchIndex: b, tokenOffset, hooks });
+      const ffnInBatch = a.ffnIn.data as Float32Array;
+      const d = this.routeBatch(layer, a.routerLogits!, a.routerScores!, b, tokenOffset, ffnInBatch, hooks);
+      x.set(a.h.data as Float32Array);
+      ffnIn.set(ffnInBatch, tokenOffset * H);
+      for (let e = 0; e < E; e++) {
+        rowParts[e]!.push(d.rows[e]!.map((t) => t + tokenOffset));
+        weightParts[e]!.push(d.rowWeights[e]!);
+      }
+    }
+    const join = <T extends Int32Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
+      const out = make(parts.reduce((n, p) => n + p.length, 0));
+      let o = 0;
+      for (const p of parts) out.set(p, (o += p.length) - p.length);
+      return out;
+    };
+    const expertRows = rowParts.map((p) => join(p, (n) => new Int32Array(n)));
+    const expertWeights = weightParts.map((p) => join(p, (n) => new Float32Array(n)));
+
+    // Token segments: activations of one chunk run (gathered inputs, gate/up/hidden, outputs) within expertRunBytes.
+    const total = hidden.length / H;
+    const chunks = this.expertChunks(f);
+    const I = f.expertIntermediateSize;
+    const rowsPerToken = (f.routing.numExpertsUsed * Math.max(...chunks.map((c) => c.length))) / E;
+    const segment = Math.max(1, Math.floor(this.expertRunBytes / (rowsPerToken * (2 * H + 3 * I) * 4)));
+    const segments: Array<[number, number]> = [];
+    for (let t0 = 0; t0 < total; t0 += segment) segments.push([t0, Math.min(total, t0 + segment)]);
+    // Where each expert's rows of a segment start (rows ascending: one cursor per expert).
+    const cursor = new Int32Array(E);
+
+    const batchEnds = batches.map((rows) => (rows[rows.length - 1]! + 1) * S);
+    let ticked = 0;
+    for (let c = 0; c < chunks.length; c++) {
+      const chunk = chunks[c]!;
+      const roles = this.chunkRoles(f, chunk);
+      const { forms, key } = this.formsOf(roles);
+      const session = await this.pool.get(`experts:${I}:${chunk.length}:false:${key}`, () => buildExpertsGraph(this.spec, f, chunk.length, false, forms));
+      const weightFeeds = this.weightFeeds(roles);
+      for (const e of chunk) cursor[e] = 0;
+      for (const [t0, t1] of segments) {
+        const feeds: Record<string, ort.Tensor> = { ...weightFeeds, ffn_in: tensor.f32(ffnIn.subarray(t0 * H, t1 * H), [t1 - t0, H]) };
+        const spans = chunk.map((e, j) => {
+          const all = expertRows[e]!;
+          const from = cursor[e]!;
+          let to = from;
+          while (to < all.length && all[to]! < t1) to++;
+          cursor[e] = to;
+          feeds[`rows.${j}`] = tensor.i64From(all.subarray(from, to).map((t) => t - t0));
+          return { e, from, to };
+        });
+        const y = (await this.pool.run(session, feeds))['y']!.data as Float32Array;
+        let r = 0;
+        for (const { e, from, to } of spans) {
+          const rows = expertRows[e]!;
+          const w = expertWeights[e]!;
+          for (let n = from; n < to; n++, r++) {
+            const wn = w[n]!;
+            const dst = rows[n]! * H;
+            const src = r * H;
+            for (let i = 0; i < H; i++) hidden[dst + i] += wn * y[src + i]!;
+          }
+        }
+        if (c === chunks.length - 1) while (ticked < batches.length && batchEnds[ticked]! <= t1) ticked++, tick();
+      }
+      this.weights.release(roles.values());
+    }
+    if (f.shared) {
+      const roles = this.combineRoles(f);
+      const { forms, key } = this.formsOf(roles);
+      const session = await this.pool.get(`shared:${f.shared.intermediateSize}:${!!f.shared.gate}:${key}`, () => buildSharedExpertGraph(this.spec, f, forms));
+      const weightFeeds = this.weightFeeds(roles);
+      for (const [t0, t1] of segments) {
+        const h = hidden.subarray(t0 * H, t1 * H);
+        const out = await this.pool.run(session, { ...weightFeeds, h: tensor.f32(h, [t1 - t0, H]), ffn_in: tensor.f32(ffnIn.subarray(t0 * H, t1 * H), [t1 - t0, H]) });
+        h.set(out['out']!.data as Float32Array);
+      }
+    }
+    while (ticked < batches.length) ticked++, tick();
   }
 
   /**
@@ -454,6 +588,26 @@ export class ForwardEngine {
     return names;
   }
 
+  /** Route a batch (with the hooks' selection bias, reporting to onRouting) and group its tokens by expert. */
+  private routeBatch(
+    layer: LayerSpec & { ffn: MoeFfnSpec },
+    logits: Float32Array,
+    scores: Float32Array,
+    batchIndex: number,
+    tokenOffset: number,
+    ffnIn: Float32Array,
+    hooks: ForwardHooks | undefined,
+  ): { routing: Routing } & ReturnType<typeof dispatch> {
+    const f = layer.ffn;
+    const routing = route(f.routing, logits, {
+      scores,
+      correctionBias: f.correctionBias ? this.weights.get(f.correctionBias) : null,
+      selectionBias: hooks?.selectionBias?.(layer.index) ?? null,
+    });
+    hooks?.onRouting?.({ layerIndex: layer.index, batchIndex, tokenOffset, ffnIn, routerLogits: logits, routing });
+    return { routing, ...dispatch(routing) };
+  }
+
   /** Route a batch and build the MoE graph's routing feeds. */
   private moeFeeds(
     layer: LayerSpec & { ffn: MoeFfnSpec },
@@ -464,14 +618,7 @@ export class ForwardEngine {
     ffnIn: Float32Array,
     hooks: ForwardHooks | undefined,
   ): { feeds: Record<string, ort.Tensor>; rowFeeds: ort.Tensor[]; routing: Routing; rows: Int32Array[]; rowWeights: Float32Array[] } {
-    const f = layer.ffn;
-    const routing = route(f.routing, logits, {
-      scores,
-      correctionBias: f.correctionBias ? this.weights.get(f.correctionBias) : null,
-      selectionBias: hooks?.selectionBias?.(layer.index) ?? null,
-    });
-    hooks?.onRouting?.({ layerIndex: layer.index, batchIndex, tokenOffset, ffnIn, routerLogits: logits, routing });
-    const { rows, rowWeights, combinePos } = dispatch(routing);
+    const { routing, rows, rowWeights, combinePos } = this.routeBatch(layer, logits, scores, batchIndex, tokenOffset, ffnIn, hooks);
     const feeds: Record<string, ort.Tensor> = {
       combine_pos: tensor.i64From(combinePos, [routing.numTokens, routing.k]),
       combine_w: tensor.f32(routing.weights, [routing.numTokens, routing.k]),

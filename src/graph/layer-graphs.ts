@@ -325,20 +325,30 @@ function combineExperts(g: GraphBuilder, spec: ModelSpec, ffn: MoeFfnSpec, h: st
   const cw = g.input('combine_w', F, ['T', k]);
   const picked = g.op('Gather', [y, pos], { axis: attr.i(0) }); // [T, k, H]
   const weighted = g.op('Mul', [picked, g.op('Unsqueeze', [cw, g.i64([2])])]);
-  let out = g.op('Add', [h, g.op('ReduceSum', [weighted, g.i64([1])], { keepdims: attr.i(0) })]);
-  if (ffn.shared) {
-    const S = ffn.shared.intermediateSize;
-    const mlp = swiglu(g, x, 'shared', H, S, forms);
-    let shared = mlp.out;
-    if (capture) g.output('in.shared.down', mlp.hidden, F, ['T', S]);
-    if (ffn.shared.gate) {
-      const gate = g.op('Sigmoid', [projection(g, x, 'shared.gateProj', 1, H, forms)]);
-      if (capture) g.output('shared_gate', gate, F, ['T', 1]);
-      shared = g.op('Mul', [shared, gate]);
-    }
-    out = g.op('Add', [out, shared]);
-  }
-  return out;
+  const out = g.op('Add', [h, g.op('ReduceSum', [weighted, g.i64([1])], { keepdims: attr.i(0) })]);
+  return ffn.shared ? g.op('Add', [out, sharedExpert(g, spec, ffn, x, capture, forms)]) : out;
+}
+
+/** The shared expert's output for x (Qwen2-MoE: scaled by its sigmoid gate), roles `shared.*`. */
+function sharedExpert(g: GraphBuilder, spec: ModelSpec, ffn: MoeFfnSpec, x: string, capture: boolean, forms: WeightForms): string {
+  const H = spec.hiddenSize;
+  const S = ffn.shared!.intermediateSize;
+  const mlp = swiglu(g, x, 'shared', H, S, forms);
+  if (capture) g.output('in.shared.down', mlp.hidden, F, ['T', S]);
+  if (!ffn.shared!.gate) return mlp.out;
+  const gate = g.op('Sigmoid', [projection(g, x, 'shared.gateProj', 1, H, forms)]);
+  if (capture) g.output('shared_gate', gate, F, ['T', 1]);
+  return g.op('Mul', [mlp.out, gate]);
+}
+
+/** h + the shared expert of ffn_in: the last step of the expert-major path, whose routed sum is already in h. */
+export function buildSharedExpertGraph(spec: ModelSpec, ffn: MoeFfnSpec, forms: WeightForms = FLOAT_WEIGHTS): Uint8Array {
+  const g = new GraphBuilder('moe_shared');
+  const H = spec.hiddenSize;
+  const h = g.input('h', F, ['T', H]);
+  const x = g.input('ffn_in', F, ['T', H]);
+  g.output('out', g.op('Add', [h, sharedExpert(g, spec, ffn, x, false, forms)]), F, ['T', H]);
+  return g.build();
 }
 
 /**
