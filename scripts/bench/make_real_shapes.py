@@ -235,9 +235,12 @@ def manifest(out: str) -> dict:
     with open(os.path.join(out, "config.json")) as f:
         config = json.load(f)
     index = os.path.join(out, "model.safetensors.index.json")
+    with open(os.path.join(out, "generation_config.json")) as f:
+        generation = json.load(f)
     return {
         "transformers": transformers.__version__,
         "config": config,
+        "generation_config": generation,
         "files": sorted(f for f in os.listdir(out) if f.endswith(".safetensors") or f.endswith(".index.json") or f in ("config.json", "generation_config.json")),
         "index": os.path.exists(index),
         "tensors": dict(sorted(tensors.items())),
@@ -261,7 +264,7 @@ def main() -> None:
         with open(a.manifest, "w") as f:
             # One tensor per line: small enough to commit, readable in a diff.
             f.write("{\n")
-            for key in ("transformers", "config", "files", "index"):
+            for key in ("transformers", "config", "generation_config", "files", "index"):
                 f.write(f" {json.dumps(key)}: {json.dumps(m[key])},\n")
             f.write(' "tensors": {\n')
             f.write(",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in m["tensors"].items()))

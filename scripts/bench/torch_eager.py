@@ -4,12 +4,14 @@
 Loads a fixture with transformers in float32, tokenizes the data with the fixture's tokenizer.json
 (`tokenizers`, add_special_tokens=False), runs the first N non-overlapping windows of seq-len tokens
 (same batches of <= 4096 tokens as the Node engine), computes per-token NLL, and prints one line
-`@@BENCH_RESULT {json}` with tokens/s of the median warm run (one warm-up run excluded).
+`@@BENCH_RESULT {json}` with tokens/s of the median timed run (after --warmup untimed runs, default 1), the
+seconds from_pretrained took (not in the timed runs) and the process's peak RSS.
 """
 import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -28,6 +30,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (0: the first run is timed)")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -39,7 +42,9 @@ def main() -> None:
     per_batch = max(1, a.batch_tokens // a.seq_len)
 
     # `dtype` is the transformers 5 name of `torch_dtype` (which now only warns).
+    t_load = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    t_load = time.perf_counter() - t_load
     model.eval()
 
     def run() -> float:
@@ -53,7 +58,8 @@ def main() -> None:
                 total += nll.double().sum().item()
         return total
 
-    run()  # warm-up
+    for _ in range(a.warmup):
+        run()
     times = []
     total = 0.0
     for _ in range(max(1, a.repeats)):
@@ -75,6 +81,9 @@ def main() -> None:
         "runsMs": [t * 1000 for t in times],
         "ppl": math.exp(total / (n * (a.seq_len - 1))),
         "threads": torch.get_num_threads(),
+        "warmup": a.warmup,
+        "loadSeconds": t_load,
+        "peakRssMb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

@@ -59,6 +59,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -363,8 +364,9 @@ def load_windows(calib_dir: str) -> torch.Tensor:
 
 @torch.no_grad()
 def quantize_model(model, windows: torch.Tensor, method: str, bits: int, group: int, damp: float, block: int,
-                   batch: int, dump_hessians: str | None = None, log=print) -> list[dict]:
-    """Quantizes `model` in place (fake quant). method: rtn | gptq | agq | none (none: Hessians only)."""
+                   batch: int, dump_hessians: str | None = None, log=print, timings: list | None = None) -> list[dict]:
+    """Quantizes `model` in place (fake quant). method: rtn | gptq | agq | none (none: Hessians only).
+    `timings`, if given, receives each layer's wall seconds (capture pass, solves, forward to the next layer)."""
     batches = [windows[i:i + batch] for i in range(0, windows.shape[0], batch)]
     xs, kw = layer_inputs(model, batches)
     records = []
@@ -407,6 +409,8 @@ def quantize_model(model, windows: torch.Tensor, method: str, bits: int, group: 
         xs = [run_layer(layer, x, kw) for x in xs]           # layer L quantized → inputs of layer L+1
         t3 = time.perf_counter()
         log(f"  layer {L}: {nq} linears; capture {t1 - t0:.1f}s, quantize {t2 - t1:.1f}s, forward {t3 - t2:.1f}s")
+        if timings is not None:
+            timings.append({"layer": L, "capture": t1 - t0, "quantize": t2 - t1, "forward": t3 - t2, "seconds": t3 - t0})
     return records
 
 
@@ -435,6 +439,8 @@ def main() -> None:
                     help="Hessian accumulation precision (float32 = ours; use it to see the reference's own "
                     "sensitivity to float rounding)")
     ap.add_argument("--skip-fp", action="store_true", help="skip the unquantized perplexity check")
+    ap.add_argument("--no-eval", action="store_true", help="skip the perplexity after quantizing (timing runs, "
+                    "e.g. `npm run bench -- --real`)")
     ap.add_argument("--dump-hessians", metavar="DIR", help="with --methods none: write fp-model Hessians per layer")
     ap.add_argument("--dump-weights", metavar="DIR", help="write each config's dequantized layer weights")
     ap.add_argument("--out", help="write results (ppl per config, per-module records) as JSON")
@@ -484,20 +490,23 @@ def main() -> None:
             model = load_model(args.model)
             print(f"{method} {bits}-bit:")
             t0 = time.perf_counter()
+            layers: list = []
             recs = quantize_model(model, windows, method, bits, args.group_size, args.damp, args.block_size,
-                                  args.batch, args.dump_hessians if method == "none" else None)
+                                  args.batch, args.dump_hessians if method == "none" else None, timings=layers)
             tq = time.perf_counter() - t0
             t1 = time.perf_counter()
-            ppl, n = perplexity(model, ids, args.eval_seq_len, args.eval_windows, 8)
+            ppl, n = (None, 0) if args.no_eval else perplexity(model, ids, args.eval_seq_len, args.eval_windows, 8)
             te = time.perf_counter() - t1
             if args.dump_weights and method != "none":
                 dump_weights(model, os.path.join(args.dump_weights, f"{method}-{bits}.safetensors"))
             fallbacks = sum(1 for r in recs if r["fallback"])
-            print(f"  ppl {ppl:.6f}; quantize {tq:.1f}s, eval {te:.1f}s; {len(recs)} linears, {fallbacks} RTN fallbacks")
+            print(f"  ppl {ppl if ppl is None else f'{ppl:.6f}'}; quantize {tq:.1f}s, eval {te:.1f}s; {len(recs)} linears, "
+                  f"{fallbacks} RTN fallbacks")
             result["runs"].append({"method": method, "bits": bits, "ppl": ppl, "predictions": n,
-                                   "quantize_seconds": tq, "eval_seconds": te, "modules": recs})
+                                   "quantize_seconds": tq, "eval_seconds": te, "layers": layers, "modules": recs})
             del model
     result["total_seconds"] = time.perf_counter() - t_all
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"total {result['total_seconds']:.1f}s")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

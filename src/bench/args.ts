@@ -3,6 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT } from './proc.js';
 
+/** Shapes of scripts/bench/make_real_shapes.py and the stages of --real. */
+export const REAL_SHAPES = ['qwen3-30b-a3b', 'olmoe-1b-7b', 'deepseek-v2-lite', 'mixtral-8x7b'] as const;
+export const REAL_STAGES = ['forward', 'torch', 'calibrate', 'quantize', 'reference'] as const;
+
 export interface BenchOptions {
   fixtures: string[];
   data: string;
@@ -24,6 +28,17 @@ export interface BenchOptions {
   /** EBSS samples and their length for the generation timing. */
   ebssSamples: number;
   ebssSeqLen: number;
+  /** --real: the GEMM peak and the real-shape checkpoints instead of the sections above. */
+  real: boolean;
+  realShapes: string[];
+  realLayers: number;
+  realDir: string;
+  realWindows: number;
+  realSeqLen: number;
+  realSamples: number;
+  realStages: string[];
+  /** Python with torch + transformers (torch comparisons, reference pipeline, generating checkpoints). */
+  python: string | null;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -41,7 +56,19 @@ export const USAGE = `usage: npm run bench -- [options]
   --gptq-size N         its K = N (default 4096)
   --skip-ebss           skip the EBSS generation timing
   --ebss-samples N      EBSS samples (default 128) of --ebss-seq-len tokens (default 512), width 4
-  --json                print one JSON object instead of tables`;
+  --json                print one JSON object instead of tables
+  --python PATH         Python with torch and transformers (default .venv/bin/python, if present)
+
+Real sizes (instead of everything above):
+  --real                the GEMM peak, then per real shape: forward tok/s and fraction of the peak, calibrate
+                        and quantize s/layer, transformers eager and the PyTorch reference pipeline side by side
+  --real-shapes a,b     qwen3-30b-a3b,olmoe-1b-7b,deepseek-v2-lite,mixtral-8x7b (default: all four)
+  --real-layers N       decoder layers per checkpoint (default 2)
+  --real-dir DIR        where the checkpoints are (generated there once with scripts/bench/make_real_shapes.py
+                        when missing; default .bench-tmp/real)
+  --real-windows N      forward windows (default 16) of --real-seq-len tokens (default 512) of --data
+  --real-samples N      calibration windows of 512 C4 tokens (default 32)
+  --real-stages a,b     forward,torch,calibrate,quantize,reference (default: all)`;
 
 const SHARED = path.resolve(REPO_ROOT, '..', 'shared');
 /** Calibration text for the calibrate/quantize timings (C4 slice in ../shared/data). */
@@ -79,7 +106,17 @@ export function parseArgs(argv: string[]): BenchOptions {
     ebssSeqLen: 512,
     largeSeqs: 2,
     largeSeqLen: 256,
+    real: false,
+    realShapes: [...REAL_SHAPES],
+    realLayers: 2,
+    realDir: path.join(REPO_ROOT, '.bench-tmp', 'real'),
+    realWindows: 16,
+    realSeqLen: 512,
+    realSamples: 32,
+    realStages: [...REAL_STAGES],
+    python: null,
   };
+  let python: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -130,6 +167,35 @@ export function parseArgs(argv: string[]): BenchOptions {
       case '--ebss-seq-len':
         o.ebssSeqLen = positiveInt(flag, value());
         break;
+      case '--python':
+        python = path.resolve(value() ?? '');
+        break;
+      case '--real':
+        o.real = true;
+        break;
+      case '--real-shapes':
+        o.realShapes = (value() ?? '').split(',').filter(Boolean);
+        for (const sh of o.realShapes) if (!(REAL_SHAPES as readonly string[]).includes(sh)) throw new Error(`--real-shapes: unknown shape ${sh} (known: ${REAL_SHAPES.join(', ')})`);
+        break;
+      case '--real-layers':
+        o.realLayers = positiveInt(flag, value());
+        break;
+      case '--real-dir':
+        o.realDir = path.resolve(value() ?? '');
+        break;
+      case '--real-windows':
+        o.realWindows = positiveInt(flag, value());
+        break;
+      case '--real-seq-len':
+        o.realSeqLen = positiveInt(flag, value());
+        break;
+      case '--real-samples':
+        o.realSamples = positiveInt(flag, value());
+        break;
+      case '--real-stages':
+        o.realStages = (value() ?? '').split(',').filter(Boolean);
+        for (const st of o.realStages) if (!(REAL_STAGES as readonly string[]).includes(st)) throw new Error(`--real-stages: unknown stage ${st} (known: ${REAL_STAGES.join(', ')})`);
+        break;
       case '--help':
       case '-h':
         process.stdout.write(`${USAGE}\n`);
@@ -139,5 +205,8 @@ export function parseArgs(argv: string[]): BenchOptions {
         throw new Error(`unknown option ${a}\n${USAGE}`);
     }
   }
+  const venv = path.join(REPO_ROOT, '.venv', 'bin', 'python');
+  o.python = python ?? (fs.existsSync(venv) ? venv : null);
+  if (python && !fs.existsSync(python)) throw new Error(`--python ${python} does not exist`);
   return o;
 }

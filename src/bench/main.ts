@@ -8,6 +8,7 @@
  *  3. With --torch and .venv/bin/python present: PyTorch eager tokens/s on the same windows, and the ratio.
  *  4. Calibrate vs eval and quantize per method (pipeline-worker.js), one large GPTQ solve (gptq-worker.js), and
  *     EBSS generation per fixture (ebss-worker.js): tokens/s, wall time, step time at three positions.
+ * With --real, instead: the GEMM peak and real models' layer shapes (real.ts).
  * Progress goes to stderr; the result (tables, or one JSON object with --json) to stdout.
  */
 import fs from 'node:fs';
@@ -19,9 +20,10 @@ import type { LargeRunResult } from './large-worker.js';
 import { runNodeWorker, tail, type ChildResult } from './proc.js';
 import type { PipelineResult } from './pipeline-worker.js';
 import type { EbssBenchResult } from './ebss-worker.js';
-import { ebssTable, fixtureTable, largeTable, parallelTable, pipelineTable, type FixtureRow, type LargeReport } from './report.js';
+import { ebssTable, fixtureTable, largeTable, parallelTable, pipelineTable, realTables, type FixtureRow, type LargeReport } from './report.js';
 import type { GenerateResult } from './synth.js';
-import { runTorch, torchPython } from './torch.js';
+import { runTorch } from './torch.js';
+import { runReal } from './real.js';
 
 /** Target peak RSS of the large-model run (1.5 GB, decimal). */
 const TARGET_RSS_MB = 1.5e9 / 2 ** 20;
@@ -32,8 +34,16 @@ const failed = (r: ChildResult<unknown>) => ({ error: `worker exited with ${r.co
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   if (!fs.existsSync(o.data)) throw new Error(`data file ${o.data} does not exist (--data)`);
-  const python = o.torch ? torchPython() : null;
-  if (o.torch && !python) log('bench: --torch given but .venv/bin/python is missing; PyTorch comparison skipped');
+  if (o.real) {
+    const loadBefore = os.loadavg()[0]!;
+    const report = await runReal(o);
+    const machine = { cpus: os.availableParallelism(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
+    if (o.json) process.stdout.write(`${JSON.stringify({ options: o, machine, real: report }, null, 2)}\n`);
+    else process.stdout.write(`${realTables(report, machine)}\n`);
+    return;
+  }
+  const python = o.torch ? o.python : null;
+  if (o.torch && !python) log('bench: --torch given but there is no Python (.venv/bin/python or --python); PyTorch comparison skipped');
 
   const loadBefore = os.loadavg()[0]!;
   const fixtures: FixtureRow[] = [];

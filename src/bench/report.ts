@@ -5,6 +5,7 @@ import type { GenerateResult } from './synth.js';
 import type { TorchResult } from './torch.js';
 import type { EbssBenchResult } from './ebss-worker.js';
 import type { PipelineResult } from './pipeline-worker.js';
+import type { RealReport } from './real.js';
 
 export interface FixtureRow {
   fixture: string;
@@ -148,4 +149,69 @@ export function ebssTable(rows: Array<EbssBenchResult | { fixture: string; error
     );
   }
   return lines.join('\n');
+}
+
+const secs = (xs: number[] | null | undefined) => (xs ? xs.map((x) => x.toFixed(1)).join(' / ') : '-');
+const mb = (x: number) => `${(x / 1024).toFixed(1)} GB`;
+
+/** The --real tables: GEMM peak, forward vs transformers eager, calibrate/quantize per layer vs the PyTorch reference. */
+export function realTables(r: RealReport, machine: { cpus: number; loadavg1mBefore: number; loadavg1mAfter: number }): string {
+  const peak = ok(r.peakBefore) ? r.peakBefore.best : NaN;
+  const peakLine = (p: RealReport['peakBefore'] | null, when: string) =>
+    !p ? '' : ok(p) ? `GEMM peak ${when}: ${f1(p.best)} GFLOP/s best, ${f1(p.median)} median (${p.size}³ float32 MatMul, onnxruntime, ${p.threads} threads)` : `GEMM peak ${when}: ${p.error}`;
+  const out = [peakLine(r.peakBefore, 'before'), peakLine(r.peakAfter, 'after'), `machine: ${machine.cpus} CPUs, 1-min load ${machine.loadavg1mBefore.toFixed(1)} before, ${machine.loadavg1mAfter.toFixed(1)} after`, ''];
+
+  const fwdHead = ['shape', 'tok/s', 'GFLOP/tok', 'GFLOP/s', 'of peak', 's/layer', 'peak RSS', 'ppl', 'transformers tok/s', '×', 'its RSS', 'its ppl'];
+  const fwd = r.shapes.map((s) => {
+    const f = s.forward;
+    if (!ok(f)) return [s.shape, `error: ${f?.error ?? 'not run'}`];
+    const gflop = f.flopsPerToken.total / 1e9;
+    const rate = gflop * f.tokensPerSec;
+    const t = s.torch;
+    return [
+      s.shape,
+      f1(f.tokensPerSec),
+      gflop.toFixed(3),
+      f1(rate),
+      pct(rate / peak),
+      secs(f.layerSeconds),
+      mb(f.peakRssMb),
+      f.ppl.toFixed(1),
+      ok(t) ? f1(t.warmTokensPerSec) : t ? `error: ${t.error}` : '-',
+      ok(t) ? `${(f.tokensPerSec / t.warmTokensPerSec).toFixed(2)}×` : '-',
+      ok(t) ? mb(t.peakRssMb) : '-',
+      ok(t) ? t.ppl.toFixed(1) : '-',
+    ];
+  });
+  const f0s = r.shapes.map((s) => s.forward).find(ok);
+  out.push(`Forward (eval path, head 'nll', float32 on CPU): ${f0s ? `${f0s.windows} × ${f0s.seqLen} tokens` : ''}; transformers eager (float32, same windows and batches, first run timed, loading not)`);
+  out.push(table(fwdHead, fwd), '');
+
+  const qHead = ['shape', 'calibrate s/layer', 'its RSS', 'MaxVio nat → used (2nd half)', 'quantize s/layer', 'its RSS', 'one-pass s/layer', 'reference s/layer', 'its RSS', 'one-pass / ref'];
+  const q = r.shapes.map((s) => {
+    const c = s.calibrate;
+    const qs = s.quantize;
+    const q1 = s.quantizeOnePass;
+    const ref = s.reference;
+    const sum = (x: number[] | null | undefined) => (x ? x.reduce((a, b) => a + b, 0) : NaN);
+    return [
+      s.shape,
+      ok(c) ? secs(c.layerSeconds) : c ? `error: ${c.error}` : '-',
+      ok(c) ? mb(c.peakRssMb) : '-',
+      ok(c) ? `${c.maxvio.naturalSecondHalf.toFixed(2)} → ${c.maxvio.usedSecondHalf.toFixed(2)}` : '-',
+      ok(qs) ? secs(qs.layerSeconds) : qs ? `error: ${qs.error}` : '-',
+      ok(qs) ? mb(qs.peakRssMb) : '-',
+      ok(q1) ? secs(q1.layerSeconds) : q1 ? `error: ${q1.error}` : '-',
+      ok(ref) ? secs(ref.layerSeconds) : ref ? `error: ${ref.error}` : '-',
+      ok(ref) ? mb(ref.peakRssMb) : '-',
+      ok(q1) && ok(ref) ? `${(sum(q1.layerSeconds) / sum(ref.layerSeconds)).toFixed(2)}×` : '-',
+    ];
+  });
+  const c0 = r.shapes.map((s) => s.calibrate).find(ok);
+  out.push(
+    `Calibrate (${c0 ? `${c0.tokens / 512} × 512 C4 tokens, ` : ''}default loss-free bias) and quantize (AGQ 4-bit, group 128) seconds per decoder layer; ` +
+      'one-pass: --no-true-sequential, the protocol of the PyTorch reference pipeline (float32 Hessians, same windows)',
+  );
+  out.push(table(qHead, q));
+  return out.filter((l, i) => l !== '' || i > 2).join('\n');
 }

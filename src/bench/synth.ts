@@ -1,8 +1,13 @@
 /**
- * A random Mixtral-layout checkpoint (bf16, sharded ≤ 1 GB with model.safetensors.index.json) for the
- * large-model memory benchmark. Tensors are produced lazily, one at a time, by the streaming writer, so generating
- * a multi-GB checkpoint needs about one tensor of memory. The result is cached and reused while the config and the
- * generator version match.
+ * Random bf16 checkpoints for benchmarks and slow tests:
+ *  - a Mixtral-layout one sharded ≤ 1 GB with model.safetensors.index.json (the large-model memory benchmark);
+ *  - real models' layer shapes in the layout transformers writes (`layout: 'hf'`: one model.safetensors up to
+ *    transformers' default 50 GB shard, config.json and generation_config.json as transformers 5.18 writes them),
+ *    e.g. one Qwen3-30B-A3B layer (QWEN3_30B_A3B_LAYER), checked against a transformers-written file's manifest in
+ *    test/bench/synth.test.ts. Larger real-shape sets come from scripts/bench/make_real_shapes.py.
+ * Tensors are produced lazily, one at a time, by the streaming writer, so generating a multi-GB checkpoint needs
+ * about one tensor of memory. Weights: normal(0, 0.02) as transformers initialises linears; norms 1. The result is
+ * cached and reused while the config and the generator version match.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,8 +19,68 @@ import { writeSafetensors, type TensorToWrite } from '../checkpoint/writer.js';
 
 const GENERATOR_VERSION = 1;
 const META_FILE = 'bench-meta.json';
-/** Largest shard, in bytes of tensor data. */
+/** Largest shard, in bytes of tensor data (Mixtral bench layout). */
 export const SHARD_BYTES = 1e9;
+/** transformers' default max_shard_size ("50GB"). */
+const HF_SHARD_BYTES = 50e9;
+
+/** How generateCheckpoint lays out files: the bench's 1 GB shards, or what transformers' save_pretrained writes. */
+export type SynthLayout = 'bench' | 'hf';
+
+/**
+ * One Qwen3-30B-A3B decoder layer (hidden 2048, 32 q / 4 kv heads of 128, 128 experts top-8 of width 768) with a
+ * 4,096-token vocabulary: config.json exactly as transformers 5.18 saves it for Qwen3MoeForCausalLM (see
+ * test/fixtures/real-shapes/qwen3-30b-a3b-1layer.json, written by scripts/bench/make_real_shapes.py).
+ */
+export const QWEN3_30B_A3B_LAYER = {
+  architectures: ['Qwen3MoeForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: null,
+  decoder_sparse_step: 1,
+  dtype: 'bfloat16',
+  eos_token_id: 4095,
+  head_dim: 128,
+  hidden_act: 'silu',
+  hidden_size: 2048,
+  initializer_range: 0.02,
+  intermediate_size: 6144,
+  max_position_embeddings: 40960,
+  mlp_only_layers: [],
+  model_type: 'qwen3_moe',
+  moe_intermediate_size: 768,
+  norm_topk_prob: true,
+  num_attention_heads: 32,
+  num_experts_per_tok: 8,
+  num_hidden_layers: 1,
+  num_key_value_heads: 4,
+  num_local_experts: 128,
+  output_router_logits: false,
+  pad_token_id: null,
+  rms_norm_eps: 1e-6,
+  rope_parameters: { rope_theta: 1000000.0, rope_type: 'default' },
+  router_aux_loss_coef: 0.001,
+  sliding_window: null,
+  tie_word_embeddings: false,
+  transformers_version: '5.18.0',
+  use_cache: true,
+  use_sliding_window: false,
+  vocab_size: 4096,
+} as const;
+
+/** generation_config.json as transformers 5.18 writes it next to a model config (layout 'hf'). */
+export function hfGenerationConfig(config: Record<string, unknown>): Record<string, unknown> {
+  return {
+    _from_model_config: true,
+    ...(config['bos_token_id'] != null ? { bos_token_id: config['bos_token_id'] } : {}),
+    ...(config['eos_token_id'] != null ? { eos_token_id: config['eos_token_id'] } : {}),
+    output_attentions: false,
+    output_hidden_states: false,
+    ...(config['pad_token_id'] != null ? { pad_token_id: config['pad_token_id'] } : {}),
+    transformers_version: config['transformers_version'] ?? '5.18.0',
+    use_cache: true,
+  };
+}
 
 /** ~4.3 GB in bf16: 7 layers × (8 experts × 3 × 2048×5632 + GQA attention) + 2 × 32000×2048. */
 export const LARGE_MIXTRAL_CONFIG = {
@@ -100,28 +165,29 @@ export interface GenerateResult {
   seconds: number;
 }
 
-function metaFor(config: Record<string, unknown>) {
-  return { generator: GENERATOR_VERSION, shardBytes: SHARD_BYTES, config };
+function metaFor(config: Record<string, unknown>, layout: SynthLayout) {
+  return layout === 'bench' ? { generator: GENERATOR_VERSION, shardBytes: SHARD_BYTES, config } : { generator: GENERATOR_VERSION, layout, config };
 }
 
 /** True when `dir` holds a complete checkpoint written by this generator for `config`. */
-export function isCached(dir: string, config: Record<string, unknown>): boolean {
+export function isCached(dir: string, config: Record<string, unknown>, layout: SynthLayout = 'bench'): boolean {
   try {
     const meta = JSON.parse(fs.readFileSync(path.join(dir, META_FILE), 'utf8')) as { meta: unknown; files: Record<string, number> };
-    if (JSON.stringify(meta.meta) !== JSON.stringify(metaFor(config))) return false;
-    if (!fs.existsSync(path.join(dir, INDEX_FILE)) || !fs.existsSync(path.join(dir, 'config.json'))) return false;
+    if (JSON.stringify(meta.meta) !== JSON.stringify(metaFor(config, layout))) return false;
+    if (!fs.existsSync(path.join(dir, 'config.json'))) return false;
     return Object.entries(meta.files).every(([f, size]) => fs.existsSync(path.join(dir, f)) && fs.statSync(path.join(dir, f)).size === size);
   } catch {
     return false;
   }
 }
 
-/** Write (or reuse) the random checkpoint in `dir`. */
-export function generateCheckpoint(dir: string, config: Record<string, unknown>): GenerateResult {
+/** Write (or reuse) the random checkpoint in `dir` (`dir` is replaced: give it a directory of its own). */
+export function generateCheckpoint(dir: string, config: Record<string, unknown>, layout: SynthLayout = 'bench'): GenerateResult {
   const t0 = performance.now();
   const tensors = plannedTensors(config);
   const totalBytes = tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 2, 0);
-  if (isCached(dir, config)) {
+  const shardBytes = layout === 'hf' ? HF_SHARD_BYTES : SHARD_BYTES;
+  if (isCached(dir, config, layout)) {
     const shards = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).length;
     return { dir, reused: true, totalBytes, shards, seconds: (performance.now() - t0) / 1000 };
   }
@@ -133,7 +199,7 @@ export function generateCheckpoint(dir: string, config: Record<string, unknown>)
   let used = 0;
   for (const t of tensors) {
     const bytes = t.shape.reduce((a, b) => a * b, 1) * 2;
-    if (used + bytes > SHARD_BYTES && groups[groups.length - 1]!.length > 0) {
+    if (used + bytes > shardBytes && groups[groups.length - 1]!.length > 0) {
       groups.push([]);
       used = 0;
     }
@@ -147,7 +213,7 @@ export function generateCheckpoint(dir: string, config: Record<string, unknown>)
   const files: Record<string, number> = {};
   let seed = 1;
   groups.forEach((group, i) => {
-    const file = `model-${pad(i + 1)}-of-${pad(groups.length)}.safetensors`;
+    const file = layout === 'hf' && groups.length === 1 ? 'model.safetensors' : `model-${pad(i + 1)}-of-${pad(groups.length)}.safetensors`;
     const list: TensorToWrite[] = group.map((t) => {
       const numel = t.shape.reduce((a, b) => a * b, 1);
       const s = seed++;
@@ -157,9 +223,11 @@ export function generateCheckpoint(dir: string, config: Record<string, unknown>)
     writeSafetensors(path.join(dir, file), list, { format: 'pt' });
     files[file] = fs.statSync(path.join(dir, file)).size;
   });
-  fs.writeFileSync(path.join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: weightMap }, null, 2));
+  if (groups.length > 1 || layout === 'bench')
+    fs.writeFileSync(path.join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: weightMap }, null, 2));
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  if (layout === 'hf') fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify(hfGenerationConfig(config), null, 2));
   // Written last: its presence marks the checkpoint as complete.
-  fs.writeFileSync(path.join(dir, META_FILE), JSON.stringify({ meta: metaFor(config), files }, null, 2));
+  fs.writeFileSync(path.join(dir, META_FILE), JSON.stringify({ meta: metaFor(config, layout), files }, null, 2));
   return { dir, reused: false, totalBytes, shards: groups.length, seconds: (performance.now() - t0) / 1000 };
 }

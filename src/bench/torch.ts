@@ -1,5 +1,4 @@
-/** Optional PyTorch eager comparison: runs scripts/bench/torch_eager.py with the repository's .venv, if present. */
-import fs from 'node:fs';
+/** Optional PyTorch eager comparison: runs scripts/bench/torch_eager.py with the bench's Python (--python or .venv). */
 import path from 'node:path';
 import { REPO_ROOT, runChild, tail } from './proc.js';
 
@@ -16,11 +15,6 @@ export interface TorchResult {
   threads: number;
   torch: string;
   transformers: string;
-}
-
-export function torchPython(): string | null {
-  const py = path.join(REPO_ROOT, '.venv', 'bin', 'python');
-  return fs.existsSync(py) ? py : null;
 }
 
 export async function runTorch(python: string, dir: string, data: string, windows: number, seqLen: number, repeats: number): Promise<TorchResult | { error: string }> {
