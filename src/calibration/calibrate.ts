@@ -13,7 +13,7 @@ import { modelFingerprint } from '../engine/model.js';
 import { fail } from '../errors.js';
 import { OutputDir } from '../output/output-dir.js';
 import { averageSummaries, balanceStats, summarize } from '../routing/balance.js';
-import { LossFreeBias, type BiasUpdate } from '../routing/loss-free.js';
+import { BIAS_UPDATES, LossFreeBias, type BiasUpdate } from '../routing/loss-free.js';
 import { route } from '../routing/router.js';
 import { RoutingStatsCollector } from '../routing/stats.js';
 import { BALANCE_REPORT_FORMAT, type BalanceReport, type LayerBalance } from '../report/types.js';
@@ -31,11 +31,11 @@ export { CALIBRATION_FORMAT } from './calibration-dir.js';
 
 export type RoutingBiasMode = 'none' | 'loss-free';
 
-/** Default loss-free update rate; see README "Choosing the bias rate" for the measurements behind it. */
-export const DEFAULT_BIAS_RATE = 0.03;
-
-/** Default update rule (measured together with the rate; README "Choosing the bias rate"). */
-export const DEFAULT_BIAS_UPDATE = 'linear' as const;
+/** Default update rule and, per rule, rate; see README "Choosing the bias rate" for the measurements behind them. */
+export const DEFAULT_BIAS_UPDATE = 'quantile' as const;
+export const DEFAULT_BIAS_RATES: Record<BiasUpdate, number> = { quantile: 0.8, linear: 0.03, sign: 0.01 };
+/** The default rule's default rate. */
+export const DEFAULT_BIAS_RATE = DEFAULT_BIAS_RATES[DEFAULT_BIAS_UPDATE];
 
 export interface CalibrateOptions extends EngineOptions {
   model: string;
@@ -85,14 +85,14 @@ export function calibrationSettings(opts: Omit<CalibrateOptions, 'out' | 'model'
     seqLen: opts.seqLen ?? 512,
     seed: opts.seed ?? 0,
     mode: opts.routingBias ?? 'loss-free',
-    biasRate: opts.biasRate ?? DEFAULT_BIAS_RATE,
+    biasRate: opts.biasRate ?? DEFAULT_BIAS_RATES[opts.biasUpdate ?? DEFAULT_BIAS_UPDATE] ?? NaN,
     biasUpdate: opts.biasUpdate ?? DEFAULT_BIAS_UPDATE,
     batchTokens: opts.batchTokens ?? 4096,
     minTokens: opts.minTokens ?? 16,
   };
   if (!SAMPLERS.includes(s.sampler)) throw fail('BAD_OPTION', `--sampler must be one of ${SAMPLERS.join(', ')} (got ${s.sampler})`);
   if (!['none', 'loss-free'].includes(s.mode)) throw fail('BAD_OPTION', `--routing-bias must be none or loss-free (got ${s.mode})`);
-  if (!['sign', 'linear'].includes(s.biasUpdate)) throw fail('BAD_OPTION', `--bias-update must be sign or linear (got ${s.biasUpdate})`);
+  if (!BIAS_UPDATES.includes(s.biasUpdate)) throw fail('BAD_OPTION', `--bias-update must be one of ${BIAS_UPDATES.join(', ')} (got ${s.biasUpdate})`);
   if (!Number.isInteger(s.seed) || s.seed < 0) throw fail('BAD_OPTION', `--seed must be a non-negative integer (got ${s.seed})`);
   if (s.sampler === 'text' && opts.data.length === 0) throw fail('BAD_DATA', 'no calibration data given (--data FILE)');
   if (s.sampler !== 'text' && opts.data.length > 0) throw fail('BAD_OPTION', `--data is for --sampler text; --sampler ${s.sampler} takes ${s.sampler === 'balanced' ? '--pool' : 'no data'}`);
@@ -219,7 +219,7 @@ export async function runCalibration(
         if (bias) {
           const loads = new Float64Array(f.routing.numExperts);
           for (const e of ev.routing.experts) loads[e]!++;
-          bias.step(ev.layerIndex, loads);
+          bias.step(ev.layerIndex, loads, { spec: f.routing, scores: ev.routing.scores, correctionBias: f.correctionBias ? engine.weights.get(f.correctionBias) : null });
         }
       },
     },

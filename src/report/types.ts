@@ -58,7 +58,7 @@ export interface BalanceReport {
   seed: number;
   routing_bias: 'none' | 'loss-free';
   bias_rate: number;
-  bias_update: 'sign' | 'linear';
+  bias_update: 'quantile' | 'sign' | 'linear';
   batches: number;
   min_tokens_threshold: number;
   /** Human-readable statement of the definitions above. */

@@ -103,7 +103,7 @@ export function validateBalanceReport(value: unknown, source: string): BalanceRe
   });
   for (const k of ['samples', 'seq_len', 'tokens', 'seed', 'bias_rate', 'batches', 'min_tokens_threshold']) c.num(r, k, '');
   c.oneOf(r, 'routing_bias', '', ['none', 'loss-free']);
-  c.oneOf(r, 'bias_update', '', ['sign', 'linear']);
+  c.oneOf(r, 'bias_update', '', ['quantile', 'sign', 'linear']);
   c.array(r['layers'], 'layers').forEach((lv, i) => {
     const w = `layers[${i}]`;
     const l = c.obj(lv, w);

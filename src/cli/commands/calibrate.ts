@@ -1,7 +1,7 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { calibrate, DEFAULT_BIAS_RATE, DEFAULT_BIAS_UPDATE, type RoutingBiasMode } from '../../calibration/calibrate.js';
+import { calibrate, DEFAULT_BIAS_RATES, DEFAULT_BIAS_UPDATE, type RoutingBiasMode } from '../../calibration/calibrate.js';
 import { DEFAULT_CALIB_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
-import type { BiasUpdate } from '../../routing/loss-free.js';
+import { BIAS_UPDATES, type BiasUpdate } from '../../routing/loss-free.js';
 import { EBSS_DEFAULTS, type EbssStart } from '../../calibration/samplers/ebss.js';
 import { SAMPLERS, type SamplerName } from '../../calibration/samplers/types.js';
 import { table } from '../format.js';
@@ -25,7 +25,7 @@ interface CalibrateCliOptions {
   seqLen: number;
   seed: number;
   routingBias: RoutingBiasMode;
-  biasRate: number;
+  biasRate?: number;
   biasUpdate: BiasUpdate;
   batchTokens: number;
   minTokens: number;
@@ -80,9 +80,14 @@ export function registerCalibrate(program: Command): void {
         .choices(['none', 'loss-free'])
         .default('loss-free'),
     )
-    .option('--bias-rate <u>', 'bias update rate u', positiveNumber('--bias-rate'), DEFAULT_BIAS_RATE)
+    .option('--bias-rate <u>', `bias update rate u (default: ${Object.entries(DEFAULT_BIAS_RATES).map(([r, u]) => `${u} ${r}`).join(', ')})`, positiveNumber('--bias-rate'))
     .addOption(
-      new Option('--bias-update <rule>', 'sign: δ += u·sign(mean − load); linear: δ += u·(mean − load)/mean').choices(['sign', 'linear']).default(DEFAULT_BIAS_UPDATE),
+      new Option(
+        '--bias-update <rule>',
+        "quantile: δ += u·(the shift that would have given each expert its mean share of the batch); sign: δ += u·sign(mean − load); linear: δ += u·(mean − load)/mean",
+      )
+        .choices([...BIAS_UPDATES])
+        .default(DEFAULT_BIAS_UPDATE),
     )
     .option('--batch-tokens <n>', 'tokens per batch (the bias updates after each batch)', positiveInt('--batch-tokens'), 4096)
     .option('--min-tokens <n>', 'flag experts with fewer tokens than this as under-calibrated (balanced: a constraint on the chosen set)', nonNegativeInt('--min-tokens'), 16)
