@@ -13,7 +13,7 @@ import { LayerHessians } from '../calibration/hessian-collector.js';
 import type { Engine } from '../engine/engine.js';
 import { sequenceBatches, type ActivationsEvent, type AttentionOutputs } from '../engine/forward.js';
 import { tensor } from '../graph/session.js';
-import { gptqQuantize } from '../quantization/gptq.js';
+import { GptqFactors, gptqQuantize } from '../quantization/gptq.js';
 import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
 import { relativeError } from './error.js';
@@ -160,6 +160,8 @@ export async function quantizeSequential(
         const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : ffnInputs ? 'ffn-inputs' : 'layer';
         await pass(layer, hessians, mode);
       } else done += batches.length;
+      // Modules quantized from the same Hessian (an expert's gate and up, q/k/v) share its factorization.
+      const factors = new GptqFactors();
       for (const m of todo) {
         const acc = hessians.slots.get(m.hessian)!.acc;
         const W = weights.get(m.weight);
@@ -181,6 +183,7 @@ export async function quantizeSequential(
                 blockSize: opts.blockSize,
                 actOrder: opts.actOrder,
                 staticGroups: opts.actOrder,
+                factors,
               }, pool);
         const seconds = (performance.now() - t0) / 1000;
         const record: ModuleRecord = {

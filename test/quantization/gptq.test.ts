@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { MoeQuantError } from '../../src/errors.js';
 import { SessionPool } from '../../src/graph/session.js';
-import { gptqQuantize, type GptqOptions } from '../../src/quantization/gptq.js';
+import { GptqFactors, gptqQuantize, type GptqOptions } from '../../src/quantization/gptq.js';
 import { rtnQuantize } from '../../src/quantization/quantizer.js';
 import { correlatedX, gram, levelDiff, outputError, randn, referenceGptq } from './helpers.js';
 
@@ -138,5 +138,37 @@ describe('gptqQuantize: scale invariance, dampening and errors', () => {
     const infW = W.slice();
     infW[0] = Infinity;
     expect(await errorCode(gptqQuantize(infW, N, K, H, base, pool))).toMatch(/^NUMERIC: weight/);
+  });
+});
+
+describe('GptqFactors: solves from one Hessian share its factorization', () => {
+  it('gate and up from the same H: one factorization, results bit-identical to separate solves; other H or options factorize again', async () => {
+    const K = 384; // the blocked onnxruntime path
+    const { W: gate, H } = problem(48, K, 11);
+    const up = randn(48 * K, 12, 0.05);
+    const opts: GptqOptions = { bits: 4, groupSize: 128, sym: false };
+    const factors = new GptqFactors();
+    const shared = [await gptqQuantize(gate, 48, K, H, { ...opts, factors }, pool), await gptqQuantize(up, 48, K, H, { ...opts, factors }, pool)];
+    expect(factors.computed).toBe(1);
+    const alone = [await gptqQuantize(gate, 48, K, H, opts, pool), await gptqQuantize(up, 48, K, H, opts, pool)];
+    shared.forEach((r, i) => {
+      expect(Array.from(r.q)).toEqual(Array.from(alone[i]!.q));
+      expect(r.loss).toBe(alone[i]!.loss);
+    });
+    await gptqQuantize(gate, 48, K, H.slice(), { ...opts, factors }, pool);
+    await gptqQuantize(gate, 48, K, H, { ...opts, damp: 0.1, factors }, pool);
+    expect(factors.computed).toBe(3);
+  });
+
+  it('the dampening raised for a not positive definite H is shared too', async () => {
+    const K = 40;
+    const H = new Float32Array(K * K);
+    for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) H[i * K + j] = i === j ? (i === 3 ? -1 : 1) : 0; // one negative pivot
+    const factors = new GptqFactors();
+    const a = await gptqQuantize(randn(8 * K, 1), 8, K, H, { bits: 4, groupSize: -1, sym: false, damp: 0.5, factors }, pool);
+    const b = await gptqQuantize(randn(8 * K, 2), 8, K, H, { bits: 4, groupSize: -1, sym: false, damp: 0.5, factors }, pool);
+    expect(a.damp).toBeGreaterThan(0.5);
+    expect(b.damp).toBe(a.damp);
+    expect(factors.computed).toBe(1);
   });
 });
