@@ -68,7 +68,8 @@ export interface GptqOptions extends QuantConfig {
  * U (the Cholesky factor of the damped H⁻¹) and the dampening it took depend on H and the options, not on W:
  * solves from one Hessian — an expert's gate and up, attention's q/k/v — can share it instead of factorizing
  * again (the factorization is ~40% of a 768 × 2048 expert solve). Keyed by the Hessian array itself, so H must not
- * change while the cache is in use; one cache per set of accumulated Hessians.
+ * change while the cache is in use. Only the latest Hessian's factors are kept (a U of K = 2048 is 16 MB, and a
+ * layer has hundreds of expert Hessians): quantize the modules of one Hessian one after another.
  */
 export class GptqFactors {
   private readonly byH = new Map<Float32Array, Map<string, Promise<{ U: GemmArray; damp: number }>>>();
@@ -77,7 +78,10 @@ export class GptqFactors {
 
   get(H: Float32Array, key: string, make: () => Promise<{ U: GemmArray; damp: number }>): Promise<{ U: GemmArray; damp: number }> {
     let m = this.byH.get(H);
-    if (!m) this.byH.set(H, (m = new Map()));
+    if (!m) {
+      this.byH.clear();
+      this.byH.set(H, (m = new Map()));
+    }
     let f = m.get(key);
     if (!f) {
       this.computed++;
