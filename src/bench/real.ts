@@ -9,7 +9,10 @@
  *     (scripts/quant-reference/pipeline_reference.py, same calibration windows, one capture pass per layer).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { moeLayers } from '../architectures/types.js';
+import { openModel } from '../engine/model.js';
 import type { BenchOptions } from './args.js';
 import { C4_SAMPLE } from './args.js';
 import type { GemmPeakResult } from './gemm-peak-worker.js';
@@ -66,7 +69,31 @@ async function checkpoint(o: BenchOptions, shape: string): Promise<{ dir: string
   return { dir, generated: true };
 }
 
+/** float32 bytes of the model and of one layer's expert Hessians (Σxxᵀ and Σc·xxᵀ), to skip PyTorch runs that cannot fit. */
+function torchBytes(dir: string): { model: number; hessians: number } {
+  const m = openModel(dir);
+  try {
+    const model = m.expected.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 4, 0);
+    const hessians = Math.max(
+      0,
+      ...moeLayers(m.spec).map((l) => l.ffn.routing.numExperts * (m.spec.hiddenSize ** 2 + l.ffn.expertIntermediateSize ** 2) * 4 * 2),
+    );
+    return { model, hessians };
+  } finally {
+    m.checkpoint.close();
+  }
+}
+
+/** An error instead of a run when `bytes` (plus a margin) is more than the memory free now. */
+function wontFit(what: string, bytes: number): Failed | null {
+  const free = os.freemem();
+  return bytes * 1.2 > free ? { error: `${what} skipped: needs ~${(bytes / 1e9).toFixed(1)} GB, ${(free / 1e9).toFixed(1)} GB free` } : null;
+}
+
 async function reference(o: BenchOptions, dir: string, calib: string): Promise<ReferenceResult | Failed> {
+  const need = torchBytes(dir);
+  const skip = wontFit('PyTorch reference pipeline', need.model + need.hessians);
+  if (skip) return skip;
   const out = path.join(o.realDir, 'reference-result.json');
   const script = path.join(REPO_ROOT, 'scripts', 'quant-reference', 'pipeline_reference.py');
   const args = [script, '--model', dir, '--calib', calib, '--methods', 'agq', '--bits', '4', '--skip-fp', '--no-eval', '--hessian-dtype', 'float32', '--threads', '2', '--out', out];
@@ -106,10 +133,14 @@ export async function runReal(o: BenchOptions): Promise<RealReport> {
     }
     if (has('torch') && o.python) {
       log(`bench: ${shape}: transformers eager on the same windows…`);
+      const skip = wontFit('transformers eager', torchBytes(dir).model * 1.3);
+      if (skip) row.torch = skip;
       const script = path.join(REPO_ROOT, 'scripts', 'bench', 'torch_eager.py');
       const args = [script, dir, '--data', wiki, '--windows', String(o.realWindows), '--seq-len', String(o.realSeqLen), '--repeats', '1', '--warmup', '0'];
-      const r = await runChild<TorchResult & { peakRssMb: number; loadSeconds: number }>(o.python, args, { env: { ...process.env, TOKENIZERS_PARALLELISM: 'false' } });
-      row.torch = r.result ?? failed(r, 'torch_eager.py');
+      if (!skip) {
+        const r = await runChild<TorchResult & { peakRssMb: number; loadSeconds: number }>(o.python, args, { env: { ...process.env, TOKENIZERS_PARALLELISM: 'false' } });
+        row.torch = r.result ?? failed(r, 'torch_eager.py');
+      }
     }
     const calib = path.join(o.realDir, `${shape}-${o.realLayers}l.calib`);
     if (has('calibrate') || has('quantize') || has('reference')) {
