@@ -50,6 +50,8 @@ export class ForwardEngine {
   expertChunkBytes = 256 * 2 ** 20;
   /** Expert-major streaming (see expertMajorLayer): activation bytes one expert-chunk run may hold. */
   expertRunBytes = 256 * 2 ** 20;
+  /** Expert-major streaming: bytes of FFN inputs held at once — batches beyond them read the experts again. */
+  expertMajorBytes = 2 ** 30;
   /** Bytes of logits (and log-probabilities) the output head may materialise per onnxruntime run. */
   headBytes = 256 * 2 ** 20;
   /**
@@ -202,7 +204,10 @@ export class ForwardEngine {
 
     for (const layer of spec.layers) {
       if (this.runsExpertMajor(layer, opts.hooks)) {
-        await this.expertMajorLayer(layer as LayerSpec & { ffn: MoeFfnSpec }, hidden, batches, S, common, opts.hooks, tick);
+        // Batches in groups whose FFN inputs fit expertMajorBytes: each group reads the layer's experts once.
+        const perGroup = Math.max(1, Math.floor(this.expertMajorBytes / (batches[0]!.length * S * H * 4)));
+        for (let b = 0; b < batches.length; b += perGroup)
+          await this.expertMajorLayer(layer as LayerSpec & { ffn: MoeFfnSpec }, hidden, batches.slice(b, b + perGroup), b, S, common, opts.hooks, tick);
         await opts.hooks?.afterLayer?.(layer.index);
         this.releaseLayer(layer);
         continue;
@@ -273,17 +278,19 @@ export class ForwardEngine {
   }
 
   /**
-   * A streaming MoE layer over all batches, expert-major: attention and routing batch by batch (the routing seam
-   * sees the same events in the same order as layer steps), then each expert chunk is read once and every token
-   * routed to it passes through, in segments of at most `expertRunBytes` of activations. Batch-major order would
-   * read the layer's experts once per batch — at real sizes that reading took longer than the expert GEMMs. Each
-   * expert's weighted output is added into the hidden rows as it comes (so the routed sum is in expert order, not
-   * slot order: float rounding differs from the one-graph path), then the shared expert runs per segment.
+   * A streaming MoE layer over consecutive batches (`firstBatch`…), expert-major: attention and routing batch by
+   * batch (the routing seam sees the same events in the same order as layer steps), then each expert chunk is read
+   * once and every token routed to it passes through, in segments of at most `expertRunBytes` of activations.
+   * Batch-major order would read the layer's experts once per batch — at real sizes that reading took longer than
+   * the expert GEMMs. Each expert's weighted output is added into the hidden rows as it comes (so the routed sum is
+   * in expert order, not slot order: float rounding differs from the one-graph path), then the shared expert runs
+   * per segment.
    */
   private async expertMajorLayer(
     layer: LayerSpec & { ffn: MoeFfnSpec },
-    hidden: Float32Array,
+    allHidden: Float32Array,
     batches: number[][],
+    firstBatch: number,
     S: number,
     common: { cos: ort.Tensor; sin: ort.Tensor; mask: ort.Tensor },
     hooks: ForwardHooks | undefined,
@@ -292,17 +299,22 @@ export class ForwardEngine {
     const f = layer.ffn;
     const H = this.spec.hiddenSize;
     const E = f.routing.numExperts;
+    // Token indices below are relative to the group's first token.
+    const base = batches[0]![0]! * S;
+    const last = batches[batches.length - 1]!;
+    const hidden = allHidden.subarray(base * H, (last[last.length - 1]! + 1) * S * H);
     const ffnIn = new Float32Array(hidden.length);
     // Per expert, per batch: its token rows (global indices, ascending) and combine weights.
     const rowParts: Int32Array[][] = Array.from({ length: E }, () => []);
     const weightParts: Float32Array[][] = Array.from({ length: E }, () => []);
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
-      const tokenOffset = rows[0]! * S;
+      const tokenOffset = rows[0]! * S - base;
       const x = hidden.subarray(tokenOffset * H, (tokenOffset + rows.length * S) * H);
-      const a = await this.attentionStep(layer, x, { ...common, bs: tensor.i64From([rows.length, S]), batchIndex: b, tokenOffset, hooks });
+      const ctx = { ...common, bs: tensor.i64From([rows.length, S]), batchIndex: firstBatch + b, tokenOffset: base + tokenOffset, hooks };
+      const a = await this.attentionStep(layer, x, ctx);
       const ffnInBatch = a.ffnIn.data as Float32Array;
-      const d = this.routeBatch(layer, a.routerLogits!, a.routerScores!, b, tokenOffset, ffnInBatch, hooks);
+      const d = this.routeBatch(layer, a.routerLogits!, a.routerScores!, ctx.batchIndex, ctx.tokenOffset, ffnInBatch, hooks);
       x.set(a.h.data as Float32Array);
       ffnIn.set(ffnInBatch, tokenOffset * H);
       for (let e = 0; e < E; e++) {
@@ -330,7 +342,7 @@ export class ForwardEngine {
     // Where each expert's rows of a segment start (rows ascending: one cursor per expert).
     const cursor = new Int32Array(E);
 
-    const batchEnds = batches.map((rows) => (rows[rows.length - 1]! + 1) * S);
+    const batchEnds = batches.map((rows) => (rows[rows.length - 1]! + 1) * S - base);
     let ticked = 0;
     for (let c = 0; c < chunks.length; c++) {
       const chunk = chunks[c]!;
