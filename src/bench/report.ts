@@ -6,6 +6,7 @@ import type { TorchResult } from './torch.js';
 import type { EbssBenchResult } from './ebss-worker.js';
 import type { PipelineResult } from './pipeline-worker.js';
 import type { RealReport } from './real.js';
+import { wholeModel, type WholeModel } from './extrapolate.js';
 
 export interface FixtureRow {
   fixture: string;
@@ -212,6 +213,20 @@ export function realTables(r: RealReport, machine: { cpus: number; loadavg1mBefo
     `Calibrate (${c0 ? `${c0.tokens / 512} × 512 C4 tokens, ` : ''}default loss-free bias) and quantize (AGQ 4-bit, group 128) seconds per decoder layer; ` +
       'one-pass: --no-true-sequential, the protocol of the PyTorch reference pipeline (float32 Hessians, same windows)',
   );
-  out.push(table(qHead, q));
+  out.push(table(qHead, q), '');
+
+  const hours = (sec: number | null) => (sec === null ? '-' : sec < 3600 ? `${(sec / 60).toFixed(0)} min` : `${(sec / 3600).toFixed(1)} h`);
+  const gb = (x: number | null) => (x === null ? '-' : `${x.toFixed(1)} GB`);
+  const whole = r.shapes.map(wholeModel).filter((w): w is WholeModel => w !== null);
+  out.push(
+    'EXTRAPOLATED to the whole models (not measured): per-layer seconds × layers (+ the output head at the real vocabulary for the forward), ' +
+      'the same tokens as above; memory = the measured peak (+ lm_head in float32 for the forward); checkpoint reads from disk not included',
+  );
+  out.push(
+    table(
+      ['model', 'layers', 'forward (same tokens)', 'its GB', 'calibrate', 'its GB', 'quantize', 'its GB'],
+      whole.map((w) => [w.model, String(w.layers), hours(w.forwardSeconds), gb(w.forwardGB), hours(w.calibrateSeconds), gb(w.calibrateGB), hours(w.quantizeSeconds), gb(w.quantizeGB)]),
+    ),
+  );
   return out.filter((l, i) => l !== '' || i > 2).join('\n');
 }

@@ -5,6 +5,7 @@ import { specFromConfig } from '../../src/architectures/registry.js';
 import { expectedTensors } from '../../src/architectures/shapes.js';
 import { forwardFlops, meanContext } from '../../src/bench/flops.js';
 import { layerTimes } from '../../src/bench/layer-times.js';
+import { scaleLayers } from '../../src/bench/extrapolate.js';
 
 const manifest = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../fixtures/real-shapes/qwen3-30b-a3b-1layer.json'), 'utf8')) as { config: Record<string, unknown> };
 
@@ -34,5 +35,12 @@ describe('layerTimes', () => {
     expect(layerTimes(1000, [2000, 3000, 3500, 6000, 6100, 6200], [2, 2], 2)).toEqual([2, 3]);
     expect(layerTimes(1000, [2000, 3000, 3500], [2, 2], 2)).toBeNull();
     expect(layerTimes(1000, [2000, 3000, 3500, 6000], [1, 3])).toEqual([1, 4]);
+  });
+});
+
+describe('whole-model extrapolation', () => {
+  it('dense layers from the measured dense layers, MoE layers from the mean of the others', () => {
+    expect(scaleLayers([10, 12], 0, 48)).toBe(11 * 48);
+    expect(scaleLayers([2, 30, 34], 1, 27)).toBe(2 + 32 * 26);
   });
 });
