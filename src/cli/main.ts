@@ -2,29 +2,16 @@
  * The moe-quant command line: parses arguments, calls the library, prints results. Errors the user can fix
  * (MoeQuantError) print one line and exit 2; the stack trace only with --debug.
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { MoeQuantError } from '../errors.js';
 import { abortActiveOutputs } from '../output/output-dir.js';
 import { versions } from '../version.js';
-import { DEVICES } from '../graph/session.js';
 import { registerCalibrate } from './commands/calibrate.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerEval } from './commands/eval.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerQuantize } from './commands/quantize.js';
 import { registerReport } from './commands/report.js';
-
-/** Parse a positive integer option. */
-export function positiveInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer.`);
-    return n;
-  };
-}
-
-export const deviceOption = () =>
-  new Option('--device <device>', 'execution provider: auto tries cuda, then webgpu, then cpu').choices(DEVICES as string[]).default('auto');
 
 export function buildProgram(): Command {
   const program = new Command('moe-quant')

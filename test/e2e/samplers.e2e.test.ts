@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { C4, FIXTURES } from '../paths.js';
+import { C4, FIXTURES, SHARED_DIR } from '../paths.js';
 import { cli, cliAsync, waitFor } from '../cli/spawn.js';
 
 const QWEN = path.join(FIXTURES, 'tiny-qwen3-moe');
@@ -48,6 +48,18 @@ describe('samplers end to end', () => {
     // The generated text is ordinary --data for another calibration.
     const asData = cli(['calibrate', '--model', QWEN, '--device', 'cpu', '--data', path.join(whole, 'calibration.jsonl'), '--samples', '4', '--seq-len', '32', '--out', path.join(tmp, 'as-data')]);
     expect(asData.code, asData.stderr).toBe(0);
+  });
+
+  it('published EBSS balances experts better than WikiText-2 windows on tiny-qwen3-moe (σ, natural routing, 32 × 128)', () => {
+    const sigma = (extra: string[], out: string) => {
+      const r = cli(['calibrate', '--model', QWEN, '--device', 'cpu', '--samples', '32', '--seq-len', '128', '--routing-bias', 'none', '--out', path.join(tmp, out), '--json', ...extra]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).summary.natural.sigma as number;
+    };
+    const wiki = sigma(['--data', path.join(SHARED_DIR, 'data/wikitext-2-raw/wiki.valid.raw')], 'sigma-wiki');
+    const ebss = sigma(['--sampler', 'ebss'], 'sigma-ebss');
+    console.log(`σ natural: WikiText-2 valid windows ${wiki.toFixed(4)}, EBSS ${ebss.toFixed(4)}`);
+    expect(ebss).toBeLessThan(wiki * 0.85);
   });
 
   it('quantize --calib takes EBSS and balanced calibrations', () => {

@@ -1,11 +1,11 @@
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { calibrate, DEFAULT_BIAS_RATES, DEFAULT_BIAS_UPDATE, type RoutingBiasMode } from '../../calibration/calibrate.js';
 import { DEFAULT_CALIB_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
 import { BIAS_UPDATES, type BiasUpdate } from '../../routing/loss-free.js';
 import { EBSS_DEFAULTS, type EbssStart } from '../../calibration/samplers/ebss.js';
 import { SAMPLERS, type SamplerName } from '../../calibration/samplers/types.js';
 import { table } from '../format.js';
-import { deviceOption, positiveInt } from '../main.js';
+import { deviceOption, nonNegativeInt, positiveInt, positiveNumber } from '../options.js';
 import { ProgressBar } from '../progress.js';
 
 interface CalibrateCliOptions {
@@ -33,22 +33,6 @@ interface CalibrateCliOptions {
   force?: boolean;
   saveHessians?: boolean;
   json?: boolean;
-}
-
-function nonNegativeInt(name: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer.`);
-    return n;
-  };
-}
-
-function positiveNumber(name: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number.`);
-    return n;
-  };
 }
 
 export function registerCalibrate(program: Command): void {

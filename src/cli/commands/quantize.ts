@@ -5,7 +5,7 @@ import { DEFAULT_CALIB_DATA, DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../
 import { countEvalWindows, evaluatePerplexity } from '../../eval/perplexity.js';
 import { quantizeModel } from '../../pipeline/quantize.js';
 import { bytes, table } from '../format.js';
-import { deviceOption, positiveInt } from '../main.js';
+import { deviceOption, positiveInt } from '../options.js';
 import { ProgressBar } from '../progress.js';
 
 interface QuantizeCliOptions {
