@@ -1,10 +1,12 @@
 /**
- * Worker thread of ParallelNll: opens the model once, then answers 'run' requests with the NLL of its windows and
- * 'close' by releasing the engine and exiting. Errors go back as messages (MoeQuantError keeps its code), so the
+ * Worker thread of ParallelNll: opens the model (and the reference, if any) once, then answers 'run' requests with
+ * the NLL of its windows, 'compare' requests with comparePositions against the reference, and 'close' by releasing
+ * the engines and exiting. Errors go back as messages (MoeQuantError keeps its code), so the
  * main thread reports them exactly as a single engine would.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { MoeQuantError } from '../errors.js';
+import { comparePositions } from './compare.js';
 import { createEngine, type Engine } from './engine.js';
 import type { NllWorkerInit, NllWorkerReply, NllWorkerRequest } from './parallel-nll.js';
 
@@ -22,8 +24,10 @@ function replyError(e: unknown): void {
 }
 
 let engine: Engine | null = null;
+let reference: Engine | null = null;
 try {
   engine = await createEngine(init.model, init.engine);
+  if (init.reference) reference = await createEngine(init.reference, init.engine);
   reply({ type: 'ready' });
 } catch (e) {
   replyError(e);
@@ -31,12 +35,25 @@ try {
 
 port.on('message', async (m: NllWorkerRequest) => {
   if (m.type === 'close') {
+    await reference?.close();
     await engine?.close();
     port.close();
     return;
   }
   if (!engine) return replyError(new Error('the engine did not start'));
   try {
+    if (m.type === 'compare') {
+      if (!reference) throw new Error('compare request to a worker started without a reference model');
+      const ort0 = engine.pool.runMs + reference.pool.runMs;
+      const positions = await comparePositions(reference, engine, m.windows, {
+        batchTokens: m.batchTokens,
+        hiddenBytes: m.hiddenBytes,
+        onProgress: (done) => reply({ type: 'progress', done }),
+      });
+      const ortMs = engine.pool.runMs + reference.pool.runMs - ort0;
+      reply({ type: 'compared', positions, ortMs }, [positions.kl, positions.nllRef, positions.nll, positions.sameTop].map((a) => a.buffer as ArrayBuffer));
+      return;
+    }
     const ort0 = engine.pool.runMs;
     const { nll } = await engine.forward.run(m.windows, {
       head: 'nll',

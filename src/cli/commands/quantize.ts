@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { DEFAULT_CALIB_DATA, DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
-import { countEvalWindows, evaluatePerplexity } from '../../eval/perplexity.js';
+import { evaluateKl, type KlResult } from '../../eval/kl.js';
+import { countEvalWindows } from '../../eval/perplexity.js';
 import { quantizeModel } from '../../pipeline/quantize.js';
 import { bytes, table } from '../format.js';
 import { deviceOption, positiveInt } from '../main.js';
@@ -55,7 +56,7 @@ export function registerQuantize(program: Command): void {
   program
     .command('quantize')
     .description(
-      'Quantize a MoE checkpoint to 4 bits (RTN, GPTQ or AGQ: GPTQ with affinity-weighted expert Hessians), write a GPTQ-format checkpoint with balance and quant reports, and compare perplexity before and after.',
+      'Quantize a MoE checkpoint to 4 bits (RTN, GPTQ or AGQ: GPTQ with affinity-weighted expert Hessians), write a GPTQ-format checkpoint with balance and quant reports, and compare it with the original: perplexity before and after, KL divergence and top-1 agreement (as eval --reference).',
     )
     .option('--model <dir>', 'checkpoint directory', DEFAULT_MODEL_DIR)
     .option('--out <dir>', 'output directory (never the model directory; replaced if it is an earlier moe-quant output)', 'moe-quant-out')
@@ -82,10 +83,10 @@ export function registerQuantize(program: Command): void {
       'collect all of a layer\'s Hessians in one pass over its original weights (the plain GPTQ protocol) instead of re-collecting after each module group',
     )
     .addOption(deviceOption())
-    .option('--no-eval', 'skip the perplexity comparison')
-    .option('--eval-data <file>', 'held-out text for the perplexity comparison', DEFAULT_EVAL_DATA)
-    .option('--eval-seq-len <n>', 'perplexity window length', positiveInt('--eval-seq-len'), 256)
-    .option('--eval-windows <n>', 'perplexity windows', positiveInt('--eval-windows'), 40)
+    .option('--no-eval', 'skip the comparison with the original model')
+    .option('--eval-data <file>', 'held-out text for the comparison (perplexity, KL divergence, top-1 agreement)', DEFAULT_EVAL_DATA)
+    .option('--eval-seq-len <n>', 'comparison window length', positiveInt('--eval-seq-len'), 256)
+    .option('--eval-windows <n>', 'comparison windows', positiveInt('--eval-windows'), 40)
     .option('--force', 'replace an existing --out directory even if it is not a moe-quant output')
     .option(
       '--timings',
@@ -119,31 +120,52 @@ export function registerQuantize(program: Command): void {
         onNote: note,
         onDevice: note,
       });
-      let fp: number | null = null;
-      let q: number | null = null;
-      let evalWindows = 0;
-      if (opts.eval) {
-        const ev = (model: string, label: string) =>
-          evaluatePerplexity({ model, data: opts.evalData, seqLen: opts.evalSeqLen, maxWindows: opts.evalWindows, device: opts.device, onProgress: (d, t) => progress(label, d, t) });
-        const before = await ev(opts.model, 'eval fp');
-        const after = await ev(r.out, `eval ${opts.bits}-bit`);
-        fp = before.ppl;
-        q = after.ppl;
-        evalWindows = after.windows;
-      }
+      // One pass over the evaluation windows runs both models and compares them position by position.
+      let ev: KlResult | null = null;
+      if (opts.eval)
+        ev = await evaluateKl({
+          model: r.out,
+          reference: opts.model,
+          data: opts.evalData,
+          seqLen: opts.evalSeqLen,
+          maxWindows: opts.evalWindows,
+          device: opts.device,
+          onProgress: (d, t) => progress(`eval fp vs ${opts.bits}-bit`, d, t),
+        });
       const sizeFp = filesBytes(r.files.source_model);
       const sizeQ = filesBytes(r.files.model);
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify({ out: r.out, files: r.files, method: opts.method, bits: opts.bits, ppl_fp: fp, ppl_quantized: q, eval: opts.eval ? { data: path.resolve(opts.evalData), seq_len: opts.evalSeqLen, windows: evalWindows } : null, size_fp_bytes: sizeFp, size_quantized_bytes: sizeQ, maxvio: r.summary, seconds: r.seconds, fallbacks: r.report.fallbacks })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({
+            out: r.out,
+            files: r.files,
+            method: opts.method,
+            bits: opts.bits,
+            ppl_fp: ev?.reference.ppl ?? null,
+            ppl_quantized: ev?.ppl ?? null,
+            kl_mean: ev?.reference.kl.mean ?? null,
+            top1_agreement: ev?.reference.top1_agreement ?? null,
+            eval: ev ? { data: ev.data, seq_len: ev.seq_len, windows: ev.windows, predictions: ev.predictions, seconds: ev.seconds, reference: ev.reference } : null,
+            size_fp_bytes: sizeFp,
+            size_quantized_bytes: sizeQ,
+            maxvio: r.summary,
+            seconds: r.seconds,
+            fallbacks: r.report.fallbacks,
+          })}\n`,
+        );
         return;
       }
-      const f = (x: number | null) => (x === null ? '—' : x.toFixed(3));
+      const f = (x: number | undefined) => (x === undefined ? '—' : x.toFixed(3));
+      const top1 = ev ? `${(100 * ev.reference.top1_agreement).toFixed(2)}%` : '—';
       process.stdout.write(
         `${table([
-          ['method', 'ppl fp', `ppl ${opts.bits}-bit`, 'size fp', `size ${opts.bits}-bit`, 'MaxVio natural', 'MaxVio biased'],
-          [opts.method.toUpperCase(), f(fp), f(q), bytes(sizeFp), bytes(sizeQ), r.summary.maxvio_natural.toFixed(3), r.summary.maxvio_used.toFixed(3)],
+          ['method', 'ppl fp', `ppl ${opts.bits}-bit`, 'KL', 'top-1', 'size fp', `size ${opts.bits}-bit`, 'MaxVio natural', 'MaxVio biased'],
+          [opts.method.toUpperCase(), f(ev?.reference.ppl), f(ev?.ppl), ev ? ev.reference.kl.mean.toExponential(2) : '—', top1, bytes(sizeFp), bytes(sizeQ), r.summary.maxvio_natural.toFixed(3), r.summary.maxvio_used.toFixed(3)],
         ])}\n\n` +
-          (opts.eval ? `perplexity: ${path.basename(opts.evalData)}, ${evalWindows} windows × ${opts.evalSeqLen} tokens\n` : '') +
+          (ev
+            ? `compared on ${path.basename(opts.evalData)}, ${ev.windows} windows × ${opts.evalSeqLen} tokens (more statistics: moe-quant eval --reference)\n` +
+              `KL: mean KL(P_fp ‖ P_${opts.bits}-bit) per prediction, nats (99th percentile ${ev.reference.kl.p99.toExponential(2)}); top-1: same most likely next token\n`
+            : '') +
           `model:          ${r.out}\nbalance report: ${r.files.balance_report.join(', ')}\nquant report:   ${r.files.quant_report_md}\n` +
           (r.report.fallbacks.length ? `fell back to RTN: ${r.report.fallbacks.map((x) => x.module).join(', ')}\n` : ''),
       );
