@@ -13,7 +13,7 @@ import { comparePositions, hiddenPerToken, type ComparedPositions } from '../eng
 import { createEngine, type Engine } from '../engine/engine.js';
 import { readConfig } from '../engine/model.js';
 import { ParallelNll, planWorkers } from '../engine/parallel-nll.js';
-import { fail } from '../errors.js';
+import { fail, MoeQuantError } from '../errors.js';
 import { consecutiveWindows, readTextData } from './data.js';
 import { compareStatistics, type Comparison } from './kl-stats.js';
 import { checkOptions, quantizationOf, type EvalOptions, type EvalResult } from './perplexity.js';
@@ -47,7 +47,7 @@ function sameFileContent(a: string, b: string): boolean {
 function sharedTokenIds(model: string, reference: string, data: string, text: string): Int32Array {
   const ids = loadTokenizer(model).encode(text);
   if (['tokenizer.json', 'tokenizer_config.json'].every((f) => sameFileContent(path.join(model, f), path.join(reference, f)))) return ids;
-  const refIds = loadTokenizer(reference).encode(text);
+  const refIds = asReference(() => loadTokenizer(reference)).encode(text);
   let i = 0;
   while (i < ids.length && i < refIds.length && ids[i] === refIds[i]) i++;
   if (i === ids.length && i === refIds.length) return ids;
@@ -75,6 +75,18 @@ function predictions(p: ComparedPositions, windows: number, S: number): Compared
   return out;
 }
 
+/** Errors about the reference checkpoint name the option (the messages say "model directory …"). */
+function referenceError(e: unknown): unknown {
+  return e instanceof MoeQuantError ? fail(e.code, `--reference: ${e.message}`, e) : e;
+}
+function asReference<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw referenceError(e);
+  }
+}
+
 const mean = (x: Float64Array) => x.reduce((s, v) => s + v, 0) / x.length;
 
 export async function evaluateKl(opts: KlOptions): Promise<KlResult> {
@@ -82,13 +94,15 @@ export async function evaluateKl(opts: KlOptions): Promise<KlResult> {
   checkOptions(seqLen, opts.maxWindows);
   // A missing or wrong model directory says so before the tokenizers do.
   readConfig(opts.model);
-  readConfig(opts.reference);
+  asReference(() => readConfig(opts.reference));
   const text = readTextData(opts.data);
   const windows = consecutiveWindows(sharedTokenIds(opts.model, opts.reference, opts.data, text), seqLen, opts.maxWindows);
   const engine = await createEngine(opts.model, opts);
   let reference: Engine | null = null;
   try {
-    reference = await createEngine(opts.reference, opts);
+    reference = await createEngine(opts.reference, opts).catch((e: unknown): never => {
+      throw referenceError(e);
+    });
     const [V, Vref] = [engine.model.spec.vocabSize, reference.model.spec.vocabSize];
     if (V !== Vref)
       throw fail('BAD_OPTION', `--reference ${opts.reference} has a vocabulary of ${Vref} tokens and --model ${opts.model} one of ${V}: their next-token distributions cannot be compared`);
