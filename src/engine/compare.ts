@@ -33,7 +33,7 @@ export interface CompareOptions {
   onProgress?(done: number, total: number): void;
 }
 
-const DEFAULT_HIDDEN_BYTES = 2 ** 30;
+export const DEFAULT_HIDDEN_BYTES = 2 ** 30;
 
 /** Windows per group: whole batches, as many as fit in hiddenBytes (at least one batch). */
 function groupSize(S: number, hiddenPerToken: number, opts: CompareOptions): number {

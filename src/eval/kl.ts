@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadTokenizer } from '../checkpoint/tokenizer.js';
-import { comparePositions, hiddenPerToken, type ComparedPositions } from '../engine/compare.js';
+import { comparePositions, DEFAULT_HIDDEN_BYTES, hiddenPerToken, type ComparedPositions } from '../engine/compare.js';
 import { createEngine, type Engine } from '../engine/engine.js';
 import { readConfig } from '../engine/model.js';
 import { ParallelNll, planWorkers } from '../engine/parallel-nll.js';
@@ -21,7 +21,7 @@ import { checkOptions, quantizationOf, type EvalOptions, type EvalResult } from 
 export interface KlOptions extends EvalOptions {
   /** Checkpoint directory of the reference model: P in KL(P_ref ‖ P_model). */
   reference: string;
-  /** Most bytes of both models' final hidden states held at once (default 1 GiB; see comparePositions). */
+  /** Most bytes of both models' final hidden states held at once, all workers together (default 1 GiB; see comparePositions). */
   hiddenBytes?: number;
 }
 
@@ -120,7 +120,9 @@ export async function evaluateKl(opts: KlOptions): Promise<KlResult> {
     });
     opts.onDevice?.(plan.workers > 1 ? `${engine.deviceNote}; ${plan.workers} parallel workers × ${plan.threadsPerWorker} thread${plan.threadsPerWorker > 1 ? 's' : ''}, each running both models (${plan.reason})` : engine.deviceNote);
     const t0 = performance.now();
-    const compare = { batchTokens: plan.batchTokens, hiddenBytes: opts.hiddenBytes, onProgress: opts.onProgress };
+    // Workers share the hidden-state budget.
+    const hiddenBytes = (opts.hiddenBytes ?? DEFAULT_HIDDEN_BYTES) / plan.workers;
+    const compare = { batchTokens: plan.batchTokens, hiddenBytes, onProgress: opts.onProgress };
     let positions: ComparedPositions;
     if (plan.workers > 1) {
       const parallel = await ParallelNll.start(opts.model, { cacheBytes: opts.cacheBytes, int4Kernels: opts.int4Kernels }, plan, engine.model.spec.numLayers, {

@@ -179,6 +179,27 @@ describe('eval --reference (evaluateKl)', () => {
     }
   });
 
+  it('in bounded groups of windows gives what one group gives, with progress counted to the end', async () => {
+    const windows = windowsOf(MIXTRAL);
+    const [ref, model] = [await createEngine(DEEPSEEK, { device: 'cpu' }), await createEngine(MIXTRAL, { device: 'cpu' })];
+    try {
+      const whole = await comparePositions(ref, model, windows, { batchTokens: 128 });
+      const steps: [number, number][] = [];
+      // Room for the hidden states of two windows (one batch of 128 tokens) of both models: 8 groups.
+      const grouped = await comparePositions(ref, model, windows, { batchTokens: 128, hiddenBytes: 128 * (128 + 128) * 4, onProgress: (d, t) => steps.push([d, t]) });
+      expect(grouped.kl).toEqual(whole.kl);
+      expect(grouped.nll).toEqual(whole.nll);
+      expect(grouped.sameTop).toEqual(whole.sameTop);
+      const total = steps[0]![1];
+      // Per group of 2 windows: 4 + 4 layer-batches and one head batch.
+      expect(total).toBe(8 * 9);
+      expect(steps.map(([d]) => d)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+    } finally {
+      await ref.close();
+      await model.close();
+    }
+  });
+
   it('different models with the same tokenizer, in parallel workers as on one engine', async () => {
     const one = await evaluateKl({ ...opts, model: MIXTRAL, reference: DEEPSEEK });
     const two = await evaluateKl({ ...opts, model: MIXTRAL, reference: DEEPSEEK, workers: 2 });
