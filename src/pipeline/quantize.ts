@@ -20,7 +20,7 @@ import { writeBalanceReport } from '../report/index.js';
 import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
 import { versions } from '../version.js';
 import { QuantizedCheckpointWriter, type OutputFormat } from '../writers/gptq-checkpoint.js';
-import { readCalibration } from './calibration-input.js';
+import { readCalibrationDir } from '../calibration/calibration-dir.js';
 import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
 
 export interface QuantizeOptions extends EngineOptions {
@@ -145,8 +145,14 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   try {
     const eng = (engine = await createEngine(o.model, o));
     o.onDevice?.(eng.deviceNote);
+    if (eng.model.gptq)
+      throw fail('UNSUPPORTED', `${o.model} is already a GPTQ checkpoint (quantization_config in config.json); quantize the original floating-point checkpoint`);
     checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
     const fingerprint = modelFingerprint(eng.model);
+    // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
+    // reading them now makes a NaN/Inf among them (every read is checked) fail before the long work.
+    const inLayers = new Set(eng.model.expected.filter((t) => t.layer !== null).map((t) => t.name));
+    for (const name of eng.model.checkpoint.names()) if (!inLayers.has(name)) eng.model.checkpoint.readBytes(name);
     let result!: QuantizeResult;
     {
       const tmp = output.tmp;
@@ -157,7 +163,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         o.onNote?.('calibrating inline (loss-free routing bias ' + (inline!.mode === 'loss-free' ? 'on' : 'off') + ')');
         await runCalibration(eng, { ...o.calibration, model: o.model, data: o.data!, routingBias: inline!.mode, onNote: o.onNote, onProgress: (d, t) => o.onProgress?.('calibrate', d, t) }, calibDir);
       }
-      const calib = readCalibration(calibDir, fingerprint);
+      const calib = readCalibrationDir(calibDir, fingerprint);
       const writer = new QuantizedCheckpointWriter(tmp, eng.model, format, o.maxShardBytes);
       let expertSource = 0;
       let expertQuant = 0;

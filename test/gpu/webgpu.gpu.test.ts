@@ -54,9 +54,9 @@ describe.skipIf(!run)('WebGPU', () => {
   });
 
   const dirs = fixtureDirs();
-  it('finds the 3 trained and 7 generated fixtures', () => {
+  it('finds the 3 trained and 8 generated fixtures', () => {
     expect(dirs.filter((d) => d.startsWith(FIXTURES))).toHaveLength(3);
-    expect(dirs.filter((d) => d.startsWith(GENERATED))).toHaveLength(7);
+    expect(dirs.filter((d) => d.startsWith(GENERATED))).toHaveLength(8);
   });
   for (const dir of dirs) {
     it(`${path.basename(dir)}: reference logits within 1e-3`, async () => {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
 import { checkDevice, DEVICE_CHECK_TOLERANCE } from '../../eval/device-check.js';
 import type { Device } from '../../graph/session.js';
-import { deviceOption, positiveInt } from '../main.js';
+import { deviceOption, positiveInt } from '../options.js';
 
 export function registerDoctor(program: Command): void {
   program
