@@ -66,11 +66,13 @@ export function meanStderr(x: ArrayLike<number>): { mean: number; stderr: number
   return { mean, stderr: Math.sqrt(ss / n / (n - 1)) };
 }
 
-export function spread(x: Float64Array): Spread {
+/** Mean ± standard error and percentiles of `x`; `extra` names more percentiles (e.g. { p75: 0.75 }). */
+export function spread<K extends string = never>(x: Float64Array, extra: Record<K, number> = {} as Record<K, number>): Spread & Record<K, number> {
   const { mean, stderr } = meanStderr(x);
   const sorted = Float64Array.from(x).sort();
   const at = (f: number) => percentile(sorted, f);
   return {
+    ...(Object.fromEntries(Object.entries<number>(extra).map(([k, f]) => [k, at(f)])) as Record<K, number>),
     mean,
     mean_stderr: stderr,
     max: sorted[sorted.length - 1]!,
@@ -128,9 +130,7 @@ export function compareStatistics(kl: Float64Array, nllRef: Float64Array, nll: F
   }
   const lnRatio = meanStderr(dNll);
   const top = same / n;
-  const { max, p99_9, p99, p95, p90, median, p10, p5, p1, p0_1, min, ...dpMean } = spread(dp);
-  const dpSorted = Float64Array.from(dp).sort();
-  const [p75, p25] = [percentile(dpSorted, 0.75), percentile(dpSorted, 0.25)];
+  const { mean, mean_stderr, max, p99_9, p99, p95, p90, p75, median, p25, p10, p5, p1, p0_1, min } = spread(dp, { p75: 0.75, p25: 0.25 });
   return {
     kl: spread(kl),
     top1_agreement: top,
@@ -140,6 +140,6 @@ export function compareStatistics(kl: Float64Array, nllRef: Float64Array, nll: F
     ln_ppl_ratio_stderr: lnRatio.stderr,
     ppl_ratio: Math.exp(lnRatio.mean),
     nll_correlation: pearson(nll, nllRef),
-    delta_p: { ...dpMean, rms: Math.sqrt(dp2 / n), max, p99_9, p99, p95, p90, p75, median, p25, p10, p5, p1, p0_1, min },
+    delta_p: { mean, mean_stderr, rms: Math.sqrt(dp2 / n), max, p99_9, p99, p95, p90, p75, median, p25, p10, p5, p1, p0_1, min },
   };
 }

@@ -277,6 +277,9 @@ describe('comparison statistics (llama.cpp definitions)', () => {
     expect(c.delta_p.mean).toBeCloseTo(dp.reduce((a, b) => a + b) / 4, 12);
     expect(c.delta_p.rms).toBeCloseTo(Math.sqrt(dp.reduce((a, b) => a + b * b, 0) / 4), 12);
     expect(c.delta_p.min).toBeCloseTo(Math.min(...dp), 12);
+    const sorted = [...dp].sort((x, y) => x - y);
+    expect(c.delta_p.p75).toBeCloseTo(0.75 * sorted[2]! + 0.25 * sorted[3]!, 12);
+    expect(c.delta_p.p25).toBeCloseTo(0.25 * sorted[0]! + 0.75 * sorted[1]!, 12);
     expect(c.nll_correlation).toBeGreaterThan(0.8);
   });
 });
