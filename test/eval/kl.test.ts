@@ -234,6 +234,20 @@ describe('eval --reference (evaluateKl)', () => {
     expect(ok.reference.kl.mean).toBe(0);
   });
 
+  it('NaN/Inf in either model\'s logits: a NUMERIC error naming which model', async () => {
+    // Finite weights (NaN weights are refused on read) whose logits overflow float32.
+    const broken = editedCopy(MIXTRAL, 'overflow', { 'model.norm.weight': scaled(1e38) });
+    for (const [model, reference, who] of [
+      [MIXTRAL, broken, /NaN\/Inf in the reference model's logits \(window 0, position 0\)/],
+      [broken, MIXTRAL, /NaN\/Inf in the model's logits \(window 0, position 0\)/],
+    ] as const) {
+      const err = await evaluateKl({ ...opts, maxWindows: 1, model, reference }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(MoeQuantError);
+      expect((err as MoeQuantError).code).toBe('NUMERIC');
+      expect((err as MoeQuantError).message).toMatch(who);
+    }
+  });
+
   it('refuses a reference with another vocabulary size', async () => {
     // Same tokenizer, lm_head and embeddings padded by 64 rows (as checkpoints pad vocabularies to a multiple).
     const pad = (x: Float32Array) => {
