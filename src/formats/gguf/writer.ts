@@ -151,6 +151,11 @@ export class GgufWriter {
     return { bytes: grid.pack(r.q), dequantized: r.dequantized, grid };
   }
 
+  /** Bytes the linear `hf` takes in the file (after {@link solve}). */
+  storedBytes(hf: string): number {
+    return [hf, `${hf}#k`, `${hf}#v`].reduce((n, k) => n + (this.parts.get(k)?.length ?? 0), 0);
+  }
+
   private spill(key: string, bytes: Uint8Array, type: GgmlType): void {
     let done = 0;
     while (done < bytes.length) done += fs.writeSync(this.partsFd, bytes, done, bytes.length - done, this.partsSize + done);
