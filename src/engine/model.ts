@@ -10,6 +10,10 @@ import { expectedTensors, type ExpectedTensor } from '../architectures/shapes.js
 import type { ModelSpec } from '../architectures/types.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { fail } from '../errors.js';
+import { GgufCheckpoint, ggufPath, openGguf } from '../formats/gguf/reader.js';
+
+/** What the engine reads of a checkpoint: a safetensors directory or a GGUF file seen with Hugging Face names. */
+export type TensorStore = Pick<Checkpoint, 'dir' | 'files' | 'totalBytes' | 'names' | 'has' | 'info' | 'readBytes' | 'readFloat32' | 'readFloat32Into' | 'readRowsFloat32' | 'close'>;
 
 /** GPTQ quantization of a checkpoint (config.json `quantization_config`). */
 export interface GptqConfig {
@@ -24,8 +28,10 @@ export interface LoadedModel {
   dir: string;
   config: Record<string, unknown>;
   spec: ModelSpec;
-  checkpoint: Checkpoint;
+  checkpoint: TensorStore;
   expected: ExpectedTensor[];
+  /** Set for a GGUF file (tensors dequantized on load). */
+  gguf: GgufCheckpoint | null;
   /** Set for GPTQ checkpoints. */
   gptq: GptqConfig | null;
   /** Linear weights stored packed: `<prefix>.weight` → its [N, K]. */
@@ -62,6 +68,12 @@ function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: numbe
 
 /** Read and parse `dir/config.json`. */
 export function readConfig(dir: string): Record<string, unknown> {
+  const gguf = ggufPath(dir);
+  if (gguf) {
+    const { g, config } = openGguf(gguf);
+    g.close();
+    return config;
+  }
   if (!fs.existsSync(dir)) throw fail('BAD_CHECKPOINT', `model directory ${dir} does not exist`);
   if (!fs.statSync(dir).isDirectory())
     throw fail('BAD_CHECKPOINT', `--model ${dir} is a file; give the checkpoint directory that holds config.json (${path.dirname(dir)}?)`);
@@ -79,6 +91,18 @@ export function readConfig(dir: string): Record<string, unknown> {
 
 /** Open a Hugging Face MoE checkpoint directory and validate it against its config. */
 export function openModel(dir: string): LoadedModel {
+  const gguf = ggufPath(dir);
+  if (gguf) {
+    const { g, config, spec } = openGguf(gguf);
+    const expected = expectedTensors(spec);
+    const store = new GgufCheckpoint(dir, g, spec, config, new Map(expected.map((t) => [t.name, t.shape])));
+    const missing = expected.find((t) => !store.has(t.name));
+    if (missing) {
+      g.close();
+      throw fail('BAD_CHECKPOINT', `${gguf}: no tensor for ${missing.name}`);
+    }
+    return { dir, config, spec, checkpoint: store, expected, gptq: null, packed: new Map(), gguf: store };
+  }
   const config = readConfig(dir);
   const spec = specFromConfig(config, path.join(dir, 'config.json'));
   const checkpoint = Checkpoint.open(dir);
@@ -103,7 +127,7 @@ export function openModel(dir: string): LoadedModel {
       if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype))
         throw fail('UNSUPPORTED', `tensor ${t.name} has dtype ${info.dtype}; float checkpoints (F32/F16/BF16) are supported`);
     }
-    return { dir, config, spec, checkpoint, expected, gptq, packed };
+    return { dir, config, spec, checkpoint, expected, gptq, packed, gguf: null };
   } catch (e) {
     checkpoint.close();
     throw e;
@@ -116,7 +140,7 @@ export function openModel(dir: string): LoadedModel {
  */
 export function modelFingerprint(model: LoadedModel): string {
   const h = createHash('sha256');
-  h.update(fs.readFileSync(path.join(model.dir, 'config.json')));
+  h.update(model.gguf ? JSON.stringify(model.config) : fs.readFileSync(path.join(model.dir, 'config.json')));
   for (const t of model.expected) {
     if (model.packed.has(t.name)) continue;
     const info = model.checkpoint.info(t.name);

@@ -76,7 +76,8 @@ export interface QuantizeResult {
 /** The options with their defaults filled in, checked. */
 function settings(o: QuantizeOptions) {
   const format = o.format ?? 'gptq';
-  const gguf: GgufOptions | undefined = format === 'gguf' ? { type: o.gguf?.type ?? 'q4_0', keep: o.gguf?.keep ?? 'q8_0', fallback: o.gguf?.fallback ?? false } : undefined;
+  const type = o.gguf?.type ?? 'q4_0';
+  const gguf: GgufOptions | undefined = format === 'gguf' ? { type, keep: o.gguf?.keep ?? (type.startsWith('f') ? type : 'q8_0'), fallback: o.gguf?.fallback ?? false } : undefined;
   if (gguf && !GGUF_TYPES.includes(gguf.type as GgufTypeName)) throw fail('BAD_OPTION', `--gguf-type must be one of ${GGUF_TYPES.join(', ')} (got ${gguf.type})`);
   if (gguf && !['q8_0', 'f16', 'f32'].includes(gguf.keep!)) throw fail('BAD_OPTION', `--gguf-keep must be q8_0, f16 or f32 (got ${gguf.keep})`);
   const s = {

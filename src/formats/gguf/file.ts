@@ -303,11 +303,19 @@ export class GgufFile {
   readBytes(name: string): Uint8Array {
     const t = this.tensors.get(name);
     if (!t) throw fail('BAD_CHECKPOINT', `tensor ${name} is not in GGUF file ${this.path}`);
+    return this.readRange(name, 0, t.byteLength);
+  }
+
+  /** Bytes [offset, offset+length) of tensor `name`'s data. */
+  readRange(name: string, offset: number, length: number): Uint8Array {
+    const t = this.tensors.get(name);
+    if (!t) throw fail('BAD_CHECKPOINT', `tensor ${name} is not in GGUF file ${this.path}`);
+    if (offset < 0 || offset + length > t.byteLength) throw new Error(`readRange ${name}: [${offset}, ${offset + length}) outside ${t.byteLength} bytes`);
     if (this.fd === null) this.fd = fs.openSync(this.path, 'r');
-    const out = new Uint8Array(t.byteLength);
+    const out = new Uint8Array(length);
     let done = 0;
     while (done < out.length) {
-      const got = fs.readSync(this.fd, out, done, Math.min(1 << 30, out.length - done), t.offset + done);
+      const got = fs.readSync(this.fd, out, done, Math.min(1 << 30, out.length - done), t.offset + offset + done);
       if (got <= 0) throw fail('BAD_CHECKPOINT', `GGUF file ${this.path}: unexpected end of file in tensor ${name}`);
       done += got;
     }

@@ -24,10 +24,12 @@ const LLAMA_FALLBACK: Partial<Record<GgmlType, GgmlType>> = { Q4_K: 'Q5_0', Q5_K
 
 export interface GgufOptions {
   type: GgufTypeName;
-  /** Token embedding and output head: 'q8_0' (default), 'f16' or 'f32'. Float GGUF types keep them in that type. */
-  keep?: 'q8_0' | 'f16' | 'f32';
+  /** Type of the token embedding and output head (round-to-nearest): default q8_0, or the float type itself for f32/f16. */
+  keep?: GgufTypeName;
   /** A tensor whose rows the type cannot hold: llama-quantize's fallback type (then F16) instead of an error. */
   fallback?: boolean;
+  /** The type of individual GGUF tensors by name (e.g. only `token_embd.weight` quantized, to check a layout). */
+  override?: (ggufName: string) => GgufTypeName | undefined;
 }
 
 /** The grid solve of one linear (`H` null: round-to-nearest). */
@@ -63,10 +65,14 @@ export class GgufWriter {
     this.tokenizer = tokenizerMetadata(model.dir, model.spec.vocabSize, model.config);
     this.linearType = options.type.toUpperCase() as GgmlType;
     const float = !isQuantType(this.linearType);
-    const keep = (float ? options.type : (options.keep ?? 'q8_0')).toUpperCase() as GgmlType;
+    const keep = (options.keep ?? (float ? options.type : 'q8_0')).toUpperCase() as GgmlType;
     for (const t of this.plan.tensors) {
       const role = t.source.kind === 'tensor' ? t.source.role : 'linear';
-      const want = role === 'embedding' || role === 'head' ? keep : role === 'linear' ? this.linearType : 'F32';
+      const forced = options.override?.(t.name)?.toUpperCase() as GgmlType | undefined;
+      // MLA's attn_k_b and attn_v_b stay F32 (kv_b is not quantized): with node-llama-cpp 3.22.1's CPU build, any
+      // other attn_k_b type aborts (GGML_ASSERT in the backend scheduler: F16, Q8_0, Q4_0), and a block-quantized
+      // attn_v_b gives wrong logits once kv_lora_rank spans more than one block (tiny-deepseek-v3: Δ 10.8 with Q8_0).
+      const want = t.source.kind === 'kv_b' ? 'F32' : (forced ?? (role === 'embedding' || role === 'head' ? keep : role === 'linear' ? this.linearType : 'F32'));
       this.types.set(t.name, this.fit(t, want));
     }
     this.file = path.join(dir, GGUF_FILE);
@@ -99,42 +105,14 @@ export class GgufWriter {
     return this.plan.tensors.filter((t) => (t.source.kind === 'experts' ? t.source.hf.includes(hf) : t.source.hf === hf));
   }
 
-  /**
-   * Solves linear `hf` ([N, K] = W) on its GGUF grid(s), spills the bytes and returns the weights the file holds.
-   * MLA's kv_b: the v rows are solved with the layer's Hessian (their rows run along the latent rank, as in
-   * kv_b); the k part is stored transposed per head (rows along qk_nope), a different input space, so it is
-   * rounded to nearest on its own grid.
-   */
+  /** Solves linear `hf` ([N, K] = W) on its GGUF grid, spills the bytes and returns the weights the file holds. */
   async solve(hf: string, W: Float32Array, N: number, K: number, o: GridSolveOptions): Promise<{ dequantized: Float32Array; grid: BlockGrid | null }> {
     const plans = this.tensorsOf(hf);
-    const kvb = plans.find((t) => t.source.kind === 'kv_b');
-    if (!kvb) {
-      const type = this.types.get(plans[0]!.name)!;
-      const { bytes, dequantized, grid } = await this.solveMatrix(W, N, K, type, o);
-      this.spill(hf, bytes, type);
-      return { dequantized, grid };
-    }
-    const s = kvb.source as Extract<GgufSource, { kind: 'kv_b' }>;
-    const { heads, nope, v, rank } = s;
-    const per = nope + v;
-    const Wv = new Float32Array(heads * v * rank);
-    const Wk = new Float32Array(heads * rank * nope);
-    for (let h = 0; h < heads; h++) {
-      Wv.set(W.subarray((h * per + nope) * rank, (h * per + per) * rank), h * v * rank);
-      for (let i = 0; i < nope; i++) for (let c = 0; c < rank; c++) Wk[(h * rank + c) * nope + i] = W[(h * per + i) * rank + c]!;
-    }
-    const kType = this.types.get(plans.find((t) => t.source.kind === 'kv_b' && t.source.part === 'k')!.name)!;
-    const vType = this.types.get(plans.find((t) => t.source.kind === 'kv_b' && t.source.part === 'v')!.name)!;
-    const vq = await this.solveMatrix(Wv, heads * v, rank, vType, o);
-    const kq = await this.solveMatrix(Wk, heads * rank, nope, kType, { ...o, H: null });
-    this.spill(`${hf}#v`, vq.bytes, vType);
-    this.spill(`${hf}#k`, kq.bytes, kType);
-    const out = new Float32Array(N * K);
-    for (let h = 0; h < heads; h++) {
-      out.set(vq.dequantized.subarray(h * v * rank, (h + 1) * v * rank), (h * per + nope) * rank);
-      for (let i = 0; i < nope; i++) for (let c = 0; c < rank; c++) out[(h * per + i) * rank + c] = kq.dequantized[(h * rank + c) * nope + i]!;
-    }
-    return { dequantized: out, grid: vq.grid };
+    if (plans.some((t) => t.source.kind === 'kv_b')) throw new Error(`${hf}: MLA kv_b is written in F32, not solved`);
+    const type = this.types.get(plans[0]!.name)!;
+    const { bytes, dequantized, grid } = await this.solveMatrix(W, N, K, type, o);
+    this.spill(hf, bytes, type);
+    return { dequantized, grid };
   }
 
   private async solveMatrix(W: Float32Array, N: number, K: number, type: GgmlType, o: GridSolveOptions): Promise<{ bytes: Uint8Array; dequantized: Float32Array; grid: BlockGrid | null }> {
@@ -153,7 +131,7 @@ export class GgufWriter {
 
   /** Bytes the linear `hf` takes in the file (after {@link solve}). */
   storedBytes(hf: string): number {
-    return [hf, `${hf}#k`, `${hf}#v`].reduce((n, k) => n + (this.parts.get(k)?.length ?? 0), 0);
+    return this.parts.get(hf)?.length ?? 0;
   }
 
   private spill(key: string, bytes: Uint8Array, type: GgmlType): void {
@@ -191,9 +169,6 @@ export class GgufWriter {
       return out;
     }
     if (src.kind === 'kv_b') {
-      const key = `${src.hf}#${src.part}`;
-      if (this.parts.has(key)) return this.readPart(key);
-      // Not solved (float type or --skip): split the source weights the same way.
       const W = this.model.checkpoint.readFloat32(src.hf);
       const per = src.nope + src.v;
       const M = new Float32Array(rows * rowLen);
