@@ -43,7 +43,7 @@ function gptqConfig(config: Record<string, unknown>, file: string): GptqConfig |
   if (!q || typeof q !== 'object') return null;
   if (q['quant_method'] !== 'gptq') throw fail('UNSUPPORTED', `${file}: quantization_config.quant_method "${String(q['quant_method'])}" is not supported (gptq is)`);
   const bits = Number(q['bits']);
-  if (bits !== 4 && bits !== 8) throw fail('UNSUPPORTED', `${file}: GPTQ with ${bits} bits is not supported (4 or 8)`);
+  if (![2, 3, 4, 8].includes(bits)) throw fail('UNSUPPORTED', `${file}: GPTQ with ${bits} bits is not supported (2, 3, 4 or 8)`);
   const format = (q['checkpoint_format'] ?? 'gptq') as string;
   if (format !== 'gptq' && format !== 'gptq_v2') throw fail('UNSUPPORTED', `${file}: GPTQ checkpoint_format "${format}" is not supported (gptq, gptq_v2)`);
   return { bits, groupSize: Number(q['group_size'] ?? -1), sym: Boolean(q['sym']), format, descAct: Boolean(q['desc_act']) };
@@ -51,9 +51,9 @@ function gptqConfig(config: Record<string, unknown>, file: string): GptqConfig |
 
 /** Check a packed linear's tensors against the [N, K] config.json implies. */
 function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: number, q: GptqConfig): void {
-  const pack = 32 / q.bits;
   const G = q.groupSize > 0 ? Math.ceil(K / q.groupSize) : 1;
-  const want: Record<string, number[]> = { qweight: [K / pack, N], qzeros: [G, N / pack], scales: [G, N], g_idx: [K] };
+  // bits/32 int32 words per value (3 bits: 32 values in 3 words).
+  const want: Record<string, number[]> = { qweight: [(K * q.bits) / 32, N], qzeros: [G, (N * q.bits) / 32], scales: [G, N], g_idx: [K] };
   for (const [suffix, shape] of Object.entries(want)) {
     const name = `${prefix}.${suffix}`;
     if (!checkpoint.has(name)) {
