@@ -13,8 +13,9 @@ export type { ForwardHooks, MoeRoutingEvent, RunOptions, RunResult } from './eng
 export { inspectModel, type InspectResult } from './engine/inspect.js';
 export { openModel } from './engine/model.js';
 export { evaluatePerplexity, type EvalOptions, type EvalResult } from './eval/perplexity.js';
+export { checkDevice, type DeviceCheck, type DeviceCheckOptions } from './eval/device-check.js';
 export { route, dispatch, expertLoads, type Routing } from './routing/router.js';
-export type { Device } from './graph/session.js';
+export { resolveDevice, type Device, type DeviceChoice } from './graph/session.js';
 export { calibrate, DEFAULT_BIAS_RATE, type CalibrateOptions, type CalibrateResult } from './calibration/calibrate.js';
 export { quantizeModel, type QuantizeOptions, type QuantizeResult } from './pipeline/quantize.js';
 export { Decoder } from './engine/decoder.js';

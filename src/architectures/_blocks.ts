@@ -222,6 +222,7 @@ export function decoderModel(
     finalNorm: 'model.norm.weight',
     lmHead: tie ? 'model.embed_tokens.weight' : 'lm_head.weight',
     eosTokenId: typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? eos[0] : null,
+    maxPositions: cfg.has('max_position_embeddings') ? cfg.int('max_position_embeddings') : null,
     declaredDtype: typeof cfg.raw['torch_dtype'] === 'string' ? (cfg.raw['torch_dtype'] as string) : typeof cfg.raw['dtype'] === 'string' ? (cfg.raw['dtype'] as string) : null,
   };
 }

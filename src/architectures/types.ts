@@ -138,6 +138,8 @@ export interface ModelSpec {
   finalNorm: string;
   lmHead: string;
   eosTokenId: number | null;
+  /** config.json max_position_embeddings (the longest sequence the model was made for), if given. */
+  maxPositions: number | null;
   /** Data type declared in config.json (torch_dtype / dtype). */
   declaredDtype: string | null;
 }

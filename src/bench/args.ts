@@ -20,6 +20,10 @@ export interface BenchOptions {
   pipelineSamples: number;
   skipGptq: boolean;
   gptqSize: number;
+  skipEbss: boolean;
+  /** EBSS samples and their length for the generation timing. */
+  ebssSamples: number;
+  ebssSeqLen: number;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -35,6 +39,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --pipeline-samples N  calibration windows of 512 tokens for those timings (default 128)
   --skip-gptq           skip the single large GPTQ solve
   --gptq-size N         its K = N (default 4096)
+  --skip-ebss           skip the EBSS generation timing
+  --ebss-samples N      EBSS samples (default 128) of --ebss-seq-len tokens (default 512), width 4
   --json                print one JSON object instead of tables`;
 
 const SHARED = path.resolve(REPO_ROOT, '..', 'shared');
@@ -68,6 +74,9 @@ export function parseArgs(argv: string[]): BenchOptions {
     pipelineSamples: 128,
     skipGptq: false,
     gptqSize: 4096,
+    skipEbss: false,
+    ebssSamples: 128,
+    ebssSeqLen: 512,
     largeSeqs: 2,
     largeSeqLen: 256,
   };
@@ -111,6 +120,15 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--gptq-size':
         o.gptqSize = positiveInt(flag, value());
+        break;
+      case '--skip-ebss':
+        o.skipEbss = true;
+        break;
+      case '--ebss-samples':
+        o.ebssSamples = positiveInt(flag, value());
+        break;
+      case '--ebss-seq-len':
+        o.ebssSeqLen = positiveInt(flag, value());
         break;
       case '--help':
       case '-h':

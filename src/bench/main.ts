@@ -6,6 +6,8 @@
  *     cacheBytes 0 in its own process (large-worker.js): peak RSS and seconds for 512 tokens.
  *     Then the same windows on one parallel worker per core (ParallelNll), the path `moe-quant eval` takes on more data.
  *  3. With --torch and .venv/bin/python present: PyTorch eager tokens/s on the same windows, and the ratio.
+ *  4. Calibrate vs eval and quantize per method (pipeline-worker.js), one large GPTQ solve (gptq-worker.js), and
+ *     EBSS generation per fixture (ebss-worker.js): tokens/s, wall time, step time at three positions.
  * Progress goes to stderr; the result (tables, or one JSON object with --json) to stdout.
  */
 import fs from 'node:fs';
@@ -16,7 +18,8 @@ import type { FixtureResult } from './fixture-worker.js';
 import type { LargeRunResult } from './large-worker.js';
 import { runNodeWorker, tail, type ChildResult } from './proc.js';
 import type { PipelineResult } from './pipeline-worker.js';
-import { fixtureTable, largeTable, parallelTable, pipelineTable, type FixtureRow, type LargeReport } from './report.js';
+import type { EbssBenchResult } from './ebss-worker.js';
+import { ebssTable, fixtureTable, largeTable, parallelTable, pipelineTable, type FixtureRow, type LargeReport } from './report.js';
 import type { GenerateResult } from './synth.js';
 import { runTorch, torchPython } from './torch.js';
 
@@ -74,10 +77,19 @@ async function main(): Promise<void> {
     gptq = r.result ?? failed(r);
   }
 
+  const ebss: Array<EbssBenchResult | { fixture: string; error: string }> = [];
+  if (!o.skipEbss) {
+    for (const dir of o.fixtures) {
+      log(`bench: ${path.basename(dir)}: EBSS ${o.ebssSamples}×${o.ebssSeqLen}, width 4…`);
+      const r = await runNodeWorker<EbssBenchResult>('ebss-worker.js', [dir, String(o.ebssSamples), String(o.ebssSeqLen)], [], false);
+      ebss.push(r.result ?? { fixture: path.basename(dir), ...failed(r) });
+    }
+  }
+
   const machine = { cpus: os.availableParallelism(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
   const busy = Math.max(machine.loadavg1mBefore, machine.loadavg1mAfter) > machine.cpus * 0.5;
   if (o.json) {
-    process.stdout.write(`${JSON.stringify({ options: o, machine, fixtures, large, pipeline, gptq }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ options: o, machine, fixtures, large, pipeline, gptq, ebss }, null, 2)}\n`);
     return;
   }
   const out = [`Forward pass, fp32 on CPU, ${o.windows} windows × ${o.seqLen} tokens of ${path.basename(o.data)}, head 'nll'`];
@@ -111,6 +123,8 @@ async function main(): Promise<void> {
         : `Largest single GPTQ solve (Cholesky + inverse + column loop), K = N = ${gptq.K}, group 128: ${gptq.seconds.toFixed(2)} s warm, ${gptq.coldSeconds.toFixed(2)} s with session creation` +
             ' (PyTorch side by side: scripts/quant-reference/README.md)',
     );
+  if (ebss.length)
+    out.push('', `EBSS generation, ${o.ebssSamples} samples × ${o.ebssSeqLen} tokens, width 4, τ 1.2 (target: ≤ 5 minutes on 2 cores)`, ebssTable(ebss));
   process.stdout.write(`${out.join('\n')}\n`);
 }
 

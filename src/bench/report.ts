@@ -3,6 +3,7 @@ import type { FixtureResult } from './fixture-worker.js';
 import type { LargeRunResult } from './large-worker.js';
 import type { GenerateResult } from './synth.js';
 import type { TorchResult } from './torch.js';
+import type { EbssBenchResult } from './ebss-worker.js';
 import type { PipelineResult } from './pipeline-worker.js';
 
 export interface FixtureRow {
@@ -128,6 +129,22 @@ export function pipelineTable(rows: Array<PipelineResult | { fixture: string; er
     lines.push(
       `${r.fixture.padEnd(18)} ${r.evalSeconds.toFixed(2).padStart(6)}  ${r.calibrateSeconds.toFixed(2).padStart(11)}  ${r.calibrateRatio.toFixed(2).padStart(18)}  ` +
         `${q('rtn').seconds.toFixed(1).padStart(5)}  ${q('gptq').seconds.toFixed(1).padStart(6)}  ${q('agq').seconds.toFixed(1).padStart(5)}   ${largest.seconds.toFixed(3)} s (${largest.module})`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export function ebssTable(rows: Array<EbssBenchResult | { fixture: string; error: string }>): string {
+  const lines = ['fixture            wall s  tokens/s  step ms at 16 / 256 / 511  distinct 4-grams'];
+  const ms = (x: number | null | undefined) => (x === null || x === undefined ? '—' : x.toFixed(1));
+  for (const r of rows) {
+    if ('error' in r) {
+      lines.push(`${r.fixture.padEnd(18)} error: ${r.error}`);
+      continue;
+    }
+    lines.push(
+      `${r.fixture.padEnd(18)} ${r.seconds.toFixed(1).padStart(6)}  ${r.tokensPerSecond.toFixed(0).padStart(8)}  ` +
+        `${`${ms(r.stepMs['16'])} / ${ms(r.stepMs['256'])} / ${ms(r.stepMs['511'])}`.padStart(25)}  ${r.distinct4gram.toFixed(3).padStart(16)}`,
     );
   }
   return lines.join('\n');

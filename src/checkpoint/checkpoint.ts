@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail } from '../errors.js';
 import { DTYPE_BYTES, type DType } from './dtypes.js';
-import { SafetensorsFile, type ReadFloat32Options, type TensorInfo } from './safetensors.js';
+import { SafetensorsFile, type TensorInfo } from './safetensors.js';
 
 /** Name of the shard index file written by `save_pretrained` for sharded checkpoints. */
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -164,7 +164,7 @@ export class Checkpoint {
     return { ...info, shape: info.shape.slice(), file: shard.path };
   }
 
-  /** Raw little-endian bytes of tensor `name`. */
+  /** Raw little-endian bytes of tensor `name` (float data checked for NaN/Inf like every read). */
   readBytes(name: string): Uint8Array {
     return this.entry(name).shard.readBytes(name);
   }
@@ -174,8 +174,9 @@ export class Checkpoint {
     return this.entry(name).shard.readFloat32Into(name, dst);
   }
 
-  readFloat32(name: string, opts?: ReadFloat32Options): Float32Array {
-    return this.entry(name).shard.readFloat32(name, opts);
+  /** Tensor `name` as float32 (see SafetensorsFile.readFloat32). */
+  readFloat32(name: string): Float32Array {
+    return this.entry(name).shard.readFloat32(name);
   }
 
   /** Rows `[start, start + count)` of tensor `name`'s first dimension as float32 (embedding lookups). */

@@ -128,6 +128,65 @@ export function int32Of(bytes: Uint8Array): Int32Array {
   return new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
+/** Non-finite elements found by {@link findNonFinite}. */
+export interface NonFinite {
+  nan: number;
+  /** +Inf and −Inf together. */
+  inf: number;
+  /** Element index of the first NaN or ±Inf. */
+  first: number;
+}
+
+/**
+ * NaN and ±Inf among raw little-endian tensor bytes of a float `dtype` (F64/F32/F16/BF16/F8), null when every
+ * element is finite or the dtype is an integer type. Tests exponent bits, so it costs one pass with no conversion;
+ * the counting pass runs only once a bad element is found.
+ */
+export function findNonFinite(dtype: DType, bytes: Uint8Array): NonFinite | null {
+  const test = NON_FINITE[dtype];
+  if (!test) return null;
+  const size = DTYPE_BYTES[dtype];
+  if (bytes.byteLength % size !== 0) {
+    throw fail('BAD_CHECKPOINT', `${bytes.byteLength} bytes is not a whole number of ${dtype} elements`);
+  }
+  if (size > 1 && !LITTLE_ENDIAN) throw fail('UNSUPPORTED', 'big-endian hosts are not supported');
+  const { buffer, byteOffset } = aligned(bytes, Math.min(size, 4));
+  return test(buffer, byteOffset, bytes.byteLength / size);
+}
+
+type NonFiniteTest = (buffer: ArrayBufferLike, byteOffset: number, n: number) => NonFinite | null;
+
+/**
+ * One scan over `words` for an all-ones exponent (`(w & exp) === exp`, the only NaN/Inf patterns), then a count
+ * of NaN (non-zero mantissa `mant`) and Inf from the first hit. `wide`: F64 as pairs of 32-bit words, the high word
+ * holding sign, exponent and the top of the mantissa, the low word the rest of the mantissa.
+ */
+function scanWords(words: Uint8Array | Uint16Array | Uint32Array, exp: number, mant: number, wide = false): NonFinite | null {
+  const stride = wide ? 2 : 1;
+  const n = words.length / stride;
+  let i = 0;
+  for (let j = stride - 1; i < n; i++, j += stride) if ((words[j]! & exp) === exp) break;
+  if (i === n) return null;
+  const out: NonFinite = { nan: 0, inf: 0, first: i };
+  for (let j = i * stride + stride - 1; i < n; i++, j += stride) {
+    const w = words[j]!;
+    if ((w & exp) !== exp) continue;
+    if ((w & mant) !== 0 || (wide && words[j - 1]! !== 0)) out.nan++;
+    else out.inf++;
+  }
+  return out;
+}
+
+const NON_FINITE: Partial<Record<DType, NonFiniteTest>> = {
+  F32: (b, o, n) => scanWords(new Uint32Array(b, o, n), 0x7f800000, 0x007fffff),
+  F64: (b, o, n) => scanWords(new Uint32Array(b, o, 2 * n), 0x7ff00000, 0x000fffff, true),
+  F16: (b, o, n) => scanWords(new Uint16Array(b, o, n), 0x7c00, 0x03ff),
+  BF16: (b, o, n) => scanWords(new Uint16Array(b, o, n), 0x7f80, 0x007f),
+  F8_E5M2: (b, o, n) => scanWords(new Uint8Array(b, o, n), 0x7c, 0x03),
+  // E4M3 "fn" has no infinities; S.1111.111 is its only NaN, so "exponent" here is all seven magnitude bits.
+  F8_E4M3: (b, o, n) => scanWords(new Uint8Array(b, o, n), 0x7f, 0x7f),
+};
+
 /**
  * Converts raw little-endian tensor bytes of `dtype` to a new Float32Array (never aliasing `bytes`).
  * Integers beyond 2^24 lose precision, as any float32 conversion must; BOOL maps to 0/1.

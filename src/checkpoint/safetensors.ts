@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail, MoeQuantError } from '../errors.js';
-import { DTYPE_BYTES, expand16InPlace, toFloat32 } from './dtypes.js';
+import { DTYPE_BYTES, expand16InPlace, findNonFinite, toFloat32 } from './dtypes.js';
 import { MAX_HEADER_BYTES, parseHeader, PREFIX_BYTES, type TensorInfo } from './header.js';
 
 export type { TensorInfo } from './header.js';
@@ -13,12 +13,6 @@ export { tensorBytes, writeSafetensors, type TensorToWrite } from './writer.js';
 
 /** Largest single `readSync` request: Node rejects lengths above 2 GiB, and 1 GiB keeps syscalls reasonable. */
 const MAX_CHUNK = 1 << 30;
-
-/** Options for {@link SafetensorsFile.readFloat32}. */
-export interface ReadFloat32Options {
-  /** Throw NUMERIC on the first NaN or ±Inf element. */
-  checkFinite?: boolean;
-}
 
 /** Turns a Node fs error into a one-line MoeQuantError (keeping the original as `cause`). */
 function fsFail(what: string, file: string, e: unknown): MoeQuantError {
@@ -40,6 +34,16 @@ function readFully(fd: number, buf: Uint8Array, position: number, label: string)
   }
 }
 
+/** Flat element index `i` as a multi-dimensional index `[a, b, …]` for a tensor of `shape`. */
+function indexOf(i: number, shape: readonly number[]): string {
+  const idx: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) {
+    idx.unshift(i % shape[d]!);
+    i = Math.floor(i / shape[d]!);
+  }
+  return `[${idx.join(', ')}]`;
+}
+
 /** Allocates without zero-filling (every byte is about to be overwritten) and returns a plain Uint8Array. */
 function allocBytes(n: number): Uint8Array {
   const b = Buffer.allocUnsafeSlow(n);
@@ -49,6 +53,8 @@ function allocBytes(n: number): Uint8Array {
 /**
  * One safetensors file with a validated header. Open with {@link SafetensorsFile.open}; the file descriptor is
  * opened on the first tensor read and kept until {@link SafetensorsFile.close} (a read after close reopens it).
+ * Every read of float data (F64/F32/F16/BF16/F8, by any method, raw bytes included) is checked for NaN/±Inf as it
+ * is read and throws NUMERIC naming the tensor and file: no weight that is not finite gets past the reader.
  */
 export class SafetensorsFile {
   /** Path the file was opened with. */
@@ -119,26 +125,13 @@ export class SafetensorsFile {
   /** The tensor's raw little-endian bytes, in a new buffer. */
   readBytes(name: string): Uint8Array {
     const t = this.info(name);
-    return this.readRange(t.byteOffset, t.byteLength);
+    return this.readElements(t, 0, t.numel);
   }
 
-  /**
-   * The tensor converted to float32 (see {@link toFloat32}), in a new array.
-   * With `checkFinite`, throws NUMERIC naming the tensor, file and first bad index.
-   */
-  readFloat32(name: string, opts?: ReadFloat32Options): Float32Array {
+  /** The tensor converted to float32 (see {@link toFloat32}), in a new array. */
+  readFloat32(name: string): Float32Array {
     const t = this.info(name);
-    const out = this.convert(t, this.readRange(t.byteOffset, t.byteLength));
-    if (opts?.checkFinite) {
-      // NaN and ±Inf are exactly the patterns with an all-ones exponent; testing bits avoids float compares.
-      const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
-      for (let i = 0; i < bits.length; i++) {
-        if ((bits[i]! & 0x7f800000) === 0x7f800000) {
-          throw fail('NUMERIC', `tensor ${name} in file ${this.label} contains NaN/Inf at index ${i}`);
-        }
-      }
-    }
-    return out;
+    return this.convert(t, this.readElements(t, 0, t.numel));
   }
 
   /**
@@ -154,8 +147,8 @@ export class SafetensorsFile {
       throw fail('BAD_OPTION', `rows [${rowStart}, ${rowStart + rowCount}) are outside tensor ${name} (${rows} rows) in file ${this.label}`);
     }
     if (rowCount === 0 || rows === 0) return new Float32Array(0);
-    const rowBytes = t.byteLength / rows; // exact: byteLength = rows × (other dims) × dtype size
-    return this.convert(t, this.readRange(t.byteOffset + rowStart * rowBytes, rowCount * rowBytes));
+    const rowSize = t.numel / rows; // exact: numel = rows × (other dims)
+    return this.convert(t, this.readElements(t, rowStart * rowSize, rowCount * rowSize));
   }
 
   /** Releases the file descriptor, if one is open. Safe to call more than once. */
@@ -187,28 +180,40 @@ export class SafetensorsFile {
     const t = this.info(name);
     if (dst.length !== t.numel) throw fail('BAD_OPTION', `readFloat32Into: ${name} has ${t.numel} elements, buffer holds ${dst.length}`);
     const bytes = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
-    const into = (target: Uint8Array) => {
-      try {
-        if (target.length > 0) readFully(this.ensureOpen(), target, t.byteOffset, this.label);
-      } catch (e) {
-        throw fsFail('read', this.label, e);
-      }
-    };
-    if (t.dtype === 'F32') into(bytes);
+    if (t.dtype === 'F32') this.readElementsInto(t, 0, bytes);
     else if (t.dtype === 'BF16' || t.dtype === 'F16') {
-      into(bytes.subarray(2 * t.numel));
+      this.readElementsInto(t, 0, bytes.subarray(2 * t.numel));
       expand16InPlace(t.dtype, dst);
     } else dst.set(this.readFloat32(name));
     return dst;
   }
 
-  private readRange(position: number, length: number): Uint8Array {
+  /** Elements `[first, first + count)` of tensor `t` as raw bytes in a new buffer (checked, see readElementsInto). */
+  private readElements(t: TensorInfo, first: number, count: number): Uint8Array {
+    const buf = allocBytes(count * DTYPE_BYTES[t.dtype]);
+    this.readElementsInto(t, first, buf);
+    return buf;
+  }
+
+  /**
+   * The one place tensor data is read: `target.byteLength` bytes of tensor `t` from element `first` on. Float data
+   * is checked here, before anyone can use it, for NaN/±Inf (one pass over the raw bits, no conversion).
+   */
+  private readElementsInto(t: TensorInfo, first: number, target: Uint8Array): void {
     try {
-      const buf = allocBytes(length);
-      if (length > 0) readFully(this.ensureOpen(), buf, position, this.label);
-      return buf;
+      if (target.byteLength > 0) readFully(this.ensureOpen(), target, t.byteOffset + first * DTYPE_BYTES[t.dtype], this.label);
     } catch (e) {
       throw fsFail('read', this.label, e);
+    }
+    const bad = findNonFinite(t.dtype, target);
+    if (bad) {
+      const counts = [bad.nan > 0 ? `${bad.nan} NaN` : '', bad.inf > 0 ? `${bad.inf} ±Inf` : ''].filter(Boolean).join(' and ');
+      const part = target.byteLength < t.byteLength ? ' in the rows read' : ''; // embedding lookups read a few rows
+      throw fail(
+        'NUMERIC',
+        `tensor ${t.name} (${t.dtype} [${t.shape.join(', ')}]) in ${this.path} holds ${counts}${part}, the first at index ` +
+          `${indexOf(first + bad.first, t.shape)}; moe-quant needs finite weights (the checkpoint is damaged or was saved from a diverged model)`,
+      );
     }
   }
 

@@ -1,4 +1,5 @@
 /** tokenizer.json (+ tokenizer_config.json) via @huggingface/tokenizers; no network, no Python. */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -12,6 +13,10 @@ export interface TextTokenizer {
   encode(text: string): Int32Array;
   decode(ids: ArrayLike<number>): string;
   vocabSize: number;
+  /** Ids of tokenizer.json's special added tokens (end of text, chat markers, …). */
+  specialIds: number[];
+  /** sha256 of tokenizer.json: two models tokenize alike when it is equal. */
+  hash: string;
 }
 
 function readJson(file: string): unknown {
@@ -27,9 +32,11 @@ export function loadTokenizer(dir: string): TextTokenizer {
   if (gguf) {
     const g = GgufFile.open(gguf);
     try {
-      const json = tokenizerJsonFromGguf(g) as { model: { vocab: object } };
+      const json = tokenizerJsonFromGguf(g) as { model: { vocab: object }; added_tokens: Array<{ id: number; special: boolean }> };
       const tok = new Tokenizer(json, {});
       return {
+        specialIds: json.added_tokens.filter((t) => t.special).map((t) => t.id),
+        hash: createHash('sha256').update(JSON.stringify(json)).digest('hex'),
         encode: (text) => Int32Array.from(tok.encode(text, { add_special_tokens: false }).ids),
         decode: (ids) => tok.decode(Array.from(ids), { skip_special_tokens: false }),
         vocabSize: Object.keys(json.model.vocab).length,
@@ -48,9 +55,12 @@ export function loadTokenizer(dir: string): TextTokenizer {
   } catch (e) {
     throw fail('BAD_CHECKPOINT', `${file} could not be loaded: ${(e as Error).message}`);
   }
-  const json = readJson(file) as { model?: { vocab?: object } };
+  const json = readJson(file) as { model?: { vocab?: object }; added_tokens?: Array<{ id?: unknown; special?: unknown }> };
   const vocabSize = json.model?.vocab ? Object.keys(json.model.vocab).length : 0;
+  const specialIds = (json.added_tokens ?? []).filter((t) => t.special === true && typeof t.id === 'number').map((t) => t.id as number);
   return {
+    specialIds,
+    hash: createHash('sha256').update(fs.readFileSync(file)).digest('hex'),
     encode: (text) => Int32Array.from(tok.encode(text, { add_special_tokens: false }).ids),
     decode: (ids) => tok.decode(Array.from(ids), { skip_special_tokens: false }),
     vocabSize,

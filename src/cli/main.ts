@@ -2,28 +2,16 @@
  * The moe-quant command line: parses arguments, calls the library, prints results. Errors the user can fix
  * (MoeQuantError) print one line and exit 2; the stack trace only with --debug.
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { MoeQuantError } from '../errors.js';
 import { abortActiveOutputs } from '../output/output-dir.js';
 import { versions } from '../version.js';
-import { DEVICES } from '../graph/session.js';
 import { registerCalibrate } from './commands/calibrate.js';
+import { registerDoctor } from './commands/doctor.js';
 import { registerEval } from './commands/eval.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerQuantize } from './commands/quantize.js';
 import { registerReport } from './commands/report.js';
-
-/** Parse a positive integer option. */
-export function positiveInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer.`);
-    return n;
-  };
-}
-
-export const deviceOption = () =>
-  new Option('--device <device>', 'execution provider: auto tries cuda, then webgpu, then cpu').choices(DEVICES as string[]).default('auto');
 
 export function buildProgram(): Command {
   const program = new Command('moe-quant')
@@ -31,13 +19,15 @@ export function buildProgram(): Command {
     .version(versions()['moe-quant']!, '-V, --version', 'print the version and exit')
     .option('--debug', 'print stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (str, write) => write(str) })
+    // Argument errors read like every other error: "moe-quant: error: …" on one line.
+    .configureOutput({ outputError: (str, write) => write(str.startsWith('error: ') ? `moe-quant: ${str}` : str) })
     .exitOverride(); // inherited by subcommands registered below: argument errors become exit code 2, not process.exit
   registerInspect(program);
   registerEval(program);
   registerCalibrate(program);
   registerQuantize(program);
   registerReport(program);
+  registerDoctor(program);
   return program;
 }
 
@@ -53,7 +43,11 @@ function installSignalHandlers(): void {
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     process.on(signal, () => {
       const removed = abortActiveOutputs();
-      process.stderr.write(`\nmoe-quant: interrupted (${signal})${removed.length ? `; removed the partial output ${removed.join(', ')}` : ''}\n`);
+      const kept = removed.flatMap((r) => (r.partial ? [r.partial] : []));
+      process.stderr.write(
+        `\nmoe-quant: interrupted (${signal})${removed.length ? `; removed the partial output ${removed.map((r) => r.tmp).join(', ')}` : ''}` +
+          `${kept.length ? ` (finished work kept in ${kept.join(', ')} for the next run)` : ''}\n`,
+      );
       process.exit(code);
     });
   }

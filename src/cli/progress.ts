@@ -13,7 +13,8 @@ export class ProgressBar {
     private readonly enabled = true,
   ) {}
 
-  update(done: number, total: number): void {
+  /** `detail`: a short extra shown after the counts (e.g. tokens/s). */
+  update(done: number, total: number, detail?: string): void {
     if (!this.enabled || total <= 0) return;
     const frac = Math.min(1, done / total);
     const elapsed = (performance.now() - this.start) / 1000;
@@ -25,13 +26,14 @@ export class ProgressBar {
       const width = 28;
       const filled = Math.round(frac * width);
       const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
-      process.stderr.write(`\r${this.label} ${bar} ${(frac * 100).toFixed(0).padStart(3)}% ${done}/${total} ${fmt(elapsed)} elapsed, eta ${fmt(eta)}\x1b[K`);
+      const count = Number.isInteger(done) ? `${done}/${total}` : '';
+      process.stderr.write(`\r${this.label} ${bar} ${(frac * 100).toFixed(0).padStart(3)}% ${count}${detail ? ` ${detail}` : ''} ${fmt(elapsed)} elapsed, eta ${fmt(eta)}\x1b[K`);
       if (done >= total) process.stderr.write('\n');
     } else {
       const quarter = Math.floor(frac * 4);
       if (quarter === this.lastQuarter) return;
       this.lastQuarter = quarter;
-      process.stderr.write(`${this.label}: ${(frac * 100).toFixed(0)}% (${done}/${total}, ${fmt(elapsed)})\n`);
+      process.stderr.write(`${this.label}: ${(frac * 100).toFixed(0)}% (${Number.isInteger(done) ? `${done}/${total}, ` : ''}${detail ? `${detail}, ` : ''}${fmt(elapsed)})\n`);
     }
   }
 

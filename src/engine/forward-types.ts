@@ -102,8 +102,9 @@ export interface AttentionOutputs {
   routerScores: Float32Array | null;
   /** Captured linear inputs (capture mode): attn, o, qB, kvB. */
   captured: Record<string, Float32Array>;
-  presentKey?: ort.Tensor;
-  presentValue?: ort.Tensor;
+  /** With a KV cache: this step's keys/values [B, heads, S, d], to append to it. */
+  newKey?: ort.Tensor;
+  newValue?: ort.Tensor;
 }
 
 /** What one layer step needs besides the weights. */
@@ -115,7 +116,7 @@ export interface LayerStepContext {
   batchIndex: number;
   tokenOffset: number;
   hooks?: ForwardHooks;
-  /** KV cache of this layer (decoding); absent for full-sequence runs. */
+  /** KV cache of this layer (decoding), position-major [P, B, heads, d]; absent for full-sequence runs. */
   past?: { key: ort.Tensor; value: ort.Tensor };
   /** Run the attention half only (capture passes that need attention inputs only); x is left unchanged. */
   attentionOnly?: boolean;

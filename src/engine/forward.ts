@@ -247,10 +247,10 @@ export class ForwardEngine {
   }
 
   /**
-   * One decoder layer for one batch: x [T × hidden] is replaced by the layer's output. With `past`, the attention
-   * graph appends to the KV cache and the present keys/values are returned.
+   * One decoder layer for one batch: x [T × hidden] is replaced by the layer's output. With `past` (a position-major
+   * KV cache), attention also sees the cached keys and the new tokens' keys/values are returned for the caller to append.
    */
-  async layerStep(layer: LayerSpec, x: Float32Array, ctx: LayerStepContext): Promise<{ presentKey?: ort.Tensor; presentValue?: ort.Tensor }> {
+  async layerStep(layer: LayerSpec, x: Float32Array, ctx: LayerStepContext): Promise<{ newKey?: ort.Tensor; newValue?: ort.Tensor }> {
     const a = await this.attentionStep(layer, x, ctx);
     if (ctx.attentionOnly) {
       if (ctx.hooks?.capture && ctx.hooks.onActivations) {
@@ -260,7 +260,7 @@ export class ForwardEngine {
       return {};
     }
     await this.ffnStep(layer, x, a, ctx);
-    return ctx.past ? { presentKey: a.presentKey, presentValue: a.presentValue } : {};
+    return ctx.past ? { newKey: a.newKey, newValue: a.newValue } : {};
   }
 
   /** Inputs of the attention's first linears only (`attn`, MLA `qB`, `kvB`), without computing attention. */
@@ -301,8 +301,8 @@ export class ForwardEngine {
       routerLogits: a['router_logits'] ? (a['router_logits'].data as Float32Array) : null,
       routerScores: a['router_scores'] ? (a['router_scores'].data as Float32Array) : null,
       captured,
-      presentKey: a['present_key'],
-      presentValue: a['present_value'],
+      newKey: a['new_key'],
+      newValue: a['new_value'],
     };
   }
 
@@ -428,6 +428,20 @@ export class ForwardEngine {
       hidden: tensor.f32(hidden, [hidden.length / H, H]),
     });
     return out['logits']!.data as Float32Array;
+  }
+
+  /** Final norm + lm_head + log-softmax for hidden rows [T × hidden] → each row's k most likely tokens, descending. */
+  async topLogProbs(hidden: Float32Array, k: number): Promise<{ logp: Float32Array; ids: Int32Array; k: number }> {
+    const H = this.spec.hiddenSize;
+    const kk = Math.min(k, this.spec.vocabSize);
+    const head = await this.pool.get('head:top', () => buildHeadGraph(this.spec, 'top'));
+    const out = await this.pool.run(head, {
+      'w.norm': this.weightTensor(this.spec.finalNorm),
+      'w.lmHead': this.weightTensor(this.spec.lmHead),
+      hidden: tensor.f32(hidden, [hidden.length / H, H]),
+      k: tensor.i64From([kk]),
+    });
+    return { logp: out['logp']!.data as Float32Array, ids: Int32Array.from(out['ids']!.data as BigInt64Array, Number), k: kk };
   }
 
   private ffnTensorNames(layer: LayerSpec): string[] {

@@ -9,6 +9,7 @@ import { specFromConfig } from '../architectures/registry.js';
 import { expectedTensors, type ExpectedTensor } from '../architectures/shapes.js';
 import type { ModelSpec } from '../architectures/types.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { DType } from '../checkpoint/dtypes.js';
 import { fail } from '../errors.js';
 import { GgufCheckpoint, ggufPath, openGguf } from '../formats/gguf/reader.js';
 
@@ -46,10 +47,20 @@ function gptqConfig(config: Record<string, unknown>, file: string): GptqConfig |
   if (![2, 3, 4, 8].includes(bits)) throw fail('UNSUPPORTED', `${file}: GPTQ with ${bits} bits is not supported (2, 3, 4 or 8)`);
   const format = (q['checkpoint_format'] ?? 'gptq') as string;
   if (format !== 'gptq' && format !== 'gptq_v2') throw fail('UNSUPPORTED', `${file}: GPTQ checkpoint_format "${format}" is not supported (gptq, gptq_v2)`);
+  // GPTQModel can pack into int8/int16/int64 words (other shapes and bit layouts); AutoGPTQ and the default are int32.
+  const packDtype = q['pack_dtype'] ?? 'int32';
+  if (packDtype !== 'int32') throw fail('UNSUPPORTED', `${file}: GPTQ pack_dtype "${String(packDtype)}" is not supported (int32)`);
   return { bits, groupSize: Number(q['group_size'] ?? -1), sym: Boolean(q['sym']), format, descAct: Boolean(q['desc_act']) };
 }
 
-/** Check a packed linear's tensors against the [N, K] config.json implies. */
+/**
+ * Dtypes a packed linear's tensors may have. Integer tensors are int32 words (AutoGPTQ, GPTQModel's default
+ * pack_dtype; g_idx is int32 in both). Scales are fp16 as written by AutoGPTQ/GPTQModel; bf16 and fp32 (models
+ * re-saved in another dtype) are read as what they are.
+ */
+const PACKED_DTYPES: Record<string, readonly DType[]> = { qweight: ['I32'], qzeros: ['I32'], scales: ['F16', 'BF16', 'F32'], g_idx: ['I32'] };
+
+/** Check a packed linear's tensors against the [N, K] config.json implies, and their dtypes. */
 function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: number, q: GptqConfig): void {
   const G = q.groupSize > 0 ? Math.ceil(K / q.groupSize) : 1;
   // bits/32 int32 words per value (3 bits: 32 values in 3 words).
@@ -61,6 +72,9 @@ function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: numbe
       throw fail('BAD_CHECKPOINT', `tensor ${name} is missing from the GPTQ checkpoint`);
     }
     const info = checkpoint.info(name);
+    const dtypes = PACKED_DTYPES[suffix]!;
+    if (!dtypes.includes(info.dtype))
+      throw fail('UNSUPPORTED', `tensor ${name} has dtype ${info.dtype}; GPTQ ${suffix} must be ${dtypes.join(', ')} (${path.basename(info.file)})`);
     if (info.shape.join(',') !== shape.join(','))
       throw fail('BAD_CHECKPOINT', `tensor ${name} has shape [${info.shape}] but config.json implies [${shape}]`);
   }
@@ -112,7 +126,12 @@ export function openModel(dir: string): LoadedModel {
     const expected = expectedTensors(spec);
     for (const t of expected) {
       const prefix = t.name.replace(/\.weight$/, '');
-      if (gptq && !checkpoint.has(t.name) && t.shape.length === 2 && checkpoint.has(`${prefix}.qweight`)) {
+      const hasQweight = prefix !== t.name && checkpoint.has(`${prefix}.qweight`);
+      if (hasQweight && checkpoint.has(t.name))
+        throw fail('BAD_CHECKPOINT', `module ${prefix} has both a float ${t.name} and GPTQ ${prefix}.qweight in ${dir}; which one to use is ambiguous`);
+      if (hasQweight && !gptq)
+        throw fail('BAD_CONFIG', `module ${prefix} is GPTQ-packed (${prefix}.qweight) but ${path.join(dir, 'config.json')} has no quantization_config`);
+      if (gptq && hasQweight && t.shape.length === 2) {
         checkPacked(checkpoint, prefix, t.shape[0]!, t.shape[1]!, gptq);
         packed.set(t.name, { prefix, N: t.shape[0]!, K: t.shape[1]! });
         continue;

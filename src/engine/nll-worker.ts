@@ -1,6 +1,6 @@
 /**
  * Worker thread of ParallelNll: opens the model once, then answers 'run' requests with the NLL of its windows and
- * 'close' by releasing the engine and exiting. Errors go back as messages (MoeQuantError keeps its code), so the
+ * 'close' by releasing the engine and exiting (after stopping a run in flight at its next layer-batch). Errors go back as messages (MoeQuantError keeps its code), so the
  * main thread reports them exactly as a single engine would.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -29,22 +29,39 @@ try {
   replyError(e);
 }
 
+let running = false;
+let closing = false;
+
+async function shutDown(): Promise<void> {
+  await engine?.close();
+  port.close();
+}
+
 port.on('message', async (m: NllWorkerRequest) => {
   if (m.type === 'close') {
-    await engine?.close();
-    port.close();
+    // A run in flight (a sibling failed) stops at its next layer-batch and shuts down then: terminating the thread
+    // while onnxruntime is inside a run aborts the whole process.
+    closing = true;
+    if (!running) await shutDown();
     return;
   }
   if (!engine) return replyError(new Error('the engine did not start'));
+  running = true;
   try {
     const ort0 = engine.pool.runMs;
     const { nll } = await engine.forward.run(m.windows, {
       head: 'nll',
       batchTokens: m.batchTokens,
-      onProgress: (done) => reply({ type: 'progress', done }),
+      onProgress: (done) => {
+        if (closing) throw new Error('stopped: the pool is closing');
+        reply({ type: 'progress', done });
+      },
     });
     reply({ type: 'result', nll: nll!, ortMs: engine.pool.runMs - ort0 }, [nll!.buffer as ArrayBuffer]);
   } catch (e) {
     replyError(e);
+  } finally {
+    running = false;
+    if (closing) await shutDown();
   }
 });

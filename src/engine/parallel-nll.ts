@@ -146,12 +146,14 @@ class NllWorker {
     });
   }
 
-  /** Let an idle worker release its engine and exit; a busy one (a sibling failed mid-run) is stopped at once. */
+  /**
+   * Let the worker release its engine and exit; a busy one (a sibling failed mid-run) stops at its next layer-batch
+   * (never terminated inside an onnxruntime run, which aborts the process). Terminated only if it hangs.
+   */
   async close(): Promise<void> {
     if (this.exited) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
-    if (this.pending) void this.worker.terminate();
-    else this.worker.postMessage({ type: 'close' } satisfies NllWorkerRequest);
+    this.worker.postMessage({ type: 'close' } satisfies NllWorkerRequest);
     const timer = setTimeout(() => void this.worker.terminate(), 10_000);
     await exited;
     clearTimeout(timer);

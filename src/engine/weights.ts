@@ -90,17 +90,12 @@ export class WeightStore implements WeightSource {
   private unpack(name: string) {
     const { prefix, N, K } = this.packed.get(name)!;
     const q = this.gptq!;
+    // Dtypes were checked by openModel: integer tensors are I32; scales (F16, BF16 or F32) convert exactly to float32.
     const i32 = (suffix: string) => int32Of(this.checkpoint.readBytes(`${prefix}.${suffix}`));
-    const scalesBytes = this.checkpoint.readBytes(`${prefix}.scales`);
     const groupSize = q.groupSize > 0 ? q.groupSize : K;
     const gIdx = this.checkpoint.has(`${prefix}.g_idx`) ? i32('g_idx') : Int32Array.from({ length: K }, (_, k) => Math.floor(k / groupSize));
     return unpackGptq(
-      {
-        qweight: i32('qweight'),
-        qzeros: i32('qzeros'),
-        scales: new Uint16Array(scalesBytes.buffer.slice(scalesBytes.byteOffset, scalesBytes.byteOffset + scalesBytes.byteLength)),
-        gIdx,
-      },
+      { qweight: i32('qweight'), qzeros: i32('qzeros'), scales: this.checkpoint.readFloat32(`${prefix}.scales`), gIdx },
       { N, K, bits: q.bits, format: q.format },
     );
   }

@@ -43,6 +43,28 @@ export function projection(g: GraphBuilder, x: string, role: string, N: number, 
   return bias ? g.op('Add', [y, bias]) : y;
 }
 
+/** Inputs per Concat node in concatTree: with its output, 8 storage buffers, WebGPU's guaranteed minimum per shader. */
+export const CONCAT_FAN_IN = 7;
+
+/**
+ * Concat along `axis` as a tree of Concat nodes with at most CONCAT_FAN_IN inputs each. onnxruntime's WebGPU Concat
+ * splits a node into passes when its inputs and output exceed the adapter's maxStorageBuffersPerShaderStage, and
+ * throws when every input of the last pass is empty (e.g. experts that got no tokens); a node within the limit runs
+ * as one pass that skips empty inputs. A concat only copies, so the result is bit-identical on every device.
+ */
+export function concatTree(g: GraphBuilder, parts: string[], axis: number): string {
+  let level = parts;
+  while (level.length > 1) {
+    const next: string[] = [];
+    for (let i = 0; i < level.length; i += CONCAT_FAN_IN) {
+      const group = level.slice(i, i + CONCAT_FAN_IN);
+      next.push(group.length === 1 ? group[0]! : g.op('Concat', group, { axis: attr.i(axis) }));
+    }
+    level = next;
+  }
+  return level[0]!;
+}
+
 /** silu(x) = x · sigmoid(x). */
 export function silu(g: GraphBuilder, x: string): string {
   return g.op('Mul', [x, g.op('Sigmoid', [x])]);

@@ -5,12 +5,12 @@
  *   dense:     h, ffn_in → h + MLP(ffn_in)
  *   moe:       h, ffn_in, per-expert rows and combine positions/weights → h + Σ w·Expert(ffn_in) (+ shared expert);
  *              streaming models run it in two parts: experts (chunk by chunk) → y, then combine
- *   head:      hidden → logits, or per-token NLL of given targets
+ *   head:      hidden → logits, per-token NLL of given targets, or the k most likely tokens
  * Input names starting with "w." are weights; the engine feeds them by role.
  */
 import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
 import { attr, GraphBuilder, OnnxType } from './builder.js';
-import { FLOAT_WEIGHTS, linear, type AttentionBlock, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
+import { concatTree, FLOAT_WEIGHTS, linear, type AttentionBlock, mergeHeads, projection, repeatKv, rmsNorm, rope, scaledDotAttention, splitHeads, swiglu, type WeightForms } from './blocks.js';
 
 const F = OnnxType.FLOAT;
 const I64 = OnnxType.INT64;
@@ -21,7 +21,7 @@ export interface AttentionGraphOptions {
    * (softmax or sigmoid of the logits, float32), which spares route() a Math.exp per token and expert.
    */
   router: { experts: number; scoring: 'softmax' | 'sigmoid' } | null;
-  /** Take past_key/past_value inputs and emit present_key/present_value (incremental decoding). */
+  /** Take past_key/past_value inputs and emit new_key/new_value (incremental decoding, see cachedAttention). */
   withCache: boolean;
   /** Also output the input of every linear (`in.attn`, `in.o`, MLA `in.qB`, `in.kvB`) for calibration. */
   capture?: boolean;
@@ -91,7 +91,7 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
     });
     const oIn = g.op('Reshape', [out, g.i64([-1, numHeads * headDim])]);
     const o = projection(g, oIn, 'o', H, numHeads * headDim, forms, a.oBias ? w('oBias', [H]) : undefined);
-    return { o, kv: null, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
+    return { o, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
   }
   let q4 = splitHeads(g, q, io.bs, numHeads, headDim);
   let k4 = splitHeads(g, k, io.bs, numKvHeads, headDim);
@@ -108,20 +108,13 @@ function mhaCore(g: GraphBuilder, spec: ModelSpec, a: MhaSpec, x: string, io: Re
   };
   q4 = ropeHeads(q4);
   k4 = ropeHeads(k4);
-  const kv = withCache ? appendCache(g, k4, v4, numKvHeads, headDim, headDim) : { k: k4, v: v4 };
   const rep = numHeads / numKvHeads;
-  const out = scaledDotAttention(
-    g,
-    q4,
-    repeatKv(g, kv.k, numKvHeads, rep, headDim),
-    repeatKv(g, kv.v, numKvHeads, rep, headDim),
-    io.mask,
-    a.softmaxScale,
-    blocks,
-  );
+  const out = withCache
+    ? cachedAttention(g, q4, k4, v4, io.mask, numKvHeads, rep, headDim, headDim, a.softmaxScale)
+    : scaledDotAttention(g, q4, repeatKv(g, k4, numKvHeads, rep, headDim), repeatKv(g, v4, numKvHeads, rep, headDim), io.mask, a.softmaxScale, blocks);
   const oIn = mergeHeads(g, out, numHeads, headDim);
   const o = projection(g, oIn, 'o', H, numHeads * headDim, forms, a.oBias ? w('oBias', [H]) : undefined);
-  return { o, kv, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
+  return { o, captured: { 'in.o': [oIn, numHeads * headDim] as [string, number] } };
 }
 
 /**
@@ -165,7 +158,6 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
   const qFull = g.op('Concat', [qNope!, ropeHeads(qPe!, nH)], { axis: attr.i(-1) });
   const kFull = g.op('Concat', [kNope!, g.op('Expand', [kPe, g.i64(fused ? [1, 1, nH, 1] : [1, nH, 1, 1])])], { axis: attr.i(-1) });
   let oIn: string;
-  let cache: { k: string; v: string } | null = null;
   if (fused) {
     // The kernel has one head size: zero-pad the narrower of q·k (dq) and v (dv); zeros add nothing to q·k, and
     // padded v columns are sliced off the output.
@@ -184,12 +176,14 @@ function mlaCore(g: GraphBuilder, spec: ModelSpec, a: MlaSpec, x: string, io: Re
     if (d !== dv) perHead = g.op('Slice', [perHead, g.i64([0]), g.i64([dv]), g.i64([2])]);
     oIn = g.op('Reshape', [perHead, g.i64([-1, nH * dv])]);
   } else {
-    cache = withCache ? appendCache(g, kFull, v4!, nH, dq, dv) : { k: kFull, v: v4! };
-    oIn = mergeHeads(g, scaledDotAttention(g, qFull, cache.k, cache.v, io.mask, a.softmaxScale, blocks), nH, dv);
+    const out = withCache
+      ? cachedAttention(g, qFull, kFull, v4!, io.mask, nH, 1, dq, dv, a.softmaxScale)
+      : scaledDotAttention(g, qFull, kFull, v4!, io.mask, a.softmaxScale, blocks);
+    oIn = mergeHeads(g, out, nH, dv);
   }
   captured['in.o'] = [oIn, nH * dv];
   const o = projection(g, oIn, 'o', H, nH * dv, forms);
-  return { o, kv: cache, captured };
+  return { o, captured };
 }
 
 /** RoPE over x [B, S, n, rot] (positions 0…S−1) with com.microsoft RotaryEmbedding; same shape out. */
@@ -244,15 +238,30 @@ function fusedAttention(g: GraphBuilder, q: string, k: string, v: string, io: Re
   });
 }
 
-/** Concatenate new keys/values after the cached ones and expose them as present_key/present_value. */
-function appendCache(g: GraphBuilder, k: string, v: string, heads: number, dk: number, dv: number) {
-  const pastK = g.input('past_key', F, ['B', heads, 'P', dk]);
-  const pastV = g.input('past_value', F, ['B', heads, 'P', dv]);
-  const kAll = g.op('Concat', [pastK, k], { axis: attr.i(2) });
-  const vAll = g.op('Concat', [pastV, v], { axis: attr.i(2) });
-  g.output('present_key', kAll, F, ['B', heads, 'L', dk]);
-  g.output('present_value', vAll, F, ['B', heads, 'L', dv]);
-  return { k: kAll, v: vAll };
+/**
+ * Attention of S new tokens over a KV cache (incremental decoding). The caller owns the cache: past_key
+ * [B, kvHeads, C, dk] and past_value [B, kvHeads, C, dv], preallocated with capacity C ≥ the cached length P, and
+ * the mask [S, C + S] hides the unused capacity (columns P…C−1) besides the causal / sliding-window rule. The new
+ * tokens' keys and values are returned (new_key, new_value: [B, kvHeads, S, d]) for the caller to write at
+ * positions P…P+S−1. The cache itself is never copied: scores against it and against the new keys are computed
+ * apart and joined (small: [B, heads, S, C + S]); queries of the heads sharing a kv head are stacked as rows
+ * ([B, kvHeads, rep·S, d]) instead of repeating keys and values rep times.
+ */
+function cachedAttention(g: GraphBuilder, q: string, k: string, v: string, mask: string, kvHeads: number, rep: number, dk: number, dv: number, scale: number): string {
+  const pastK = g.input('past_key', F, ['B', kvHeads, 'C', dk]);
+  const pastV = g.input('past_value', F, ['B', kvHeads, 'C', dv]);
+  g.output('new_key', k, F, ['B', kvHeads, 'S', dk]);
+  g.output('new_value', v, F, ['B', kvHeads, 'S', dv]);
+  const grouped = g.op('Reshape', [q, g.i64([0, kvHeads, -1, dk])]); // [B, kvHeads, rep·S, dk]; head h = kv·rep + r
+  const t = (x: string) => g.op('Transpose', [x], { perm: attr.ints([0, 1, 3, 2]) });
+  const scores = g.op('Concat', [g.op('MatMul', [grouped, t(pastK)]), g.op('MatMul', [grouped, t(k)])], { axis: attr.i(-1) });
+  const rowsMask = rep === 1 ? mask : g.op('Tile', [mask, g.i64([rep, 1])]);
+  const probs = g.op('Softmax', [g.op('Add', [g.op('Mul', [scores, g.f32([scale], [])]), rowsMask])], { axis: attr.i(-1) });
+  const C = g.op('Shape', [pastK], { start: attr.i(2), end: attr.i(3) });
+  const S = g.op('Shape', [k], { start: attr.i(2), end: attr.i(3) });
+  const [pPast, pNew] = g.opN('Split', [probs, g.op('Concat', [C, S], { axis: attr.i(0) })], 2, { axis: attr.i(-1) });
+  const out = g.op('Add', [g.op('MatMul', [pPast!, pastV]), g.op('MatMul', [pNew!, v])]); // [B, kvHeads, rep·S, dv]
+  return g.op('Reshape', [out, g.i64([0, kvHeads * rep, -1, dv])]);
 }
 
 /** Attention half of a decoder layer, plus the FFN input norm and router logits. */
@@ -302,7 +311,7 @@ function routedExperts(g: GraphBuilder, x: string, H: number, I: number, count: 
     outs.push(mlp.out);
     if (capture) g.output(`in.expert.${j}.down`, mlp.hidden, F, [`n${j}`, I]);
   }
-  return count === 1 ? outs[0]! : g.op('Concat', outs, { axis: attr.i(0) });
+  return concatTree(g, outs, 0);
 }
 
 /**
@@ -370,7 +379,7 @@ export function buildCombineGraph(spec: ModelSpec, ffn: MoeFfnSpec, capture = fa
 }
 
 /** Final norm + lm_head; mode 'logits' returns [T, V], mode 'nll' returns −log p(target) per token [T]. */
-export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll'): Uint8Array {
+export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll' | 'top'): Uint8Array {
   const g = new GraphBuilder(`head_${mode}`);
   const H = spec.hiddenSize;
   const V = spec.vocabSize;
@@ -378,6 +387,12 @@ export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll'): Uint8Ar
   const logits = linear(g, rmsNorm(g, x, g.input('w.norm', F, [H]), spec.rmsNormEps), g.input('w.lmHead', F, [V, H]));
   if (mode === 'logits') {
     g.output('logits', logits, F, ['T', V]);
+  } else if (mode === 'top') {
+    // The k most likely next tokens with their log-probabilities, descending (generation, beam search).
+    const logp = g.op('LogSoftmax', [logits], { axis: attr.i(-1) });
+    const [values, indices] = g.opN('TopK', [logp, g.input('k', I64, [1])], 2, { axis: attr.i(-1), largest: attr.i(1), sorted: attr.i(1) });
+    g.output('logp', values!, F, ['T', 'K']);
+    g.output('ids', indices!, I64, ['T', 'K']);
   } else {
     const targets = g.input('targets', I64, ['T']);
     const logp = g.op('LogSoftmax', [logits], { axis: attr.i(-1) });

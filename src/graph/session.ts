@@ -2,15 +2,15 @@
  * onnxruntime-node sessions: execution-provider choice (cpu / cuda / webgpu / auto), a cache of sessions keyed by
  * graph shape, timing of time spent inside onnxruntime (for the benchmark's "share of wall time" number).
  *
- * CUDA needs the opt-in install (ONNXRUNTIME_NODE_INSTALL=cuda12); WebGPU is bundled but needs a Vulkan loader.
- * onnxruntime has no automatic fallback when a provider fails to load, so 'auto' probes with a tiny graph.
+ * CUDA needs the opt-in install (ONNXRUNTIME_NODE_INSTALL=cuda12); WebGPU is bundled but needs a Vulkan loader and
+ * a driver. onnxruntime has no automatic fallback when a provider fails to load, so devices are probed with a tiny
+ * graph (WebGPU in a child process, see webgpu-probe.ts).
  */
 import * as ort from 'onnxruntime-node';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { fail } from '../errors.js';
 import { GraphBuilder, OnnxType } from './builder.js';
+import { hideSoftwareDrivers, isSoftwareDevice, probeWebGpu, type WebGpuProbe } from './webgpu-probe.js';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | 'webgpu';
 export const DEVICES: readonly Device[] = ['auto', 'cpu', 'cuda', 'webgpu'];
@@ -46,24 +46,17 @@ export function sessionOptions(device: ResolvedDevice, threads?: number): ort.In
   };
 }
 
-/**
- * WebGPU on Linux goes through Vulkan; without the loader Dawn prints a multi-line warning from native code, so we
- * look for libvulkan.so.1 first and skip the probe when it is absent.
- */
-function hasVulkanLoader(): boolean {
-  if (process.platform !== 'linux') return true;
-  const dirs = [...(process.env['LD_LIBRARY_PATH'] ?? '').split(':'), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib/x86_64-linux-gnu', '/usr/local/lib'];
-  return dirs.some((d) => d && fs.existsSync(path.join(d, 'libvulkan.so.1')));
-}
-
-/** Try to create a session for a trivial graph on `device`; returns the error message or null. */
-async function probe(device: ResolvedDevice): Promise<string | null> {
-  if (device === 'webgpu' && !hasVulkanLoader()) return 'no Vulkan loader (libvulkan.so.1) found';
+function probeModel(): Uint8Array {
   const g = new GraphBuilder('probe');
   const x = g.input('x', OnnxType.FLOAT, [2, 2]);
   g.output('y', g.op('MatMul', [x, x]), OnnxType.FLOAT, [2, 2]);
+  return g.build();
+}
+
+/** Try to create and run a session for a trivial graph on CUDA (in this process); returns the error message or null. */
+async function probeCuda(): Promise<string | null> {
   try {
-    const s = await ort.InferenceSession.create(g.build(), { executionProviders: [device] });
+    const s = await ort.InferenceSession.create(probeModel(), { executionProviders: ['cuda'] });
     await s.run({ x: new ort.Tensor('float32', new Float32Array([1, 2, 3, 4]), [2, 2]) });
     await s.release();
     return null;
@@ -72,28 +65,74 @@ async function probe(device: ResolvedDevice): Promise<string | null> {
   }
 }
 
-/** Resolve 'auto' (cuda → webgpu → cpu) or check an explicit GPU device; `note` says in one line what we got. */
-export async function resolveDevice(device: Device): Promise<{ device: ResolvedDevice; note: string }> {
+// Probes run once per process: each costs a provider start-up (WebGPU: a child process).
+let cudaProbe: Promise<string | null> | undefined;
+const webgpuProbes = new Map<boolean, Promise<WebGpuProbe>>();
+const webgpu = (hideSoftware: boolean) => {
+  let p = webgpuProbes.get(hideSoftware);
+  if (!p) webgpuProbes.set(hideSoftware, (p = probeWebGpu(probeModel(), hideSoftware)));
+  return p;
+};
+
+/** What resolveDevice found. */
+export interface DeviceChoice {
+  device: ResolvedDevice;
+  /** One line saying which device is used and why. */
+  note: string;
+  /** WebGPU: the adapter's name (the Vulkan loader's first device), when known. */
+  adapter: string | null;
+  /** WebGPU on a software rasterizer (lavapipe, SwiftShader): slower than the CPU provider. */
+  software: boolean;
+}
+
+/** A hardware WebGPU adapter: keep this process's Dawn off the software drivers the probe hid, like the probe. */
+function useHardwareWebGpu(p: WebGpuProbe, how: string): DeviceChoice {
+  if (p.hiddenDrivers.length) process.env['VK_LOADER_DRIVERS_DISABLE'] = hideSoftwareDrivers(process.env['VK_LOADER_DRIVERS_DISABLE']);
+  const parts = [how, p.adapter ? `adapter ${p.adapter}` : ''].filter(Boolean);
+  return { device: 'webgpu', note: `device: webgpu${parts.length ? ` (${parts.join('; ')})` : ''}`, adapter: p.adapter, software: false };
+}
+
+/**
+ * Resolve 'auto' (cuda → webgpu on a GPU → cpu; never a software WebGPU adapter) or check an explicit GPU device.
+ * An explicit 'webgpu' takes a software adapter when there is nothing else (the note says so).
+ */
+export async function resolveDevice(device: Device): Promise<DeviceChoice> {
   quietOrt();
-  if (device === 'cpu') return { device: 'cpu', note: 'device: cpu' };
+  const none = { adapter: null, software: false };
+  if (device === 'cpu') return { device: 'cpu', note: 'device: cpu', ...none };
   if (device === 'auto') {
-    const tried: string[] = [];
-    for (const d of ['cuda', 'webgpu'] as const) {
-      const err = await probe(d);
-      if (!err) return { device: d, note: `device: ${d} (auto)` };
-      tried.push(`${d} unavailable`);
-    }
-    return { device: 'cpu', note: `device: cpu (auto; ${tried.join(', ')})` };
+    if (!(await (cudaProbe ??= probeCuda()))) return { device: 'cuda', note: 'device: cuda (auto)', ...none };
+    const p = await webgpu(true);
+    if (p.ok && !p.software) return useHardwareWebGpu(p, 'auto');
+    const why = p.ok ? `only a software adapter (${p.adapter})` : p.problem;
+    return { device: 'cpu', note: `device: cpu (auto; cuda unavailable, webgpu: ${why})`, ...none };
   }
-  const err = await probe(device);
-  if (err) {
-    const hint =
-      device === 'cuda'
-        ? 'install the CUDA provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` (CUDA 12 + cuDNN 9 on LD_LIBRARY_PATH)'
-        : 'WebGPU needs a Vulkan loader (libvulkan.so.1) and a GPU driver';
-    throw fail('DEVICE', `--device ${device} is not available: ${err}; ${hint}`);
+  if (device === 'cuda') {
+    const err = await (cudaProbe ??= probeCuda());
+    if (err)
+      throw fail(
+        'DEVICE',
+        `--device cuda is not available: ${err}; install the CUDA provider with \`ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node\` (CUDA 12 + cuDNN 9 on LD_LIBRARY_PATH)`,
+      );
+    return { device: 'cuda', note: 'device: cuda', ...none };
   }
-  return { device, note: `device: ${device}` };
+  let p = await webgpu(true);
+  if (p.ok && !p.software) return useHardwareWebGpu(p, '');
+  if (!p.ok && p.hiddenDrivers.length) p = await webgpu(false);
+  if (!p.ok) throw fail('DEVICE', `--device webgpu is not available: ${p.problem}; ${webgpuHint(p)}`);
+  return {
+    device: 'webgpu',
+    note: `device: webgpu (software adapter ${p.adapter ?? '?'}: a CPU emulating a GPU, expect it to be slower than --device cpu)`,
+    adapter: p.adapter,
+    software: true,
+  };
+}
+
+function webgpuHint(p: WebGpuProbe): string {
+  if (/no Vulkan loader/.test(p.problem ?? '')) return "install the Vulkan loader (Debian/Ubuntu: libvulkan1) and your GPU's Vulkan driver";
+  if (p.devices.length && !p.devices.every(isSoftwareDevice)) return 'a newer GPU driver may help; --device cpu works meanwhile';
+  if (p.devices.length) return "WebGPU needs a GPU's Vulkan driver; use --device cpu";
+  return "install your GPU's Vulkan driver (NVIDIA: the proprietary driver; AMD/Intel: Mesa's mesa-vulkan-drivers)";
 }
 
 /** Sessions cached by graph key, with a running total of time spent in `run`. */

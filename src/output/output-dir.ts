@@ -8,7 +8,9 @@
  *   - a lock file next to the target (`.NAME.moe-quant.lock`) admits one run at a time and doubles as a journal of
  *     the temporary and the previous output, so the next run cleans up after a killed one and puts back a previous
  *     output that a kill between the two renames of the swap left aside (at `NAME.old-PID`);
- *   - creating the temporary directory is the writability check, so an unwritable target fails in seconds.
+ *   - creating the temporary directory is the writability check, so an unwritable target fails in seconds;
+ *   - work worth resuming (plan.resumable) is set aside in `NAME.partial/` when a run stops early and handed to the
+ *     next run into the same target.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -32,6 +34,11 @@ export interface OutputPlan {
   inputs?: Array<[option: string, file: string]>;
   /** Replace an existing directory that holds files moe-quant did not write. */
   force?: boolean;
+  /**
+   * Files of the temporary directory worth keeping when a run stops before completing (e.g. EBSS samples already
+   * generated): they are set aside in `NAME.partial/` and put into the next run's temporary directory.
+   */
+  resumable?: string[];
   onNote?(note: string): void;
 }
 
@@ -198,6 +205,29 @@ function ioError(out: string, e: unknown): Error {
   return fail('IO', `cannot create --out ${JSON.stringify(out)}: ${(code && why[code]) ?? message(e)}`, e);
 }
 
+/** `NAME.partial`: resumable work of a run that stopped early, for the next run into the same target. */
+export const partialDir = (target: string) => `${target}.partial`;
+
+/** Move the resumable files of `tmp` into the target's partial directory; returns it, or null when there were none. */
+function setAside(tmp: string, target: string, resumable: string[]): string | null {
+  const keep = resumable.filter((f) => exists(path.join(tmp, f)) && fs.statSync(path.join(tmp, f)).size > 0);
+  if (keep.length === 0) return null;
+  const dir = partialDir(target);
+  fs.mkdirSync(dir, { recursive: true });
+  for (const f of keep) fs.renameSync(path.join(tmp, f), path.join(dir, f));
+  return dir;
+}
+
+/** Hand the partial work of an earlier run to this run's temporary directory. */
+function takePartial(target: string, tmp: string, plan: OutputPlan): void {
+  const dir = partialDir(target);
+  if (!exists(dir)) return;
+  const files = (plan.resumable ?? []).filter((f) => exists(path.join(dir, f)));
+  for (const f of files) fs.renameSync(path.join(dir, f), path.join(tmp, f));
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (files.length) plan.onNote?.(`continuing from the work an earlier run of ${target} left in ${dir}`);
+}
+
 /** Remove the directories this run created above the target (deepest first), as long as they are empty. */
 function removeEmpty(created: string[]): void {
   for (const p of [...created].reverse()) {
@@ -216,13 +246,8 @@ let exitHookInstalled = false;
  * Remove the temporary directories (and locks) of every output still being built: what the CLI calls on SIGINT or
  * SIGTERM before it exits. Returns the removed temporary directories.
  */
-export function abortActiveOutputs(): string[] {
-  const removed: string[] = [];
-  for (const o of [...active]) {
-    o.abort();
-    removed.push(o.tmp);
-  }
-  return removed;
+export function abortActiveOutputs(): Array<{ tmp: string; partial: string | null }> {
+  return [...active].map((o) => ({ tmp: o.tmp, partial: o.abort() }));
 }
 
 /** An output being built: `tmp` is filled, then {@link commit} swaps it into place, or {@link abort} removes it. */
@@ -274,6 +299,7 @@ export class OutputDir {
       }
       if (!acquired) throw fail('BUSY', `cannot take the lock ${lock} for --out ${JSON.stringify(plan.out)}`);
       fs.mkdirSync(tmp);
+      takePartial(target, tmp, plan);
     } catch (e) {
       if (acquired) fs.rmSync(lock, { force: true });
       removeEmpty(createdParents);
@@ -311,6 +337,7 @@ export class OutputDir {
         } else fs.rmSync(old, { recursive: true, force: true });
       }
       if (exists(tmp)) {
+        setAside(tmp, target, plan.resumable ?? []);
         fs.rmSync(tmp, { recursive: true, force: true });
         plan.onNote?.(`removed ${tmp}, left by an interrupted run (pid ${pid})`);
       }
@@ -351,12 +378,17 @@ export class OutputDir {
     return this.target;
   }
 
-  /** Remove the temporary directory (and parents this run created, when empty) and release the lock. */
-  abort(): void {
-    if (this.done) return;
+  /**
+   * Remove the temporary directory (and parents this run created, when empty) and release the lock; resumable
+   * files are set aside first. Returns where they were set aside, if anywhere.
+   */
+  abort(): string | null {
+    if (this.done) return null;
+    const partial = setAside(this.tmp, this.target, this.plan.resumable ?? []);
     fs.rmSync(this.tmp, { recursive: true, force: true });
     this.finish();
-    removeEmpty(this.createdParents);
+    if (!partial) removeEmpty(this.createdParents);
+    return partial;
   }
 
   private finish(): void {

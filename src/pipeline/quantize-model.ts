@@ -15,7 +15,7 @@ import { sequenceBatches, type ActivationsEvent, type AttentionOutputs } from '.
 import { tensor } from '../graph/session.js';
 import { gptqQuantize } from '../quantization/gptq.js';
 import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
-import type { CalibrationInput } from './calibration-input.js';
+import type { CalibrationInput } from '../calibration/calibration-dir.js';
 import { relativeError } from './error.js';
 import { layerModuleGroups, type LinearModule } from './modules.js';
 

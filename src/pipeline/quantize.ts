@@ -20,7 +20,7 @@ import type { ModelSpec } from '../architectures/types.js';
 import { layerModuleGroups, type LinearModule } from './modules.js';
 import { writeBalanceReport } from '../report/index.js';
 import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
-import { readCalibration } from './calibration-input.js';
+import { readCalibrationDir } from '../calibration/calibration-dir.js';
 import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
 
 export interface QuantizeOptions extends EngineOptions {
@@ -155,6 +155,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   try {
     const eng = (engine = await createEngine(o.model, o));
     o.onDevice?.(eng.deviceNote);
+    if (eng.model.gptq)
+      throw fail('UNSUPPORTED', `${o.model} is already a GPTQ checkpoint (quantization_config in config.json); quantize the original floating-point checkpoint`);
+    if (eng.model.gguf) throw fail('UNSUPPORTED', `${o.model} is a GGUF file; quantize the original Hugging Face checkpoint`);
     // The format checks the model can be written (e.g. GGUF: llama.cpp can represent it) before any work.
     const writer = outputFormat(format).open(output.tmp, eng.model, { ...cfg, maxShardBytes: o.maxShardBytes });
     // A linear the format cannot store quantized (GPTQ: N not a multiple of 32/bits, e.g. a router with 60 experts
@@ -166,6 +169,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     try {
       checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
       const fingerprint = modelFingerprint(eng.model);
+      // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
+      // reading them now makes a NaN/Inf among them (every read is checked) fail before the long work.
+      const inLayers = new Set(eng.model.expected.filter((t) => t.layer !== null).map((t) => t.name));
+      for (const name of eng.model.checkpoint.names()) if (!inLayers.has(name)) eng.model.checkpoint.readBytes(name);
       const tmp = output.tmp;
       let calibDir = o.calib ?? null;
       if (!calibDir) {
@@ -174,7 +181,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         o.onNote?.('calibrating inline (loss-free routing bias ' + (inline!.mode === 'loss-free' ? 'on' : 'off') + ')');
         await runCalibration(eng, { ...o.calibration, model: o.model, data: o.data!, routingBias: inline!.mode, onNote: o.onNote, onProgress: (d, t) => o.onProgress?.('calibrate', d, t) }, calibDir);
       }
-      const calib = readCalibration(calibDir, fingerprint);
+      const calib = readCalibrationDir(calibDir, fingerprint);
       let expertSource = 0;
       let expertQuant = 0;
       const records: ModuleRecord[] = await quantizeSequential(

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { DTYPE_BYTES, float32ToBf16, float32ToF16, isDType, toFloat32, type DType } from '../../src/checkpoint/dtypes.js';
+import { DTYPE_BYTES, findNonFinite, float32ToBf16, float32ToF16, isDType, toFloat32, type DType } from '../../src/checkpoint/dtypes.js';
 import { tensorBytes } from '../../src/checkpoint/safetensors.js';
 import { bf16ToNumber, catchMoe, halfToNumber, mulberry32 } from './helpers.js';
 
@@ -206,5 +206,69 @@ describe('float32ToF16', () => {
       }
     }
     expect(bad).toEqual([]);
+  });
+});
+
+describe('findNonFinite', () => {
+  /** What findNonFinite should say about one element whose value (decoded independently) is `x`. */
+  const expected = (x: number) => (Number.isNaN(x) ? { nan: 1, inf: 0, first: 0 } : Number.isFinite(x) ? null : { nan: 0, inf: 1, first: 0 });
+
+  it('classifies every F16 and BF16 bit pattern like the arithmetic decoding (NaN, ±Inf, max finite)', () => {
+    for (const [dtype, decode] of [['F16', halfToNumber], ['BF16', bf16ToNumber]] as const) {
+      let flagged = 0;
+      const wrong: string[] = [];
+      for (let h = 0; h < 65536; h++) {
+        const got = findNonFinite(dtype, tensorBytes(new Uint16Array([h])));
+        if (JSON.stringify(got) !== JSON.stringify(expected(decode(h)))) wrong.push(`0x${h.toString(16)}`);
+        if (got) flagged++;
+      }
+      expect(wrong, dtype).toEqual([]);
+      // F16: exponent 31 with 1024 mantissas × 2 signs; BF16: exponent 255 with 128 × 2.
+      expect(flagged).toBe(dtype === 'F16' ? 2048 : 256);
+    }
+    // the named patterns: ±Inf, quiet and signalling NaN, largest finite
+    expect(findNonFinite('F16', tensorBytes(new Uint16Array([0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0x7c01])))).toEqual({ nan: 2, inf: 2, first: 2 });
+    expect(findNonFinite('BF16', tensorBytes(new Uint16Array([0x7f7f, 0xff7f, 0x7f80, 0xff80, 0x7fc0, 0x7f81])))).toEqual({ nan: 2, inf: 2, first: 2 });
+  });
+
+  it('classifies F32 and F64 specials and random bit patterns like the typed-array decoding', () => {
+    const f32s = [0, 0x80000000, 1, 0x7f7fffff, 0xff7fffff, 0x00800000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffffffff];
+    const rnd = mulberry32(7);
+    for (let i = 0; i < 20000; i++) f32s.push(Math.floor(rnd() * 2 ** 32));
+    const same = (got: unknown, want: unknown) => JSON.stringify(got) === JSON.stringify(want);
+    expect(f32s.filter((b) => !same(findNonFinite('F32', tensorBytes(new Uint32Array([b]))), expected(f32(b)))).map((b) => b.toString(16))).toEqual([]);
+    // F64 as [low word, high word]; a NaN whose mantissa bits are all in the low word must count as NaN, not Inf.
+    const f64s: Array<[number, number]> = [[0, 0], [0, 0x7fefffff], [0xffffffff, 0x7fefffff], [0, 0x7ff00000], [0, 0xfff00000], [1, 0x7ff00000], [0, 0x7ff80000], [0, 0x00000001]];
+    for (let i = 0; i < 20000; i++) f64s.push([Math.floor(rnd() * 2 ** 32), Math.floor(rnd() * 2 ** 32)]);
+    const bad64 = f64s.filter(([lo, hi]) => {
+      const words = new Uint32Array([lo, hi]);
+      return !same(findNonFinite('F64', tensorBytes(words)), expected(new Float64Array(words.buffer)[0]!));
+    });
+    expect(bad64.map(([lo, hi]) => `${hi.toString(16)}_${lo.toString(16)}`)).toEqual([]);
+    expect(findNonFinite('F64', tensorBytes(new Float64Array([1, 2, Infinity, NaN, -Infinity, Number.MAX_VALUE])))).toEqual({ nan: 1, inf: 2, first: 2 });
+  });
+
+  it('classifies every FP8 pattern (E4M3fn: NaN only, no Inf; E5M2: like the high byte of a half)', () => {
+    for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+      for (let b = 0; b < 256; b++) {
+        const one = new Uint8Array([b]);
+        expect(findNonFinite(dtype, one), `${dtype} 0x${b.toString(16)}`).toEqual(expected(toFloat32(dtype, one)[0]!));
+      }
+    }
+    expect(findNonFinite('F8_E4M3', new Uint8Array([0x7e, 0xfe, 0x7f, 0xff]))).toEqual({ nan: 2, inf: 0, first: 2 });
+  });
+
+  it('counts NaN and Inf from the first bad element on, at any alignment; integer dtypes are never flagged', () => {
+    const v = new Float32Array([1, 2, 3, NaN, 5, Infinity, -Infinity, NaN, 9]);
+    expect(findNonFinite('F32', tensorBytes(v))).toEqual({ nan: 2, inf: 2, first: 3 });
+    expect(findNonFinite('F32', tensorBytes(v.subarray(0, 3)))).toBeNull();
+    const shifted = new Uint8Array(v.byteLength + 1);
+    shifted.set(tensorBytes(v), 1);
+    expect(findNonFinite('F32', shifted.subarray(1))).toEqual({ nan: 2, inf: 2, first: 3 });
+    expect(findNonFinite('F32', new Uint8Array(0))).toBeNull();
+    // the same bits that are NaN/Inf as floats are ordinary integers
+    const bits = tensorBytes(new Uint32Array([0x7fc00000, 0x7f800000, 0xffffffff, 0xffffffff]));
+    for (const d of ['I8', 'U8', 'I16', 'U16', 'I32', 'U32', 'I64', 'U64', 'BOOL'] as DType[]) expect(findNonFinite(d, bits), d).toBeNull();
+    expect(catchMoe(() => findNonFinite('F32', new Uint8Array(6)), 'BAD_CHECKPOINT').message).toMatch(/not a whole number of F32/);
   });
 });

@@ -107,7 +107,7 @@ function exercise(file: string): 'ok' | unknown {
     f = SafetensorsFile.open(file);
     for (const t of f.tensors.values()) {
       f.readBytes(t.name);
-      f.readFloat32(t.name, { checkFinite: int(2) === 0 });
+      f.readFloat32(t.name);
       if (t.shape.length > 0) f.readRowsFloat32(t.name, 0, Math.min(1, t.shape[0]!));
     }
     return 'ok';

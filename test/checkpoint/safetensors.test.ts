@@ -121,17 +121,6 @@ describe('SafetensorsFile.open validation', () => {
 });
 
 describe('SafetensorsFile reads', () => {
-  it('checkFinite names tensor, file and index', () => {
-    const vals = new Float32Array([1, 2, NaN, 4]);
-    const p = put(rawSafetensors({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, new Uint8Array(vals.buffer)));
-    const f = SafetensorsFile.open(p);
-    expect(Number.isNaN(f.readFloat32('w')[2]!)).toBe(true);
-    expect(catchMoe(() => f.readFloat32('w', { checkFinite: true }), 'NUMERIC').message).toBe(
-      `tensor w in file ${path.basename(p)} contains NaN/Inf at index 2`,
-    );
-    f.close();
-  });
-
   it('reads row ranges and rejects out-of-range rows', () => {
     const f = SafetensorsFile.open(put(rawSafetensors(good, DATA)));
     expect(Array.from(f.readRowsFloat32('a', 1, 1))).toEqual([3, 4]);
@@ -157,6 +146,58 @@ describe('SafetensorsFile reads', () => {
     const f = SafetensorsFile.open(put(rawSafetensors(header, data)));
     expect(Array.from(f.readFloat32('h'))).toEqual([1, -2]);
     expect(Array.from(f.readFloat32('b'))).toEqual([1]);
+    f.close();
+  });
+});
+
+describe('every read checks float data for NaN/Inf', () => {
+  // w: F32 [3, 2] with a NaN at [1, 1] and -Inf at [2, 0]; h: F16 [2, 2] with +Inf at [1, 0]; b: BF16 [2] NaN at 1;
+  // d: F64 [2] +Inf at 0; ok: finite BF16; i: I32 holding float NaN/Inf bit patterns, which are ordinary integers.
+  const w = new Float32Array([1, 2, 3, NaN, -Infinity, 6]);
+  const h = new Uint16Array([0x3c00, 0x4000, 0x7c00, 0x4200]);
+  const b = new Uint16Array([0x3f80, 0x7fc1]);
+  const d = new Float64Array([Infinity, 1]);
+  const ok = new Uint16Array([0x3f80, 0x7f7f]);
+  const i = new Int32Array([0x7fc00000, 0x7f800000]);
+  const parts = [w, h, b, d, ok, i].map((a) => new Uint8Array(a.buffer));
+  const offsets: number[][] = [];
+  let at = 0;
+  for (const p of parts) offsets.push([at, (at += p.byteLength)]);
+  const data = new Uint8Array(at);
+  parts.forEach((p, k) => data.set(p, offsets[k]![0]!));
+  const header = {
+    w: { dtype: 'F32', shape: [3, 2], data_offsets: offsets[0] },
+    h: { dtype: 'F16', shape: [2, 2], data_offsets: offsets[1] },
+    b: { dtype: 'BF16', shape: [2], data_offsets: offsets[2] },
+    d: { dtype: 'F64', shape: [2], data_offsets: offsets[3] },
+    ok: { dtype: 'BF16', shape: [2], data_offsets: offsets[4] },
+    i: { dtype: 'I32', shape: [2], data_offsets: offsets[5] },
+  };
+
+  it('readBytes, readFloat32, readFloat32Into and readRowsFloat32 throw NUMERIC naming tensor, file, counts and index', () => {
+    const p = put(rawSafetensors(header, data));
+    const f = SafetensorsFile.open(p);
+    const msg = (fn: () => unknown) => catchMoe(fn, 'NUMERIC').message;
+    const wMsg = `tensor w (F32 [3, 2]) in ${p} holds 1 NaN and 1 ±Inf, the first at index [1, 1]; moe-quant needs finite weights (the checkpoint is damaged or was saved from a diverged model)`;
+    expect(msg(() => f.readBytes('w'))).toBe(wMsg);
+    expect(msg(() => f.readFloat32('w'))).toBe(wMsg);
+    expect(msg(() => f.readFloat32Into('w', new Float32Array(6)))).toBe(wMsg);
+    expect(msg(() => f.readFloat32('h'))).toMatch(new RegExp(`^tensor h \\(F16 \\[2, 2\\]\\) in ${p} holds 1 ±Inf, the first at index \\[1, 0\\];`));
+    expect(msg(() => f.readFloat32Into('h', new Float32Array(4)))).toMatch(/^tensor h .* holds 1 ±Inf, the first at index \[1, 0\]/);
+    expect(msg(() => f.readBytes('b'))).toMatch(/^tensor b \(BF16 \[2\]\) .* holds 1 NaN, the first at index \[1\]/);
+    expect(msg(() => f.readFloat32Into('b', new Float32Array(2)))).toMatch(/^tensor b .* holds 1 NaN/);
+    expect(msg(() => f.readFloat32('d'))).toMatch(/^tensor d \(F64 \[2\]\) .* holds 1 ±Inf, the first at index \[0\]/);
+    expect(msg(() => f.readFloat32Into('d', new Float32Array(2)))).toMatch(/^tensor d .* holds 1 ±Inf/);
+    // Row reads check (and count) only the rows read; finite rows of a damaged tensor still read.
+    expect(Array.from(f.readRowsFloat32('w', 0, 1))).toEqual([1, 2]);
+    expect(msg(() => f.readRowsFloat32('w', 1, 1))).toMatch(/^tensor w .* holds 1 NaN in the rows read, the first at index \[1, 1\]/);
+    expect(msg(() => f.readRowsFloat32('w', 2, 1))).toMatch(/holds 1 ±Inf in the rows read, the first at index \[2, 0\]/);
+    expect(Array.from(f.readRowsFloat32('h', 0, 1))).toEqual([1, 2]);
+    expect(msg(() => f.readRowsFloat32('h', 1, 1))).toMatch(/^tensor h .* the first at index \[1, 0\]/);
+    // finite floats (bf16 max included) and integer tensors read normally
+    expect(Array.from(f.readFloat32('ok'))).toEqual([1, 3.3895313892515355e38]);
+    expect(Array.from(f.readFloat32Into('ok', new Float32Array(2)))).toEqual([1, 3.3895313892515355e38]);
+    expect(Array.from(new Int32Array(f.readBytes('i').buffer))).toEqual([0x7fc00000, 0x7f800000]);
     f.close();
   });
 });

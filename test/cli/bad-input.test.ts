@@ -22,6 +22,29 @@ function copyModel(src: string, name: string): string {
   return dir;
 }
 
+/** `s` as a literal inside a RegExp. */
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** Rewrites `dst`/model.safetensors from `src`'s with `edit[name]` applied to those tensors' raw 16-bit words. */
+function writeModified(src: string, dst: string, edit: Record<string, (u16: Uint16Array) => unknown>): void {
+  const st = SafetensorsFile.open(path.join(src, 'model.safetensors'));
+  for (const name of Object.keys(edit)) expect(st.tensors.get(name)?.dtype, name).toBe('BF16');
+  writeSafetensors(
+    path.join(dst, 'model.safetensors'),
+    [...st.tensors.values()].map((t) => ({
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
+      data: () => {
+        const b = st.readBytes(t.name);
+        edit[t.name]?.(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2));
+        return b;
+      },
+    })),
+  );
+  st.close();
+}
+
 async function runCli(...args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
   let stderr = '';
   let stdout = '';
@@ -131,22 +154,51 @@ describe('bad input → one line, exit code 2', () => {
     expectOneLineError(await runCli('eval', '--model', MIXTRAL, '--data', f, '--seq-len', '256'), /fewer than one window/);
   });
 
-  it('NaN/Inf in logits', async () => {
+  it('NaN/Inf in logits from finite but overflowing weights', async () => {
+    // Every weight is finite (so the reader lets it through), but a final norm of bf16's largest value overflows
+    // float32 in the head: the logits check is the last line of defence.
     const dir = copyModel(MIXTRAL, 'nan');
-    const src = SafetensorsFile.open(path.join(MIXTRAL, 'model.safetensors'));
-    const tensors = [...src.tensors.values()].map((t) => ({
-      name: t.name,
-      dtype: t.dtype,
-      shape: t.shape,
-      data: () => {
-        const b = src.readBytes(t.name);
-        if (t.name === 'model.norm.weight') new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2).fill(0x7fc0); // bf16 NaN
-        return b;
-      },
-    }));
-    writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
-    src.close();
+    writeModified(MIXTRAL, dir, { 'model.norm.weight': (u16) => u16.fill(0x7f7f) });
     expectOneLineError(await runCli('eval', '--model', dir, '--data', WIKI, '--seq-len', '64', '--max-windows', '1', '--device', 'cpu'), /NaN\/Inf in the model's logits/);
+  });
+
+  it('NaN/Inf weights: eval, calibrate and quantize name the tensor and write nothing; inspect reads no data', async () => {
+    const dir = copyModel(MIXTRAL, 'nan-weights');
+    const expert = 'model.layers.1.block_sparse_moe.experts.3.w2.weight'; // BF16 [128, 256]
+    writeModified(MIXTRAL, dir, {
+      'lm_head.weight': (u16) => (u16[5 * 128 + 7] = 0x7fc0), // bf16 NaN at [5, 7]
+      [expert]: (u16) => {
+        u16[2 * 256 + 9] = 0x7f80; // +Inf at [2, 9]
+        u16[100 * 256] = 0xff80; // −Inf at [100, 0]
+      },
+    });
+    const file = escape(path.join(dir, 'model.safetensors'));
+    const expertErr = new RegExp(`tensor ${escape(expert)} \\(BF16 \\[128, 256\\]\\) in ${file} holds 2 ±Inf, the first at index \\[2, 9\\]`);
+    const headErr = new RegExp(`tensor lm_head\\.weight \\(BF16 \\[4096, 128\\]\\) in ${file} holds 1 NaN, the first at index \\[5, 7\\]`);
+    expect((await runCli('inspect', '--model', dir)).code).toBe(0);
+    const evalArgs = ['eval', '--model', dir, '--data', WIKI, '--seq-len', '64', '--max-windows', '2', '--device', 'cpu'];
+    expectOneLineError(await runCli(...evalArgs), expertErr);
+    expectOneLineError(await runCli(...evalArgs, '--workers', '2'), expertErr); // from a worker thread, code kept
+    const text = path.join(tmp, 'calib-text.txt'); // small, so tokenizing costs nothing
+    fs.writeFileSync(text, fs.readFileSync(WIKI, 'utf8').slice(0, 20000));
+    const calOut = path.join(tmp, 'nan-calib');
+    expectOneLineError(await runCli('calibrate', '--model', dir, '--data', text, '--samples', '4', '--seq-len', '64', '--device', 'cpu', '--out', calOut), expertErr);
+    // quantize reads the tensors it only copies (lm_head) before calibrating, so it fails at once on the head
+    const qOut = path.join(tmp, 'nan-quant');
+    expectOneLineError(await runCli('quantize', '--model', dir, '--data', text, '--no-eval', '--device', 'cpu', '--out', qOut), headErr);
+    // with a calibration made on the clean model (same fingerprint: same config, names, dtypes and shapes)
+    const clean = path.join(tmp, 'clean-calib');
+    expect((await runCli('calibrate', '--model', MIXTRAL, '--data', text, '--samples', '4', '--seq-len', '64', '--device', 'cpu', '--out', clean)).code).toBe(0);
+    expectOneLineError(await runCli('quantize', '--model', dir, '--calib', clean, '--no-eval', '--device', 'cpu', '--out', qOut), headErr);
+    // only the expert damaged: quantize fails in layer 1 naming it (not with an anonymous "weight" error)
+    const dir2 = copyModel(MIXTRAL, 'inf-expert');
+    writeModified(MIXTRAL, dir2, { [expert]: (u16) => (u16[2 * 256 + 9] = 0x7f80) });
+    expectOneLineError(
+      await runCli('quantize', '--model', dir2, '--calib', clean, '--method', 'rtn', '--no-eval', '--device', 'cpu', '--out', qOut),
+      new RegExp(`tensor ${escape(expert)} .* holds 1 ±Inf`),
+    );
+    for (const out of [calOut, qOut]) expect(fs.existsSync(out), out).toBe(false);
+    expect(fs.readdirSync(tmp).filter((f) => f.startsWith('nan-') && f !== 'nan-weights')).toEqual([]);
   });
 
   it('bad option values', async () => {

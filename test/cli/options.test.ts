@@ -96,6 +96,22 @@ describe('quantize checks every input before quantizing', () => {
   });
 });
 
+describe('calibrate --sampler ebss / balanced: bad options', () => {
+  it('width 0, τ ≤ 0, seq-len beyond the model, --data or --pool with the wrong sampler: one line, exit 2, nothing written', async () => {
+    const o = out();
+    const E = ['calibrate', '--model', MIXTRAL, '--device', 'cpu', '--sampler', 'ebss', '--out', o];
+    oneLineError(await runCli(...E, '--ebss-width', '0'), /--ebss-width must be a positive integer/);
+    oneLineError(await runCli(...E, '--ebss-tau', '0'), /--ebss-tau must be a positive number/);
+    oneLineError(await runCli(...E, '--ebss-tau', '-1'), /--ebss-tau/);
+    oneLineError(await runCli(...E, '--seq-len', '4096', '--samples', '1'), /--seq-len 4096 is beyond the model's max_position_embeddings \(2048\)/);
+    oneLineError(await runCli(...E, '--data', C4), /--data is for --sampler text/);
+    oneLineError(await runCli(...E, '--pool', C4), /--pool is for --sampler balanced/);
+    oneLineError(await runCli('calibrate', '--model', MIXTRAL, '--device', 'cpu', '--sampler', 'balanced', '--out', o), /--sampler balanced needs a pool/);
+    expect(fs.existsSync(o)).toBe(false);
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-') || f.includes('.lock') || f.includes('.partial'))).toEqual([]);
+  });
+});
+
 describe('--json and --version', () => {
   it('errors go to stdout as {"error": {"code", "message"}} with --json, as well as the one line on stderr', async () => {
     const r = await runCli('eval', '--model', MIXTRAL, '--data', path.join(tmp, 'missing.txt'), '--json');

@@ -18,7 +18,7 @@ function run(...args: string[]) {
 
 describe('moe-quant CLI end to end', () => {
   it('every command has --help', () => {
-    for (const cmd of ['inspect', 'eval', 'calibrate', 'quantize', 'report']) {
+    for (const cmd of ['inspect', 'eval', 'calibrate', 'quantize', 'report', 'doctor']) {
       const r = run(cmd, '--help');
       expect(r.code, cmd).toBe(0);
       expect(r.stdout).toContain('Usage: moe-quant ' + cmd);
@@ -55,6 +55,25 @@ describe('moe-quant CLI end to end', () => {
     expect(rep.stdout).toContain('MaxVio');
     // Running the main command again replaces its own earlier output.
     expect(run('quantize', '--no-eval').code).toBe(0);
+  });
+
+  it('doctor names the provider and checks one window against the CPU provider', () => {
+    const r = run('doctor', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j).toMatchObject({ requested: 'auto', seq_len: 256, ok: true });
+    expect(j.note).toMatch(/^device: /);
+    expect(j.ppl.cpu).toBeGreaterThan(1);
+    // On a machine without a GPU provider (CI) auto is the CPU: nothing to compare.
+    if (j.device === 'cpu') expect(j.rel_diff).toBeNull();
+    else expect(j.rel_diff).toBeLessThanOrEqual(1e-4);
+    const text = run('doctor', '--device', 'cpu');
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/^provider\s+cpu\n/);
+    expect(text.stdout).toMatch(/result\s+no GPU provider in use; the CPU provider works/);
+    const bad = run('doctor', '--device', 'tpu');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--device');
   });
 
   it('eval splits the windows between parallel workers and gets the reference perplexity', () => {

@@ -1,5 +1,10 @@
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { Worker } from 'node:worker_threads';
+import { describe, expect, it, vi } from 'vitest';
+import { SafetensorsFile, writeSafetensors } from '../../src/checkpoint/safetensors.js';
+import { loadTokenizer } from '../../src/checkpoint/tokenizer.js';
 import { MoeQuantError } from '../../src/errors.js';
 import { ParallelNll, planWorkers, type PlanInput } from '../../src/engine/parallel-nll.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
@@ -74,5 +79,49 @@ describe('parallel workers', () => {
     expect(err).toBeInstanceOf(MoeQuantError);
     expect((err as MoeQuantError).code).toBe('BAD_CHECKPOINT');
     expect((err as MoeQuantError).message).toContain('no-such-model');
+  });
+
+  it('stop a busy sibling at a layer-batch when one fails mid-run, never terminating it inside onnxruntime', async () => {
+    // Worker 1's windows hold a token whose embedding row is NaN and worker 0's do not: worker 1 fails at once while
+    // worker 0 is running. Terminating worker 0 then (inside an onnxruntime run) aborted the process now and then.
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-par-'));
+    try {
+      const data = path.join(tmp, 'text.txt');
+      fs.writeFileSync(data, fs.readFileSync(WIKI, 'utf8').slice(0, 20000));
+      const [S, W] = [64, 16];
+      const ids = loadTokenizer(MIXTRAL).encode(fs.readFileSync(data, 'utf8'));
+      const firstHalf = new Set(ids.slice(0, (W / 2) * S));
+      const tok = ids.slice((W / 2) * S, W * S).find((t) => !firstHalf.has(t))!;
+      expect(tok).toBeDefined();
+      const model = path.join(tmp, 'model');
+      fs.cpSync(MIXTRAL, model, { recursive: true });
+      fs.chmodSync(path.join(model, 'model.safetensors'), 0o644);
+      const src = SafetensorsFile.open(path.join(MIXTRAL, 'model.safetensors'));
+      writeSafetensors(
+        path.join(model, 'model.safetensors'),
+        [...src.tensors.values()].map((t) => ({
+          name: t.name,
+          dtype: t.dtype,
+          shape: t.shape,
+          data: () => {
+            const b = src.readBytes(t.name);
+            if (t.name === 'model.embed_tokens.weight') new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2)[tok * 128] = 0x7fc0; // BF16 NaN
+            return b;
+          },
+        })),
+      );
+      src.close();
+      const terminate = vi.spyOn(Worker.prototype, 'terminate');
+      try {
+        const err = await evaluatePerplexity({ model, data, seqLen: S, maxWindows: W, workers: 2, device: 'cpu' }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(MoeQuantError);
+        expect((err as Error).message).toMatch(new RegExp(`^tensor model\\.embed_tokens\\.weight .* holds 1 NaN in the rows read, the first at index \\[${tok}, 0\\]`));
+        expect(terminate).not.toHaveBeenCalled();
+      } finally {
+        terminate.mockRestore();
+      }
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });

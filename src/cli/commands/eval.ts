@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { evaluatePerplexity } from '../../eval/perplexity.js';
 import { DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../defaults.js';
-import { deviceOption, positiveInt } from '../main.js';
+import { deviceOption, positiveInt } from '../options.js';
 import { ProgressBar } from '../progress.js';
 
 interface EvalCliOptions {

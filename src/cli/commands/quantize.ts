@@ -6,7 +6,7 @@ import { countEvalWindows, evaluatePerplexity } from '../../eval/perplexity.js';
 import { quantizeModel } from '../../pipeline/quantize.js';
 import { GGUF_TYPES } from '../../formats/gguf/writer.js';
 import { bytes, table } from '../format.js';
-import { deviceOption, positiveInt } from '../main.js';
+import { deviceOption, positiveInt } from '../options.js';
 import { ProgressBar } from '../progress.js';
 
 interface QuantizeCliOptions {
