@@ -7,6 +7,7 @@
  */
 import { ConfigReader } from '../../architectures/_config.js';
 import { ropeScaling } from '../../architectures/_rope.js';
+import { modelTensors, type TensorEntry } from '../../architectures/tensors.js';
 import type { MoeFfnSpec, ModelSpec } from '../../architectures/types.js';
 import { fail } from '../../errors.js';
 import { bool, f32, str, u32, type GgufValue } from './file.js';
@@ -157,75 +158,54 @@ export function ggufPlan(spec: ModelSpec, config: Record<string, unknown>): Gguf
     if (r.groups) meta.push([k('expert_group_count'), u32(r.groups.numGroups)], [k('expert_group_used_count'), u32(r.groups.numGroupsUsed)]);
   }
 
-  const H = spec.hiddenSize;
-  const t: GgufTensorPlan[] = [];
-  const add = (name: string, ne: number[], source: GgufSource) => t.push({ name, ne, source });
-  const tensor = (hf: string, role: Extract<GgufSource, { kind: 'tensor' }>['role'], permuteHeads?: number): GgufSource => ({ kind: 'tensor', hf, role, ...(permuteHeads ? { permuteHeads } : {}) });
-  add('token_embd.weight', [H, spec.vocabSize], tensor(spec.embedTokens, 'embedding'));
+  return { arch, metadata: meta, tensors: ggufTensors(spec) };
+}
+
+/**
+ * The GGUF tensors of a model, from its tensor table (architectures/tensors.ts), in table order: 2-D weights
+ * reversed to ggml's ne (row length first), routed experts stacked at their first expert's place, MLA kv_b split.
+ */
+function ggufTensors(spec: ModelSpec): GgufTensorPlan[] {
+  const a = spec.attention;
+  // llama.cpp's `llama` and `deepseek` rotate adjacent pairs (ggml's "NORM" RoPE): q/k rows leave HF's rotate-half order.
   const permute = spec.family === 'mixtral' || spec.family === 'deepseek';
-  for (const layer of spec.layers) {
-    const b = `blk.${layer.index}.`;
-    const at = layer.attention;
-    add(`${b}attn_norm.weight`, [H], tensor(at.inputNorm, 'norm'));
-    if (a.kind === 'mha') {
-      const q = a.numHeads * a.headDim;
-      const kv = a.numKvHeads * a.headDim;
-      add(`${b}attn_q.weight`, [H, q], tensor(at['q']!, 'linear', permute ? a.numHeads : undefined));
-      add(`${b}attn_k.weight`, [H, kv], tensor(at['k']!, 'linear', permute ? a.numKvHeads : undefined));
-      add(`${b}attn_v.weight`, [H, kv], tensor(at['v']!, 'linear'));
-      if (at['qBias']) {
-        add(`${b}attn_q.bias`, [q], tensor(at['qBias'], 'bias', permute ? a.numHeads : undefined));
-        add(`${b}attn_k.bias`, [kv], tensor(at['kBias']!, 'bias', permute ? a.numKvHeads : undefined));
-        add(`${b}attn_v.bias`, [kv], tensor(at['vBias']!, 'bias'));
-      }
-      add(`${b}attn_output.weight`, [q, H], tensor(at['o']!, 'linear'));
-      if (at['oBias']) add(`${b}attn_output.bias`, [H], tensor(at['oBias'], 'bias'));
-      if (at['qNorm']) {
-        const wide = a.qkNorm === 'full';
-        add(`${b}attn_q_norm.weight`, [wide ? q : a.headDim], tensor(at['qNorm'], 'norm'));
-        add(`${b}attn_k_norm.weight`, [wide ? kv : a.headDim], tensor(at['kNorm']!, 'norm'));
-      }
-    } else {
-      const dq = a.qkNopeHeadDim + a.qkRopeHeadDim;
-      if (a.qLoraRank === null) add(`${b}attn_q.weight`, [H, a.numHeads * dq], tensor(at['q']!, 'linear'));
-      else {
-        add(`${b}attn_q_a.weight`, [H, a.qLoraRank], tensor(at['qA']!, 'linear'));
-        add(`${b}attn_q_a_norm.weight`, [a.qLoraRank], tensor(at['qANorm']!, 'norm'));
-        add(`${b}attn_q_b.weight`, [a.qLoraRank, a.numHeads * dq], tensor(at['qB']!, 'linear'));
-      }
-      add(`${b}attn_kv_a_mqa.weight`, [H, a.kvLoraRank + a.qkRopeHeadDim], tensor(at['kvA']!, 'linear'));
-      add(`${b}attn_kv_a_norm.weight`, [a.kvLoraRank], tensor(at['kvANorm']!, 'norm'));
-      const kvb = { hf: at['kvB']!, heads: a.numHeads, nope: a.qkNopeHeadDim, v: a.vHeadDim, rank: a.kvLoraRank };
-      add(`${b}attn_k_b.weight`, [a.qkNopeHeadDim, a.kvLoraRank, a.numHeads], { kind: 'kv_b', part: 'k', ...kvb });
-      add(`${b}attn_v_b.weight`, [a.kvLoraRank, a.vHeadDim, a.numHeads], { kind: 'kv_b', part: 'v', ...kvb });
-      add(`${b}attn_output.weight`, [a.numHeads * a.vHeadDim, H], tensor(at['o']!, 'linear'));
-    }
-    add(`${b}ffn_norm.weight`, [H], tensor(at.postAttentionNorm, 'norm'));
-    const f = layer.ffn;
-    if (f.kind === 'dense') {
-      const I = f.intermediateSize;
-      add(`${b}ffn_gate.weight`, [H, I], tensor(f.tensors.gate, 'linear'));
-      add(`${b}ffn_up.weight`, [H, I], tensor(f.tensors.up, 'linear'));
-      add(`${b}ffn_down.weight`, [I, H], tensor(f.tensors.down, 'linear'));
+  const headsOf = (name: string): number | undefined => {
+    if (!permute || a.kind !== 'mha') return undefined;
+    if (name.endsWith('.attn_q.weight') || name.endsWith('.attn_q.bias')) return a.numHeads;
+    if (name.endsWith('.attn_k.weight') || name.endsWith('.attn_k.bias')) return a.numKvHeads;
+    return undefined;
+  };
+  const role = (t: TensorEntry): Extract<GgufSource, { kind: 'tensor' }>['role'] =>
+    t.kind === 'embedding' ? 'embedding' : t.kind === 'lm_head' ? 'head' : t.kind === 'norm' ? 'norm' : t.kind === 'router' ? 'router' : t.name.endsWith('.bias') ? 'bias' : 'linear';
+  const out: GgufTensorPlan[] = [];
+  const stacks = new Map<string, GgufTensorPlan & { source: { kind: 'experts'; hf: string[] } }>();
+  for (const t of modelTensors(spec)) {
+    if (t.gguf === null) {
+      // MLA kv_b [H·(nope+v), r]: per head, k rows transposed ([H, r, nope]) and v rows ([H, v, r]).
+      if (a.kind !== 'mla') throw new Error(`${t.name} has no GGUF name`);
+      const b = `blk.${t.layer}.`;
+      const kvb = { hf: t.name, heads: a.numHeads, nope: a.qkNopeHeadDim, v: a.vHeadDim, rank: a.kvLoraRank };
+      out.push({ name: `${b}attn_k_b.weight`, ne: [a.qkNopeHeadDim, a.kvLoraRank, a.numHeads], source: { kind: 'kv_b', part: 'k', ...kvb } });
+      out.push({ name: `${b}attn_v_b.weight`, ne: [a.kvLoraRank, a.vHeadDim, a.numHeads], source: { kind: 'kv_b', part: 'v', ...kvb } });
       continue;
     }
-    const E = f.routing.numExperts;
-    const I = f.expertIntermediateSize;
-    add(`${b}ffn_gate_inp.weight`, [H, E], tensor(f.router, 'router'));
-    if (f.correctionBias) add(`${b}exp_probs_b.bias`, [E], tensor(f.correctionBias, 'router'));
-    const experts = Array.from({ length: E }, (_, e) => f.expert(e));
-    add(`${b}ffn_gate_exps.weight`, [H, I, E], { kind: 'experts', hf: experts.map((x) => x.gate) });
-    add(`${b}ffn_up_exps.weight`, [H, I, E], { kind: 'experts', hf: experts.map((x) => x.up) });
-    add(`${b}ffn_down_exps.weight`, [I, H, E], { kind: 'experts', hf: experts.map((x) => x.down) });
-    if (f.shared) {
-      const S = f.shared.intermediateSize;
-      if (f.shared.gate) add(`${b}ffn_gate_inp_shexp.weight`, [H], tensor(f.shared.gate, 'router'));
-      add(`${b}ffn_gate_shexp.weight`, [H, S], tensor(f.shared.tensors.gate, 'linear'));
-      add(`${b}ffn_up_shexp.weight`, [H, S], tensor(f.shared.tensors.up, 'linear'));
-      add(`${b}ffn_down_shexp.weight`, [S, H], tensor(f.shared.tensors.down, 'linear'));
+    if (t.expert !== undefined) {
+      const stack = stacks.get(t.gguf);
+      if (stack) {
+        stack.source.hf.push(t.name);
+        stack.ne[2] = stack.source.hf.length;
+        continue;
+      }
+      const entry = { name: t.gguf, ne: [t.shape[1]!, t.shape[0]!, 1], source: { kind: 'experts' as const, hf: [t.name] } };
+      stacks.set(t.gguf, entry);
+      out.push(entry);
+      continue;
     }
+    // 2-D [out, in] → ne [in, out]; a [1, H] gate (Qwen2-MoE shared_expert_gate) is the 1-D {H} llama.cpp expects.
+    const ne = t.shape.length === 2 && t.shape[0] === 1 ? [t.shape[1]!] : [...t.shape].reverse();
+    const heads = headsOf(t.gguf);
+    out.push({ name: t.gguf, ne, source: { kind: 'tensor', hf: t.name, role: role(t), ...(heads ? { permuteHeads: heads } : {}) } });
   }
-  add('output_norm.weight', [H], tensor(spec.finalNorm, 'norm'));
-  if (spec.lmHead !== spec.embedTokens) add('output.weight', [H, spec.vocabSize], tensor(spec.lmHead, 'head'));
-  return { arch, metadata: meta, tensors: t };
+  return out;
+
 }
