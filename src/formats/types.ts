@@ -34,6 +34,8 @@ export interface RunSummary {
 }
 
 export interface ModelWriter {
+  /** Before any work: the run leaves these linears (weight names) in floating point (--skip). */
+  leaveFloat?(leftOut: (weight: string) => boolean): void;
   /** Linears this format cannot store quantized and leaves in floating point (e.g. GPTQ: N % (32/bits) ≠ 0). */
   keepsFloat(m: Pick<LinearModule, 'weight' | 'N' | 'K'>): boolean;
   /** The grid a format solves on when it is not the min-max grid of bits / group / sym (GGUF block types). */

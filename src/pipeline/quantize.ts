@@ -168,6 +168,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     let result!: QuantizeResult;
     try {
       checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
+      if (skip) writer.leaveFloat?.((weight) => skip!.test(weight.replace(/\.weight$/, '')));
       const fingerprint = modelFingerprint(eng.model);
       // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
       // reading them now makes a NaN/Inf among them (every read is checked) fail before the long work.

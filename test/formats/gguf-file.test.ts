@@ -127,6 +127,28 @@ describe('GGUF written and read back (eval / inspect of a .gguf)', () => {
   });
 });
 
+describe('--skip with GGUF', () => {
+  it('writes skipped linears in F32 (their source weights), and refuses to split a layer\'s expert stack', async () => {
+    const model = path.join(FIXTURES, 'tiny-mixtral');
+    const run = (skip: string, out: string) =>
+      quantizeModel({ model, out, data: [C4], format: 'gguf', gguf: { type: 'q4_0' }, method: 'rtn', skip, calibration: { samples: 4, seqLen: 64 }, device: 'cpu' });
+    const r = await run('layers\\.1\\.', path.join(tmp, 'skip-1'));
+    const g = GgufFile.open(r.files.model[0]!);
+    expect(g.tensors.get('blk.1.attn_v.weight')!.type).toBe('F32');
+    expect(g.tensors.get('blk.1.ffn_down_exps.weight')!.type).toBe('F32');
+    expect(g.tensors.get('blk.0.attn_v.weight')!.type).toBe('Q4_0');
+    g.close();
+    const e = await createEngine(r.files.model[0]!, { device: 'cpu' });
+    const src = await createEngine(model, { device: 'cpu' });
+    const w = 'model.layers.1.block_sparse_moe.experts.3.w2.weight';
+    expect(maxAbsDiff(e.weights.get(w), src.weights.get(w))).toBe(0);
+    await e.close();
+    await src.close();
+    await expect(run('experts\\.3\\.', path.join(tmp, 'skip-2'))).rejects.toThrow(/--skip leaves 1 of the 8 experts of blk\.0\.ffn_gate_exps\.weight unquantized/);
+    expect(fs.existsSync(path.join(tmp, 'skip-2'))).toBe(false);
+  });
+});
+
 describe('GGUF refuses what llama.cpp cannot represent, before any work', () => {
   const cases: Array<[string, () => string, RegExp]> = [
     ['qwen2-moe (dense layer)', () => path.join(GENERATED, 'qwen2-moe'), /qwen2moe has experts in every layer; dense layer\(s\) 1/],

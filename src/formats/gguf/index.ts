@@ -20,6 +20,7 @@ export const ggufFormat: OutputFormat = {
     const w = new GgufWriter(dir, model, s.gguf ?? { type: 'q4_0' });
     return {
       keepsFloat: (m) => !w.quantizes(m.weight),
+      leaveFloat: (leftOut) => w.keepFloat(leftOut),
       async solve(m, W, H, pool): Promise<QuantizedLinear> {
         const r = await w.solve(m.weight, W, m.N, m.K, { H, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, pool });
         const none = new Uint8Array(0);

@@ -193,6 +193,22 @@ export class GgufWriter {
     return out;
   }
 
+  /**
+   * Linears left in floating point by the run (--skip) are written F32 instead of their type. A stack of routed
+   * experts is one tensor of one type: skipping some of its experts but not all is refused.
+   */
+  keepFloat(leftOut: (hf: string) => boolean): void {
+    for (const t of this.plan.tensors) {
+      const s = t.source;
+      const names = s.kind === 'experts' ? s.hf : s.kind === 'tensor' && s.role === 'linear' ? [s.hf] : [];
+      const out = names.filter(leftOut);
+      if (out.length === 0) continue;
+      if (out.length < names.length)
+        throw fail('BAD_OPTION', `--skip leaves ${out.length} of the ${names.length} experts of ${t.name} unquantized; GGUF stores them as one tensor of one type: skip all or none`);
+      this.types.set(t.name, 'F32');
+    }
+  }
+
   /** Writes model.gguf (general.file_type, quantization metadata, tokenizer) and removes the part file. */
   finish(extra: Array<[string, GgufValue]> = []): string[] {
     const tensors: GgufTensorToWrite[] = this.plan.tensors.map((t) => ({ name: t.name, type: this.types.get(t.name)!, ne: t.ne, data: () => this.bytesOf(t) }));
