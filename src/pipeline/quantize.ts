@@ -212,8 +212,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         model_type: eng.model.spec.family,
         method,
         bits,
-        group_size: cfg.groupSize,
-        sym: cfg.sym,
+        // GGUF: the type's block (32, or 256 for K-quants); its grid fixes symmetry.
+        group_size: cfg.gguf ? (cfg.gguf.type.endsWith('_k') ? 256 : 32) : cfg.groupSize,
+        sym: cfg.gguf ? cfg.gguf.type === 'q4_0' || cfg.gguf.type === 'q5_0' || cfg.gguf.type === 'q8_0' || cfg.gguf.type === 'q6_k' : cfg.sym,
         act_order: cfg.actOrder,
         damp: cfg.damp,
         block_size: cfg.blockSize,
