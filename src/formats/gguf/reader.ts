@@ -200,6 +200,13 @@ export class GgufCheckpoint {
     return this.file.tensors.get(this.entry(name).plan.name)!.type;
   }
 
+  /** GGUF tensors per GGML type in the file. */
+  typeCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const t of this.file.tensors.values()) out[t.type] = (out[t.type] ?? 0) + 1;
+    return out;
+  }
+
   info(name: string): CheckpointTensorInfo {
     const e = this.entry(name);
     const shape = this.shapes.get(name) ?? [];
