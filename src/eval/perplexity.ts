@@ -138,5 +138,7 @@ export function quantizationOf(engine: Engine): Record<string, unknown> | null {
         ...(engine.model.config['quantization_config'] as Record<string, unknown>),
         kernel: [...engine.model.packed.keys()].some((n) => engine.weights.nbitsBlockSize(n) !== null) ? 'MatMulNBits' : 'dequantized-float32',
       }
-    : ((engine.model.config['moe_quant'] ?? null) as Record<string, unknown> | null);
+    : engine.model.gguf
+      ? { format: 'gguf', tensor_types: engine.model.gguf.typeCounts(), kernel: 'dequantized-float32' }
+      : ((engine.model.config['moe_quant'] ?? null) as Record<string, unknown> | null);
 }
