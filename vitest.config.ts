@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    exclude: ['test/e2e/**', 'test/gpu/**', 'node_modules/**'],
+    exclude: ['test/e2e/**', 'test/gpu/**', 'test/llama/**', 'node_modules/**'],
     testTimeout: 60_000,
     pool: 'forks',
   },

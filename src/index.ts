@@ -13,6 +13,9 @@ export type { ForwardHooks, MoeRoutingEvent, RunOptions, RunResult } from './eng
 export { inspectModel, type InspectResult } from './engine/inspect.js';
 export { openModel } from './engine/model.js';
 export { evaluatePerplexity, type EvalOptions, type EvalResult } from './eval/perplexity.js';
+export { evaluateKl, type KlOptions, type KlResult, type ReferenceResult } from './eval/kl.js';
+export type { Comparison, Spread } from './eval/kl-stats.js';
+export { comparePositions, type ComparedPositions, type CompareOptions } from './engine/compare.js';
 export { checkDevice, type DeviceCheck, type DeviceCheckOptions } from './eval/device-check.js';
 export { route, dispatch, expertLoads, type Routing } from './routing/router.js';
 export { resolveDevice, type Device, type DeviceChoice } from './graph/session.js';

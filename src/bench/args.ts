@@ -23,6 +23,7 @@ export interface BenchOptions {
   /** Calibration windows for the calibrate/quantize timings (of 512 tokens). */
   pipelineSamples: number;
   skipGptq: boolean;
+  skipFormats: boolean;
   gptqSize: number;
   skipEbss: boolean;
   /** EBSS samples and their length for the generation timing. */
@@ -53,6 +54,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --skip-pipeline       skip calibrate-vs-eval and quantize timings
   --pipeline-samples N  calibration windows of 512 tokens for those timings (default 128)
   --skip-gptq           skip the single large GPTQ solve
+  --skip-formats        skip the output-format write times and sizes (GPTQ, GGUF per type)
   --gptq-size N         its K = N (default 4096)
   --skip-ebss           skip the EBSS generation timing
   --ebss-samples N      EBSS samples (default 128) of --ebss-seq-len tokens (default 512), width 4
@@ -100,6 +102,7 @@ export function parseArgs(argv: string[]): BenchOptions {
     skipPipeline: false,
     pipelineSamples: 128,
     skipGptq: false,
+    skipFormats: false,
     gptqSize: 4096,
     skipEbss: false,
     ebssSamples: 128,
@@ -154,6 +157,9 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--skip-gptq':
         o.skipGptq = true;
+        break;
+      case '--skip-formats':
+        o.skipFormats = true;
         break;
       case '--gptq-size':
         o.gptqSize = positiveInt(flag, value());

@@ -8,6 +8,7 @@
  *  3. With --torch and .venv/bin/python present: PyTorch eager tokens/s on the same windows, and the ratio.
  *  4. Calibrate vs eval and quantize per method (pipeline-worker.js), one large GPTQ solve (gptq-worker.js), and
  *     EBSS generation per fixture (ebss-worker.js): tokens/s, wall time, step time at three positions.
+ *  5. Output formats (format-worker.js): write time and size of GPTQ and of GGUF per type, round-to-nearest weights.
  * With --real, instead: the GEMM peak and real models' layer shapes (real.ts).
  * Progress goes to stderr; the result (tables, or one JSON object with --json) to stdout.
  */
@@ -20,7 +21,8 @@ import type { LargeRunResult } from './large-worker.js';
 import { runNodeWorker, tail, type ChildResult } from './proc.js';
 import type { PipelineResult } from './pipeline-worker.js';
 import type { EbssBenchResult } from './ebss-worker.js';
-import { ebssTable, fixtureTable, largeTable, parallelTable, pipelineTable, realTables, type FixtureRow, type LargeReport } from './report.js';
+import type { FormatBenchResult } from './format-worker.js';
+import { ebssTable, fixtureTable, formatTable, largeTable, parallelTable, pipelineTable, realTables, type FixtureRow, type LargeReport } from './report.js';
 import type { GenerateResult } from './synth.js';
 import { runTorch } from './torch.js';
 import { runReal } from './real.js';
@@ -96,10 +98,19 @@ async function main(): Promise<void> {
     }
   }
 
+  const formats: Array<FormatBenchResult | { fixture: string; error: string }> = [];
+  if (!o.skipFormats) {
+    for (const dir of o.fixtures) {
+      log(`bench: ${path.basename(dir)}: output formats (GPTQ, GGUF per type)…`);
+      const r = await runNodeWorker<FormatBenchResult>('format-worker.js', [dir], [], false);
+      formats.push(r.result ?? { fixture: path.basename(dir), ...failed(r) });
+    }
+  }
+
   const machine = { cpus: os.availableParallelism(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
   const busy = Math.max(machine.loadavg1mBefore, machine.loadavg1mAfter) > machine.cpus * 0.5;
   if (o.json) {
-    process.stdout.write(`${JSON.stringify({ options: o, machine, fixtures, large, pipeline, gptq, ebss }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ options: o, machine, fixtures, large, pipeline, gptq, ebss, formats }, null, 2)}\n`);
     return;
   }
   const out = [`Forward pass, fp32 on CPU, ${o.windows} windows × ${o.seqLen} tokens of ${path.basename(o.data)}, head 'nll'`];
@@ -135,6 +146,8 @@ async function main(): Promise<void> {
     );
   if (ebss.length)
     out.push('', `EBSS generation, ${o.ebssSamples} samples × ${o.ebssSeqLen} tokens, width 4, τ 1.2 (target: ≤ 5 minutes on 2 cores)`, ebssTable(ebss));
+  if (formats.length)
+    out.push('', 'Output formats: write time (round-to-nearest weights: grid fit, packing, writing; no calibration) and size; K-quants fall back where rows are not 256-multiples', formatTable(formats));
   process.stdout.write(`${out.join('\n')}\n`);
 }
 

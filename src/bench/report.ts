@@ -4,6 +4,7 @@ import type { LargeRunResult } from './large-worker.js';
 import type { GenerateResult } from './synth.js';
 import type { TorchResult } from './torch.js';
 import type { EbssBenchResult } from './ebss-worker.js';
+import type { FormatBenchResult } from './format-worker.js';
 import type { PipelineResult } from './pipeline-worker.js';
 import type { RealReport } from './real.js';
 import { wholeModel, type WholeModel } from './extrapolate.js';
@@ -132,6 +133,19 @@ export function pipelineTable(rows: Array<PipelineResult | { fixture: string; er
       `${r.fixture.padEnd(18)} ${r.evalSeconds.toFixed(2).padStart(6)}  ${r.calibrateSeconds.toFixed(2).padStart(11)}  ${r.calibrateRatio.toFixed(2).padStart(18)}  ` +
         `${q('rtn').seconds.toFixed(1).padStart(5)}  ${q('gptq').seconds.toFixed(1).padStart(6)}  ${q('agq').seconds.toFixed(1).padStart(5)}   ${largest.seconds.toFixed(3)} s (${largest.module})`,
     );
+  }
+  return lines.join('\n');
+}
+
+export function formatTable(rows: Array<FormatBenchResult | { fixture: string; error: string }>): string {
+  const lines = ['fixture            format            write s  size MB  vs source'];
+  for (const r of rows) {
+    if ('error' in r) {
+      lines.push(`${r.fixture.padEnd(18)} error: ${r.error}`);
+      continue;
+    }
+    for (const f of r.formats)
+      lines.push(`${r.fixture.padEnd(18)} ${f.format.padEnd(17)} ${f.seconds.toFixed(2).padStart(7)}  ${(f.bytes / 1e6).toFixed(2).padStart(7)}  ${(f.bytes / r.sourceBytes).toFixed(2).padStart(8)}×`);
   }
   return lines.join('\n');
 }

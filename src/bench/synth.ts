@@ -165,15 +165,16 @@ export interface GenerateResult {
   seconds: number;
 }
 
-function metaFor(config: Record<string, unknown>, layout: SynthLayout) {
-  return layout === 'bench' ? { generator: GENERATOR_VERSION, shardBytes: SHARD_BYTES, config } : { generator: GENERATOR_VERSION, layout, config };
+function metaFor(config: Record<string, unknown>, layout: SynthLayout, std: number) {
+  const base = layout === 'bench' ? { generator: GENERATOR_VERSION, shardBytes: SHARD_BYTES, config } : { generator: GENERATOR_VERSION, layout, config };
+  return { ...base, ...(std !== 0.02 ? { std } : {}) };
 }
 
 /** True when `dir` holds a complete checkpoint written by this generator for `config`. */
-export function isCached(dir: string, config: Record<string, unknown>, layout: SynthLayout = 'bench'): boolean {
+export function isCached(dir: string, config: Record<string, unknown>, layout: SynthLayout = 'bench', std = 0.02): boolean {
   try {
     const meta = JSON.parse(fs.readFileSync(path.join(dir, META_FILE), 'utf8')) as { meta: unknown; files: Record<string, number> };
-    if (JSON.stringify(meta.meta) !== JSON.stringify(metaFor(config, layout))) return false;
+    if (JSON.stringify(meta.meta) !== JSON.stringify(metaFor(config, layout, std))) return false;
     if (!fs.existsSync(path.join(dir, 'config.json'))) return false;
     return Object.entries(meta.files).every(([f, size]) => fs.existsSync(path.join(dir, f)) && fs.statSync(path.join(dir, f)).size === size);
   } catch {
@@ -181,13 +182,13 @@ export function isCached(dir: string, config: Record<string, unknown>, layout: S
   }
 }
 
-/** Write (or reuse) the random checkpoint in `dir` (`dir` is replaced: give it a directory of its own). */
-export function generateCheckpoint(dir: string, config: Record<string, unknown>, layout: SynthLayout = 'bench'): GenerateResult {
+/** Write (or reuse) the random checkpoint in `dir` (weights N(0, std²), norms 1; `dir` is replaced: give it a directory of its own). */
+export function generateCheckpoint(dir: string, config: Record<string, unknown>, layout: SynthLayout = 'bench', std = 0.02): GenerateResult {
   const t0 = performance.now();
   const tensors = plannedTensors(config);
   const totalBytes = tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 2, 0);
   const shardBytes = layout === 'hf' ? HF_SHARD_BYTES : SHARD_BYTES;
-  if (isCached(dir, config, layout)) {
+  if (isCached(dir, config, layout, std)) {
     const shards = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).length;
     return { dir, reused: true, totalBytes, shards, seconds: (performance.now() - t0) / 1000 };
   }
@@ -207,7 +208,7 @@ export function generateCheckpoint(dir: string, config: Record<string, unknown>,
     used += bytes;
   }
 
-  const table = normalTable(0.02);
+  const table = normalTable(std);
   const pad = (n: number) => String(n).padStart(5, '0');
   const weightMap: Record<string, string> = {};
   const files: Record<string, number> = {};
@@ -228,6 +229,50 @@ export function generateCheckpoint(dir: string, config: Record<string, unknown>,
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
   if (layout === 'hf') fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify(hfGenerationConfig(config), null, 2));
   // Written last: its presence marks the checkpoint as complete.
-  fs.writeFileSync(path.join(dir, META_FILE), JSON.stringify({ meta: metaFor(config, layout), files }, null, 2));
+  fs.writeFileSync(path.join(dir, META_FILE), JSON.stringify({ meta: metaFor(config, layout, std), files }, null, 2));
   return { dir, reused: false, totalBytes, shards: groups.length, seconds: (performance.now() - t0) / 1000 };
 }
+
+/**
+ * A byte-level BPE tokenizer.json with no merges: the 256 byte tokens (GPT-2's byte-to-unicode map) and
+ * `vocabSize − 256` unreachable filler tokens, for generated checkpoints that have no tokenizer (GGUF needs one).
+ */
+export function writeByteTokenizer(dir: string, vocabSize: number): void {
+  const bs: number[] = [];
+  for (let b = 33; b <= 126; b++) bs.push(b);
+  for (let b = 161; b <= 172; b++) bs.push(b);
+  for (let b = 174; b <= 255; b++) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (!bs.includes(b)) (bs.push(b), cs.push(256 + n++));
+  const vocab: Record<string, number> = {};
+  bs.forEach((_, i) => (vocab[String.fromCodePoint(cs[i]!)] = i));
+  for (let i = 256; i < vocabSize; i++) vocab[`<filler${i}>`] = i;
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const model = { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [] };
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel, model }));
+}
+
+/** A Mixtral-layout checkpoint whose linears all have K % 256 == 0 (GGUF K-quants), ~4.6 MB in bf16. */
+export const KQUANT_MIXTRAL_CONFIG = {
+  architectures: ['MixtralForCausalLM'],
+  model_type: 'mixtral',
+  vocab_size: 512,
+  hidden_size: 256,
+  intermediate_size: 256,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 64,
+  num_local_experts: 4,
+  num_experts_per_tok: 2,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  max_position_embeddings: 2048,
+  hidden_act: 'silu',
+  tie_word_embeddings: false,
+  torch_dtype: 'bfloat16',
+  bos_token_id: null,
+  eos_token_id: 511,
+  sliding_window: null,
+} as const;

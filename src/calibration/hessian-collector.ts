@@ -13,6 +13,7 @@
  * Each key also has `.tokens` (rows accumulated) and, when weighted, `.weight_sum` (Σ c).
  * The affinity c of a token for an expert is exactly its combine weight (after renormalisation and scaling).
  */
+import { layerTensors } from '../architectures/tensors.js';
 import type { LayerSpec, ModelSpec } from '../architectures/types.js';
 import type { TensorToWrite } from '../checkpoint/safetensors.js';
 import { tensorBytes } from '../checkpoint/safetensors.js';
@@ -43,34 +44,17 @@ export class LayerHessians {
     only?: ReadonlySet<string>,
     weightedOnly = false,
   ) {
-    const L = `layers.${layer.index}`;
-    const H = spec.hiddenSize;
-    const a = spec.attention;
-    const add = (key: string, dim: number, source: string, extra: Partial<Slot> = {}) => {
-      const weighted = Boolean(extra.weightBy);
-      if (!only || only.has(key)) this.slots.set(key, { acc: new HessianAccumulator(pool, dim, weighted, !(weighted && weightedOnly)), source, ...extra });
-    };
-    add(`${L}.attn_input`, H, 'attn');
-    if (a.kind === 'mha') add(`${L}.o_proj_input`, a.numHeads * a.headDim, 'o');
-    else {
-      add(`${L}.o_proj_input`, a.numHeads * a.vHeadDim, 'o');
-      if (a.qLoraRank !== null) add(`${L}.q_b_proj_input`, a.qLoraRank, 'qB');
-      add(`${L}.kv_b_proj_input`, a.kvLoraRank, 'kvB');
+    // One slot per Hessian key of the layer's linears (architectures/tensors.ts), in table order; the router's FFN
+    // input has its slot even when only the router reads it.
+    const byKey = new Map<string, Slot & { dim: number }>();
+    for (const t of layerTensors(spec, layer)) {
+      const l = t.linear;
+      if (!l || byKey.has(l.hessian)) continue;
+      byKey.set(l.hessian, { dim: t.shape[1]!, source: l.source, ...(t.expert === undefined ? {} : { expert: t.expert }), ...(l.weightBy ? { weightBy: l.weightBy } : {}) } as Slot & { dim: number });
     }
-    add(`${L}.ffn_input`, H, 'ffn');
-    const f = layer.ffn;
-    if (f.kind === 'dense') {
-      add(`${L}.mlp.down_proj_input`, f.intermediateSize, 'dense.down');
-      return;
-    }
-    for (let e = 0; e < f.routing.numExperts; e++) {
-      add(`${L}.experts.${e}.gate_up_input`, H, 'ffn', { expert: e, weightBy: 'affinity' });
-      add(`${L}.experts.${e}.down_input`, f.expertIntermediateSize, `expert.${e}.down`, { expert: e, weightBy: 'affinity' });
-    }
-    if (f.shared) {
-      const gated = f.shared.gate ? { weightBy: 'shared_gate' as const } : {};
-      add(`${L}.shared_expert.down_input`, f.shared.intermediateSize, 'shared.down', gated);
-      if (f.shared.gate) add(`${L}.shared_expert.gate_up_input`, H, 'ffn', gated);
+    for (const [key, { dim, ...slot }] of byKey) {
+      const weighted = Boolean(slot.weightBy);
+      if (!only || only.has(key)) this.slots.set(key, { ...slot, acc: new HessianAccumulator(pool, dim, weighted, !(weighted && weightedOnly)) } as Slot);
     }
   }
 
@@ -109,20 +93,15 @@ export class LayerHessians {
   }
 }
 
-/** Bytes `--save-hessians` will write for a model (all layers). */
+/** Bytes `--save-hessians` will write for a model (all layers): Σxxᵀ per Hessian key, and Σc·xxᵀ for weighted ones. */
 export function hessianBytes(spec: ModelSpec): number {
   let floats = 0;
-  const H = spec.hiddenSize;
-  const a = spec.attention;
   for (const layer of spec.layers) {
-    floats += H * H * 2; // attn_input, ffn_input
-    if (a.kind === 'mha') floats += (a.numHeads * a.headDim) ** 2;
-    else floats += (a.numHeads * a.vHeadDim) ** 2 + (a.qLoraRank ?? 0) ** 2 + a.kvLoraRank ** 2;
-    const f = layer.ffn;
-    if (f.kind === 'dense') floats += f.intermediateSize ** 2;
-    else {
-      floats += f.routing.numExperts * 2 * (H * H + f.expertIntermediateSize ** 2);
-      if (f.shared) floats += f.shared.intermediateSize ** 2 * (f.shared.gate ? 2 : 1) + (f.shared.gate ? 2 * H * H : 0);
+    const seen = new Set<string>();
+    for (const t of layerTensors(spec, layer)) {
+      if (!t.linear || seen.has(t.linear.hessian)) continue;
+      seen.add(t.linear.hessian);
+      floats += t.shape[1]! ** 2 * (t.linear.weightBy ? 2 : 1);
     }
   }
   return floats * 4;

@@ -4,6 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { fail } from '../errors.js';
+import { GgufFile } from '../formats/gguf/file.js';
+import { ggufPath } from '../formats/gguf/reader.js';
+import { tokenizerJsonFromGguf } from '../formats/gguf/tokenizer.js';
 
 export interface TextTokenizer {
   /** Token ids of `text` without added special tokens (the perplexity protocol tokenizes the raw text). */
@@ -25,6 +28,23 @@ function readJson(file: string): unknown {
 }
 
 export function loadTokenizer(dir: string): TextTokenizer {
+  const gguf = ggufPath(dir);
+  if (gguf) {
+    const g = GgufFile.open(gguf);
+    try {
+      const json = tokenizerJsonFromGguf(g) as { model: { vocab: object }; added_tokens: Array<{ id: number; special: boolean }> };
+      const tok = new Tokenizer(json, {});
+      return {
+        specialIds: json.added_tokens.filter((t) => t.special).map((t) => t.id),
+        hash: createHash('sha256').update(JSON.stringify(json)).digest('hex'),
+        encode: (text) => Int32Array.from(tok.encode(text, { add_special_tokens: false }).ids),
+        decode: (ids) => tok.decode(Array.from(ids), { skip_special_tokens: false }),
+        vocabSize: Object.keys(json.model.vocab).length,
+      };
+    } finally {
+      g.close();
+    }
+  }
   const file = path.join(dir, 'tokenizer.json');
   if (!fs.existsSync(file)) throw fail('BAD_CHECKPOINT', `${file} is missing (moe-quant needs tokenizer.json to tokenize text)`);
   const configFile = path.join(dir, 'tokenizer_config.json');

@@ -39,7 +39,7 @@ export function inspectModel(dir: string): InspectResult {
     for (const t of expected) {
       const n = t.shape.reduce((a, b) => a * b, 1);
       byKind[t.kind] = (byKind[t.kind] ?? 0) + n;
-      const dt = model.packed.has(t.name) ? `GPTQ ${model.gptq!.bits}-bit` : checkpoint.info(t.name).dtype;
+      const dt = model.packed.has(t.name) ? `GPTQ ${model.gptq!.bits}-bit` : model.gguf ? `GGUF ${model.gguf.ggufType(t.name)}` : checkpoint.info(t.name).dtype;
       dtypes[dt] = (dtypes[dt] ?? 0) + n;
       total += n;
     }

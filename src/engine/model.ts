@@ -11,6 +11,10 @@ import type { ModelSpec } from '../architectures/types.js';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { DType } from '../checkpoint/dtypes.js';
 import { fail } from '../errors.js';
+import { GgufCheckpoint, ggufPath, openGguf } from '../formats/gguf/reader.js';
+
+/** What the engine reads of a checkpoint: a safetensors directory or a GGUF file seen with Hugging Face names. */
+export type TensorStore = Pick<Checkpoint, 'dir' | 'files' | 'totalBytes' | 'names' | 'has' | 'info' | 'readBytes' | 'readFloat32' | 'readFloat32Into' | 'readRowsFloat32' | 'close'>;
 
 /** GPTQ quantization of a checkpoint (config.json `quantization_config`). */
 export interface GptqConfig {
@@ -25,8 +29,10 @@ export interface LoadedModel {
   dir: string;
   config: Record<string, unknown>;
   spec: ModelSpec;
-  checkpoint: Checkpoint;
+  checkpoint: TensorStore;
   expected: ExpectedTensor[];
+  /** Set for a GGUF file (tensors dequantized on load). */
+  gguf: GgufCheckpoint | null;
   /** Set for GPTQ checkpoints. */
   gptq: GptqConfig | null;
   /** Linear weights stored packed: `<prefix>.weight` → its [N, K]. */
@@ -38,7 +44,7 @@ function gptqConfig(config: Record<string, unknown>, file: string): GptqConfig |
   if (!q || typeof q !== 'object') return null;
   if (q['quant_method'] !== 'gptq') throw fail('UNSUPPORTED', `${file}: quantization_config.quant_method "${String(q['quant_method'])}" is not supported (gptq is)`);
   const bits = Number(q['bits']);
-  if (bits !== 4 && bits !== 8) throw fail('UNSUPPORTED', `${file}: GPTQ with ${bits} bits is not supported (4 or 8)`);
+  if (![2, 3, 4, 8].includes(bits)) throw fail('UNSUPPORTED', `${file}: GPTQ with ${bits} bits is not supported (2, 3, 4 or 8)`);
   const format = (q['checkpoint_format'] ?? 'gptq') as string;
   if (format !== 'gptq' && format !== 'gptq_v2') throw fail('UNSUPPORTED', `${file}: GPTQ checkpoint_format "${format}" is not supported (gptq, gptq_v2)`);
   // GPTQModel can pack into int8/int16/int64 words (other shapes and bit layouts); AutoGPTQ and the default are int32.
@@ -56,9 +62,9 @@ const PACKED_DTYPES: Record<string, readonly DType[]> = { qweight: ['I32'], qzer
 
 /** Check a packed linear's tensors against the [N, K] config.json implies, and their dtypes. */
 function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: number, q: GptqConfig): void {
-  const pack = 32 / q.bits;
   const G = q.groupSize > 0 ? Math.ceil(K / q.groupSize) : 1;
-  const want: Record<string, number[]> = { qweight: [K / pack, N], qzeros: [G, N / pack], scales: [G, N], g_idx: [K] };
+  // bits/32 int32 words per value (3 bits: 32 values in 3 words).
+  const want: Record<string, number[]> = { qweight: [(K * q.bits) / 32, N], qzeros: [G, (N * q.bits) / 32], scales: [G, N], g_idx: [K] };
   for (const [suffix, shape] of Object.entries(want)) {
     const name = `${prefix}.${suffix}`;
     if (!checkpoint.has(name)) {
@@ -76,6 +82,12 @@ function checkPacked(checkpoint: Checkpoint, prefix: string, N: number, K: numbe
 
 /** Read and parse `dir/config.json`. */
 export function readConfig(dir: string): Record<string, unknown> {
+  const gguf = ggufPath(dir);
+  if (gguf) {
+    const { g, config } = openGguf(gguf);
+    g.close();
+    return config;
+  }
   if (!fs.existsSync(dir)) throw fail('BAD_CHECKPOINT', `model directory ${dir} does not exist`);
   if (!fs.statSync(dir).isDirectory())
     throw fail('BAD_CHECKPOINT', `--model ${dir} is a file; give the checkpoint directory that holds config.json (${path.dirname(dir)}?)`);
@@ -93,6 +105,18 @@ export function readConfig(dir: string): Record<string, unknown> {
 
 /** Open a Hugging Face MoE checkpoint directory and validate it against its config. */
 export function openModel(dir: string): LoadedModel {
+  const gguf = ggufPath(dir);
+  if (gguf) {
+    const { g, config, spec } = openGguf(gguf);
+    const expected = expectedTensors(spec);
+    const store = new GgufCheckpoint(dir, g, spec, config, new Map(expected.map((t) => [t.name, t.shape])));
+    const missing = expected.find((t) => !store.has(t.name));
+    if (missing) {
+      g.close();
+      throw fail('BAD_CHECKPOINT', `${gguf}: no tensor for ${missing.name}`);
+    }
+    return { dir, config, spec, checkpoint: store, expected, gptq: null, packed: new Map(), gguf: store };
+  }
   const config = readConfig(dir);
   const spec = specFromConfig(config, path.join(dir, 'config.json'));
   const checkpoint = Checkpoint.open(dir);
@@ -122,7 +146,7 @@ export function openModel(dir: string): LoadedModel {
       if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype))
         throw fail('UNSUPPORTED', `tensor ${t.name} has dtype ${info.dtype}; float checkpoints (F32/F16/BF16) are supported`);
     }
-    return { dir, config, spec, checkpoint, expected, gptq, packed };
+    return { dir, config, spec, checkpoint, expected, gptq, packed, gguf: null };
   } catch (e) {
     checkpoint.close();
     throw e;
@@ -135,7 +159,7 @@ export function openModel(dir: string): LoadedModel {
  */
 export function modelFingerprint(model: LoadedModel): string {
   const h = createHash('sha256');
-  h.update(fs.readFileSync(path.join(model.dir, 'config.json')));
+  h.update(model.gguf ? JSON.stringify(model.config) : fs.readFileSync(path.join(model.dir, 'config.json')));
   for (const t of model.expected) {
     if (model.packed.has(t.name)) continue;
     const info = model.checkpoint.info(t.name);

@@ -1,10 +1,12 @@
 /**
- * Worker thread of ParallelNll: opens the model once, then answers 'run' requests with the NLL of its windows and
- * 'close' by releasing the engine and exiting (after stopping a run in flight at its next layer-batch). Errors go back as messages (MoeQuantError keeps its code), so the
+ * Worker thread of ParallelNll: opens the model (and the reference, if any) once, then answers 'run' requests with
+ * the NLL of its windows, 'compare' requests with comparePositions against the reference, and 'close' by releasing
+ * the engines and exiting (after stopping a run in flight at its next layer-batch). Errors go back as messages (MoeQuantError keeps its code), so the
  * main thread reports them exactly as a single engine would.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { MoeQuantError } from '../errors.js';
+import { comparePositions } from './compare.js';
 import { createEngine, type Engine } from './engine.js';
 import type { NllWorkerInit, NllWorkerReply, NllWorkerRequest } from './parallel-nll.js';
 
@@ -22,8 +24,10 @@ function replyError(e: unknown): void {
 }
 
 let engine: Engine | null = null;
+let reference: Engine | null = null;
 try {
   engine = await createEngine(init.model, init.engine);
+  if (init.reference) reference = await createEngine(init.reference, init.engine);
   reply({ type: 'ready' });
 } catch (e) {
   replyError(e);
@@ -33,6 +37,7 @@ let running = false;
 let closing = false;
 
 async function shutDown(): Promise<void> {
+  await reference?.close();
   await engine?.close();
   port.close();
 }
@@ -47,16 +52,21 @@ port.on('message', async (m: NllWorkerRequest) => {
   }
   if (!engine) return replyError(new Error('the engine did not start'));
   running = true;
+  const onProgress = (done: number) => {
+    if (closing) throw new Error('stopped: the pool is closing');
+    reply({ type: 'progress', done });
+  };
   try {
+    if (m.type === 'compare') {
+      if (!reference) throw new Error('compare request to a worker started without a reference model');
+      const ort0 = engine.pool.runMs + reference.pool.runMs;
+      const positions = await comparePositions(reference, engine, m.windows, { batchTokens: m.batchTokens, hiddenBytes: m.hiddenBytes, onProgress });
+      const ortMs = engine.pool.runMs + reference.pool.runMs - ort0;
+      reply({ type: 'compared', positions, ortMs }, [positions.kl, positions.nllRef, positions.nll, positions.sameTop].map((a) => a.buffer as ArrayBuffer));
+      return;
+    }
     const ort0 = engine.pool.runMs;
-    const { nll } = await engine.forward.run(m.windows, {
-      head: 'nll',
-      batchTokens: m.batchTokens,
-      onProgress: (done) => {
-        if (closing) throw new Error('stopped: the pool is closing');
-        reply({ type: 'progress', done });
-      },
-    });
+    const { nll } = await engine.forward.run(m.windows, { head: 'nll', batchTokens: m.batchTokens, onProgress });
     reply({ type: 'result', nll: nll!, ortMs: engine.pool.runMs - ort0 }, [nll!.buffer as ArrayBuffer]);
   } catch (e) {
     replyError(e);

@@ -17,23 +17,30 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { fail, type ErrorCode } from '../errors.js';
 import type { ResolvedDevice } from '../graph/session.js';
+import { compareSteps, type CompareOptions, type ComparedPositions } from './compare.js';
 import type { EngineOptions } from './engine.js';
 import { progressSteps, sequenceBatches } from './forward.js';
 
 /** What a worker is started with (workerData). */
 export interface NllWorkerInit {
   model: string;
+  /** Also open this model, as the reference of 'compare' requests (eval --reference). */
+  reference?: string;
   engine: EngineOptions;
 }
 
 /** Main thread → worker. */
-export type NllWorkerRequest = { type: 'run'; windows: Int32Array[]; batchTokens?: number } | { type: 'close' };
+export type NllWorkerRequest =
+  | { type: 'run'; windows: Int32Array[]; batchTokens?: number }
+  | { type: 'compare'; windows: Int32Array[]; batchTokens?: number; hiddenBytes?: number }
+  | { type: 'close' };
 
 /** Worker → main thread. */
 export type NllWorkerReply =
   | { type: 'ready' }
   | { type: 'progress'; done: number }
   | { type: 'result'; nll: Float32Array; ortMs: number }
+  | { type: 'compared'; positions: ComparedPositions; ortMs: number }
   | { type: 'error'; code: ErrorCode | null; message: string; stack?: string };
 
 export interface WorkerPlan {
@@ -174,19 +181,36 @@ export interface ParallelNllResult {
   ortMs: number;
 }
 
+/** The reference model of ParallelNll.compare: its directory and layer count, and both models' hidden sizes summed. */
+export interface ParallelReference {
+  model: string;
+  numLayers: number;
+  hiddenPerToken: number;
+}
+
 /** A set of started workers, reusable across runs (the benchmark times warm runs). */
 export class ParallelNll {
   private constructor(
     private readonly workers: NllWorker[],
     private readonly numLayers: number,
+    private readonly reference: ParallelReference | null,
   ) {}
 
-  /** Start `workers` threads, each opening the model with `threadsPerWorker` intra-op threads on the CPU provider. */
-  static async start(model: string, engine: EngineOptions, plan: WorkerPlan, numLayers: number): Promise<ParallelNll> {
+  /**
+   * Start `workers` threads, each opening the model with `threadsPerWorker` intra-op threads on the CPU provider —
+   * and the reference model too when given (for compare()).
+   */
+  static async start(
+    model: string,
+    engine: EngineOptions,
+    plan: WorkerPlan,
+    numLayers: number,
+    reference?: ParallelReference,
+  ): Promise<ParallelNll> {
     const script = workerScript();
-    const init: NllWorkerInit = { model, engine: { ...engine, device: 'cpu', threads: plan.threadsPerWorker } };
+    const init: NllWorkerInit = { model, reference: reference?.model, engine: { ...engine, device: 'cpu', threads: plan.threadsPerWorker } };
     const workers = Array.from({ length: plan.workers }, () => new NllWorker(new Worker(script, { workerData: init })));
-    const pool = new ParallelNll(workers, numLayers);
+    const pool = new ParallelNll(workers, numLayers, reference ?? null);
     try {
       await Promise.all(workers.map((w) => w.next()));
     } catch (e) {
@@ -200,28 +224,48 @@ export class ParallelNll {
     return this.workers.length;
   }
 
-  /** NLL of every window; worker i runs the i-th contiguous share. Progress counts each worker's layer-batches. */
-  async run(windows: Int32Array[], opts: { batchTokens?: number; onProgress?(done: number, total: number): void } = {}): Promise<ParallelNllResult> {
+  /**
+   * Worker i runs the i-th contiguous share of the windows (`request` builds its message, `steps` counts its units
+   * of progress); the replies in share order, null for an empty share.
+   */
+  private async dispatch(
+    windows: Int32Array[],
+    request: (share: Int32Array[]) => NllWorkerRequest,
+    steps: (n: number, S: number) => number,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<(NllWorkerReply | null)[]> {
     const N = windows.length;
     if (N === 0) throw fail('BAD_DATA', 'no sequences to run');
     const S = windows[0]!.length;
     const shares = this.workers.map((_, i) => windows.slice(Math.floor((i * N) / this.size), Math.floor(((i + 1) * N) / this.size)));
-    const head = { head: 'nll' as const, batchTokens: opts.batchTokens };
-    const total = shares.reduce((t, s) => t + (s.length ? progressSteps(this.numLayers, s.length, S, head) : 0), 0);
+    const total = shares.reduce((t, s) => t + (s.length ? steps(s.length, S) : 0), 0);
     const done = shares.map(() => 0);
-    const replies = await Promise.all(
+    return Promise.all(
       shares.map((share, i) => {
         if (share.length === 0) return null;
         // Windows are views of the whole tokenized file; copy the share so only it is sent.
-        return this.workers[i]!.next({ type: 'run', windows: share.map((w) => w.slice()), batchTokens: opts.batchTokens }, (d) => {
+        return this.workers[i]!.next(request(share.map((w) => w.slice())), (d) => {
           done[i] = d;
-          opts.onProgress?.(
+          onProgress?.(
             done.reduce((a, b) => a + b, 0),
             total,
           );
         });
       }),
     );
+  }
+
+  /** NLL of every window; worker i runs the i-th contiguous share. Progress counts each worker's layer-batches. */
+  async run(windows: Int32Array[], opts: { batchTokens?: number; onProgress?(done: number, total: number): void } = {}): Promise<ParallelNllResult> {
+    const head = { head: 'nll' as const, batchTokens: opts.batchTokens };
+    const replies = await this.dispatch(
+      windows,
+      (share) => ({ type: 'run', windows: share, batchTokens: opts.batchTokens }),
+      (n, S) => progressSteps(this.numLayers, n, S, head),
+      opts.onProgress,
+    );
+    const S = windows[0]!.length;
+    const N = windows.length;
     const nll = new Float32Array(N * S);
     let offset = 0;
     let ortMs = 0;
@@ -233,6 +277,30 @@ export class ParallelNll {
       ortMs += r.ortMs;
     });
     return { nll, ortMs };
+  }
+
+  /** comparePositions of every window against the reference (started with one), split between the workers. */
+  async compare(windows: Int32Array[], opts: Omit<CompareOptions, 'onProgress'> & { onProgress?(done: number, total: number): void } = {}): Promise<{ positions: ComparedPositions; ortMs: number }> {
+    const ref = this.reference;
+    if (!ref) throw new Error('ParallelNll.compare: the workers were started without a reference model');
+    const replies = await this.dispatch(
+      windows,
+      (share) => ({ type: 'compare', windows: share, batchTokens: opts.batchTokens, hiddenBytes: opts.hiddenBytes }),
+      (n, S) => compareSteps(ref.numLayers, this.numLayers, ref.hiddenPerToken, n, S, opts),
+      opts.onProgress,
+    );
+    const size = windows.length * windows[0]!.length;
+    const positions: ComparedPositions = { kl: new Float64Array(size), nllRef: new Float64Array(size), nll: new Float64Array(size), sameTop: new Uint8Array(size) };
+    let offset = 0;
+    let ortMs = 0;
+    replies.forEach((r, i) => {
+      if (r === null) return;
+      if (r.type !== 'compared') throw new Error(`parallel worker ${i}: unexpected reply ${r.type}`);
+      for (const k of ['kl', 'nllRef', 'nll', 'sameTop'] as const) positions[k].set(r.positions[k], offset);
+      offset += r.positions.kl.length;
+      ortMs += r.ortMs;
+    });
+    return { positions, ortMs };
   }
 
   async close(): Promise<void> {

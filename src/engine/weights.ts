@@ -5,7 +5,7 @@
  * `overrides` replace checkpoint tensors (e.g. dequantized 4-bit weights) without touching the files.
  */
 import type { ExpectedTensor } from '../architectures/shapes.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { TensorStore } from './model.js';
 import { int32Of } from '../checkpoint/dtypes.js';
 import { toMatMulNBits, unpackGptq, type MatMulNBitsTensors } from '../quantization/pack.js';
 import type { GptqConfig } from './model.js';
@@ -38,7 +38,7 @@ export class WeightStore implements WeightSource {
    * group) instead of dequantizing them.
    */
   constructor(
-    private readonly checkpoint: Checkpoint,
+    private readonly checkpoint: TensorStore,
     expected: ExpectedTensor[],
     cacheBytes = 2 ** 31,
     private readonly gptq: GptqConfig | null = null,

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { loadTokenizer } from '../checkpoint/tokenizer.js';
-import { createEngine, type EngineOptions } from '../engine/engine.js';
+import { createEngine, type Engine, type EngineOptions } from '../engine/engine.js';
 import { readConfig } from '../engine/model.js';
 import { ParallelNll, planWorkers } from '../engine/parallel-nll.js';
 import { fail } from '../errors.js';
@@ -46,7 +46,7 @@ export interface EvalResult {
   quantization: Record<string, unknown> | null;
 }
 
-function checkOptions(seqLen: number, maxWindows: number | undefined): void {
+export function checkOptions(seqLen: number, maxWindows: number | undefined): void {
   if (!Number.isInteger(seqLen) || seqLen < 2) throw fail('BAD_OPTION', `--seq-len must be an integer ≥ 2 (got ${seqLen})`);
   if (maxWindows !== undefined && (!Number.isInteger(maxWindows) || maxWindows < 1))
     throw fail('BAD_OPTION', `--max-windows must be a positive integer (got ${maxWindows})`);
@@ -124,14 +124,21 @@ export async function evaluatePerplexity(opts: EvalOptions): Promise<EvalResult>
       tokens_per_second: (windows.length * seqLen) / seconds,
       workers: plan.workers,
       threads_per_worker: plan.threadsPerWorker,
-      quantization: engine.model.gptq
-        ? {
-            ...(engine.model.config['quantization_config'] as Record<string, unknown>),
-            kernel: [...engine.model.packed.keys()].some((n) => engine.weights.nbitsBlockSize(n) !== null) ? 'MatMulNBits' : 'dequantized-float32',
-          }
-        : ((engine.model.config['moe_quant'] ?? null) as Record<string, unknown> | null),
+      quantization: quantizationOf(engine),
     };
   } finally {
     await engine.close();
   }
+}
+
+/** EvalResult.quantization of an opened model. */
+export function quantizationOf(engine: Engine): Record<string, unknown> | null {
+  return engine.model.gptq
+    ? {
+        ...(engine.model.config['quantization_config'] as Record<string, unknown>),
+        kernel: [...engine.model.packed.keys()].some((n) => engine.weights.nbitsBlockSize(n) !== null) ? 'MatMulNBits' : 'dequantized-float32',
+      }
+    : engine.model.gguf
+      ? { format: 'gguf', tensor_types: engine.model.gguf.typeCounts(), kernel: 'dequantized-float32' }
+      : ((engine.model.config['moe_quant'] ?? null) as Record<string, unknown> | null);
 }

@@ -6,6 +6,7 @@
  *   moe:       h, ffn_in, per-expert rows and combine positions/weights → h + Σ w·Expert(ffn_in) (+ shared expert);
  *              streaming models run it in two parts: experts (chunk by chunk) → y, then combine
  *   head:      hidden → logits, per-token NLL of given targets, or the k most likely tokens
+ *   head_kl:   two models' hidden states → per-token KL divergence, both NLLs and argmaxes (eval --reference)
  * Input names starting with "w." are weights; the engine feeds them by role.
  */
 import type { MhaSpec, MlaSpec, ModelSpec, MoeFfnSpec } from '../architectures/types.js';
@@ -409,6 +410,62 @@ export function buildHeadGraph(spec: ModelSpec, mode: 'logits' | 'nll' | 'top'):
     const picked = g.op('GatherElements', [logp, g.op('Unsqueeze', [targets, g.i64([1])])], { axis: attr.i(1) });
     g.output('nll', g.op('Neg', [g.op('Squeeze', [picked, g.i64([1])])]), F, ['T']);
   }
+  return g.build();
+}
+
+/** What the comparison head needs of each model: its hidden size and final norm's epsilon. */
+export interface HeadShape {
+  hiddenSize: number;
+  rmsNormEps: number;
+}
+
+/**
+ * Two models' heads on the same positions (KL evaluation): final hidden states of a reference (`hidden.ref`, weights
+ * `w.ref.*`) and of the evaluated model (`hidden`, `w.*`) → per row, kl = Σ_v p(v)·(log p(v) − log q(v)) with p the
+ * reference's next-token distribution and q the model's (float64), both NLLs of `targets`, and both argmax tokens.
+ *
+ * The vocabulary-wide work is float32 (float64 ops run ~15× slower in onnxruntime), arranged so that what rounds is
+ * small. With logits a, b and D = (b − max b) − (a − max a) (exact where a ≈ b), log q − log p = D − log Σ p·e^D, so
+ *   kl = −Σ p·D + log(1 + Σ p·(e^D − 1)),        (sums over p normalised by Σ p)
+ * which holds for any constant added to D: neither log-sum-exp (~10, rounded by ~1e-6) appears, and both sums are of
+ * terms as small as D, so they round relative to D, not to 1. e^D − 1 must be accurate relative to D too (exp(D) − 1
+ * in float32 is off by up to 6e-8 and biased a KL of 3e-8 by 20%): e^D − 1 = 2t·e^max(D,0) / (1 + |t|), t = tanh(D/2),
+ * which never divides by a small number. The last steps, per row, are float64.
+ * NLL_ref = max a − a(target) − log(max p) (max p ≥ 1/V cannot underflow); NLL = NLL_ref + (log p − log q)(target).
+ */
+export function buildKlHeadGraph(ref: HeadShape, model: HeadShape, vocabSize: number): Uint8Array {
+  const g = new GraphBuilder('head_kl');
+  const V = vocabSize;
+  const DOUBLE = attr.i(OnnxType.DOUBLE);
+  const targets = g.op('Unsqueeze', [g.input('targets', I64, ['T']), g.i64([1])]);
+  const gather = (x: string, at: string) => g.op('GatherElements', [x, at], { axis: attr.i(1) });
+  const toDouble = (x: string) => g.op('Cast', [x], { to: DOUBLE });
+  const sum = (x: string) => toDouble(g.op('ReduceSum', [x, g.i64([1])], { keepdims: attr.i(0) }));
+  const squeeze = (x: string) => g.op('Squeeze', [x, g.i64([1])]);
+  const side = (prefix: string, s: HeadShape, suffix: string) => {
+    const x = g.input(`hidden${prefix}`, F, ['T', s.hiddenSize]);
+    const logits = linear(g, rmsNorm(g, x, g.input(`w${prefix}.norm`, F, [s.hiddenSize]), s.rmsNormEps), g.input(`w${prefix}.lmHead`, F, [V, s.hiddenSize]));
+    const top = g.op('ArgMax', [logits], { axis: attr.i(1), keepdims: attr.i(1) });
+    g.output(`top${suffix}`, squeeze(top), I64, ['T']);
+    return { logits, top, max: gather(logits, top) };
+  };
+  const a = side('.ref', ref, '_ref');
+  const b = side('', model, '');
+  const p = g.op('Softmax', [a.logits], { axis: attr.i(-1) });
+  const nllRef = g.op('Sub', [g.op('Sub', [a.max, gather(a.logits, targets)]), g.op('Log', [gather(p, a.top)])]);
+  const D = g.op('Sub', [g.op('Sub', [b.logits, a.logits]), g.op('Sub', [b.max, a.max])]);
+  const t = g.op('Tanh', [g.op('Mul', [D, g.f32([0.5], [])])]);
+  const halfExpm1 = g.op('Div', [g.op('Mul', [t, g.op('Exp', [g.op('Relu', [D])])]), g.op('Add', [g.op('Abs', [t]), g.f32([1], [])])]);
+  const mass = sum(p);
+  const meanD = g.op('Div', [sum(g.op('Mul', [p, D])), mass]);
+  const two = g.op('Cast', [g.f32([2], [])], { to: DOUBLE });
+  const one = g.op('Cast', [g.f32([1], [])], { to: DOUBLE });
+  const logZ = g.op('Log', [g.op('Add', [one, g.op('Div', [g.op('Mul', [two, sum(g.op('Mul', [p, halfExpm1]))]), mass])])]);
+  g.output('kl', g.op('Sub', [logZ, meanD]), OnnxType.DOUBLE, ['T']);
+  // (log p − log q)(target) = −D(target) + log Σ p·e^D
+  const nll = g.op('Add', [toDouble(squeeze(nllRef)), g.op('Sub', [logZ, toDouble(squeeze(gather(D, targets)))])]);
+  g.output('nll_ref', squeeze(nllRef), F, ['T']);
+  g.output('nll', nll, OnnxType.DOUBLE, ['T']);
   return g.build();
 }
 

@@ -35,6 +35,11 @@ export interface SequentialOptions extends QuantConfig {
    * layer's original weights, then all its modules are quantized (the plain GPTQ/MoEQuant reference protocol).
    */
   trueSequential: boolean;
+  /**
+   * The output format's own solve (GGUF: on each tensor's block grid); `H` is null for round-to-nearest.
+   * Default: the min-max grid of bits / groupSize / sym (rtnQuantize / gptqQuantize).
+   */
+  solve?: (m: LinearModule, W: Float32Array, H: Float32Array | null) => Promise<QuantizedLinear>;
   onProgress?(done: number, total: number): void;
 }
 
@@ -174,8 +179,9 @@ export async function quantizeSequential(
           fallback = 'no calibration tokens reached this expert';
         }
         const cfg: QuantConfig = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym };
-        const q =
-          method === 'rtn'
+        const q = opts.solve
+          ? await opts.solve(m, W, method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx)
+          : method === 'rtn'
             ? rtnQuantize(W, m.N, m.K, cfg)
             : await gptqQuantize(W, m.N, m.K, method === 'agq' && m.agqWeighted ? weightedH : acc.xtx, {
                 ...cfg,

@@ -11,15 +11,15 @@ import { OutputDir } from '../output/output-dir.js';
 import { createEngine, type EngineOptions } from '../engine/engine.js';
 import { modelFingerprint } from '../engine/model.js';
 import { fail } from '../errors.js';
-import { packGptq } from '../quantization/pack.js';
 import { resolveGroupSize } from '../quantization/quantizer.js';
+import { convertToGguf } from '../formats/gguf/convert.js';
+import { ggufBits } from '../formats/gguf/index.js';
+import { GGUF_TYPES, type GgufOptions, type GgufTypeName } from '../formats/gguf/writer.js';
+import { FORMAT_NAMES, outputFormat } from '../formats/registry.js';
 import type { ModelSpec } from '../architectures/types.js';
 import { layerModuleGroups, type LinearModule } from './modules.js';
-import { tensorBytes, type TensorToWrite } from '../checkpoint/safetensors.js';
 import { writeBalanceReport } from '../report/index.js';
 import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
-import { versions } from '../version.js';
-import { QuantizedCheckpointWriter, type OutputFormat } from '../writers/gptq-checkpoint.js';
 import { readCalibrationDir } from '../calibration/calibration-dir.js';
 import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
 
@@ -42,7 +42,10 @@ export interface QuantizeOptions extends EngineOptions {
   actOrder?: boolean;
   damp?: number;
   blockSize?: number;
-  format?: OutputFormat;
+  /** Output format: gptq (default), gptq_v2, dequantized or gguf (formats/registry.ts). */
+  format?: string;
+  /** --format gguf: the linears' GGUF type, embedding/head type, and llama-quantize's fallback for rows that do not fit. */
+  gguf?: Partial<GgufOptions>;
   /** Regular expression on module names (e.g. `model.layers.0.self_attn.q_proj`) to leave unquantized. */
   skip?: string;
   quantizeRouter?: boolean;
@@ -72,10 +75,16 @@ export interface QuantizeResult {
 
 /** The options with their defaults filled in, checked. */
 function settings(o: QuantizeOptions) {
+  const format = o.format ?? 'gptq';
+  const type = o.gguf?.type ?? 'q4_0';
+  const gguf: GgufOptions | undefined = format === 'gguf' ? { type, keep: o.gguf?.keep ?? (type.startsWith('f') ? type : 'q8_0'), fallback: o.gguf?.fallback ?? false } : undefined;
+  if (gguf && !GGUF_TYPES.includes(gguf.type as GgufTypeName)) throw fail('BAD_OPTION', `--gguf-type must be one of ${GGUF_TYPES.join(', ')} (got ${gguf.type})`);
+  if (gguf && !['q8_0', 'f16', 'f32'].includes(gguf.keep!)) throw fail('BAD_OPTION', `--gguf-keep must be q8_0, f16 or f32 (got ${gguf.keep})`);
   const s = {
     method: o.method ?? 'agq',
-    bits: o.bits ?? 4,
-    format: o.format ?? 'gptq',
+    bits: gguf ? ggufBits(gguf.type) : (o.bits ?? 4),
+    format,
+    gguf,
     groupSize: o.groupSize ?? 128,
     sym: o.sym ?? false,
     actOrder: o.actOrder ?? false,
@@ -88,27 +97,31 @@ function settings(o: QuantizeOptions) {
   return s;
 }
 
-function validate(o: QuantizeOptions, { bits, format, method, groupSize: g }: { bits: number; format: string; method: string; groupSize: number }): void {
-  if (![2, 3, 4, 8].includes(bits)) throw fail('BAD_OPTION', `--bits ${bits} is not supported (choose 2, 3, 4 or 8)`);
-  if (!['gptq', 'gptq_v2', 'dequantized'].includes(format)) throw fail('BAD_OPTION', `--format must be gptq, gptq_v2 or dequantized (got ${format})`);
-  if (format !== 'dequantized' && bits !== 4 && bits !== 8)
-    throw fail('BAD_OPTION', `the GPTQ writer packs 4 or 8 bits; --bits ${bits} needs --format dequantized (float32 weights, for evaluation)`);
+/** A GGUF type without a grid (f32, f16): a plain conversion, no calibration. */
+const floatGguf = (s: { gguf?: GgufOptions }) => s.gguf !== undefined && !s.gguf.type.startsWith('q');
+
+function validate(o: QuantizeOptions, s: { bits: number; format: string; method: string; groupSize: number; gguf?: GgufOptions }): void {
+  const { bits, format, method, groupSize: g } = s;
+  if (!FORMAT_NAMES.includes(format)) throw fail('BAD_OPTION', `--format must be one of ${FORMAT_NAMES.join(', ')} (got ${format})`);
+  if (format !== 'gguf' && ![2, 3, 4, 8].includes(bits)) throw fail('BAD_OPTION', `--bits ${bits} is not supported (choose 2, 3, 4 or 8)`);
   if (!['rtn', 'gptq', 'agq'].includes(method)) throw fail('BAD_OPTION', `--method must be rtn, gptq or agq (got ${method})`);
   if (!(g === -1 || (Number.isInteger(g) && g > 0))) throw fail('BAD_OPTION', `--group-size must be a positive integer or -1 (got ${g})`);
   if (!(o.damp === undefined || (o.damp > 0 && o.damp < 1))) throw fail('BAD_OPTION', `--damp must be in (0, 1) (got ${o.damp})`);
   if (o.calib && o.data?.length) throw fail('BAD_OPTION', 'give either --calib or --data, not both');
-  if (!o.calib && !o.data?.length) throw fail('BAD_OPTION', 'quantize needs calibration: --calib CALIB_DIR or --data FILE');
+  if (!o.calib && !o.data?.length && !floatGguf(s)) throw fail('BAD_OPTION', 'quantize needs calibration: --calib CALIB_DIR or --data FILE');
 }
 
 /**
  * Before any work: something must be left to quantize (`--skip '.*'` would write a "GPTQ" checkpoint of float
  * weights), and the group size must fit every linear that will be quantized.
  */
-function checkModulePlan(spec: ModelSpec, cfg: { quantizeRouter: boolean; bits: number; groupSize: number; sym: boolean }, skip: string | undefined, leaveOut: (m: LinearModule) => boolean): void {
+function checkModulePlan(spec: ModelSpec, cfg: { quantizeRouter: boolean; bits: number; groupSize: number; sym: boolean; format: string }, skip: string | undefined, leaveOut: (m: LinearModule) => boolean): void {
   const all = spec.layers.flatMap((l) => layerModuleGroups(spec, l, cfg).flatMap((g) => g.modules));
   const todo = all.filter((m) => !leaveOut(m));
   if (todo.length === 0)
     throw fail('BAD_OPTION', `${skip !== undefined ? `--skip ${JSON.stringify(skip)}` : 'the options'} leave${skip !== undefined ? 's' : ''} none of the model's ${all.length} linears to quantize`);
+  // GGUF: the type fixes the blocks (its writer checked every row length when it opened).
+  if (cfg.format === 'gguf') return;
   for (const m of todo) {
     try {
       resolveGroupSize(cfg, m.K);
@@ -129,10 +142,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       throw fail('BAD_OPTION', `--skip is not a valid regular expression: ${(e as Error).message}`);
     }
   }
-  // GPTQ packs 32/bits output columns per int32 of qzeros: a linear with N not a multiple of that (a router with
-  // 60 experts, Qwen2-MoE's 1-wide shared_expert_gate under --quantize-router) stays in floating point.
-  const unpackable = (N: number) => format !== 'dequantized' && N % (32 / bits) !== 0;
-  const leaveOut = (prefix: string, N: number) => Boolean(skip?.test(prefix)) || unpackable(N);
+  if (floatGguf(cfg)) return exportFloatGguf(o, cfg);
   const inline = o.calib ? null : calibrationSettings({ ...o.calibration, data: o.data!, routingBias: o.routingBias });
   const inputs: Array<[string, string]> = [
     ...(o.calib ? [['--calib', o.calib] as [string, string]] : []),
@@ -147,14 +157,23 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     o.onDevice?.(eng.deviceNote);
     if (eng.model.gptq)
       throw fail('UNSUPPORTED', `${o.model} is already a GPTQ checkpoint (quantization_config in config.json); quantize the original floating-point checkpoint`);
-    checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
-    const fingerprint = modelFingerprint(eng.model);
-    // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
-    // reading them now makes a NaN/Inf among them (every read is checked) fail before the long work.
-    const inLayers = new Set(eng.model.expected.filter((t) => t.layer !== null).map((t) => t.name));
-    for (const name of eng.model.checkpoint.names()) if (!inLayers.has(name)) eng.model.checkpoint.readBytes(name);
+    if (eng.model.gguf) throw fail('UNSUPPORTED', `${o.model} is a GGUF file; quantize the original Hugging Face checkpoint`);
+    // The format checks the model can be written (e.g. GGUF: llama.cpp can represent it) before any work.
+    const writer = outputFormat(format).open(output.tmp, eng.model, { ...cfg, maxShardBytes: o.maxShardBytes });
+    // A linear the format cannot store quantized (GPTQ: N not a multiple of 32/bits, e.g. a router with 60 experts
+    // or Qwen2-MoE's 1-wide shared_expert_gate under --quantize-router) stays in floating point.
+    const shapes = new Map(eng.model.expected.map((t) => [t.name.replace(/\.weight$/, ''), t.shape]));
+    const leaveOut = (prefix: string, N: number) =>
+      Boolean(skip?.test(prefix)) || writer.keepsFloat({ weight: `${prefix}.weight`, N, K: shapes.get(prefix)?.[1] ?? 0 });
     let result!: QuantizeResult;
-    {
+    try {
+      checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
+      if (skip) writer.leaveFloat?.((weight) => skip!.test(weight.replace(/\.weight$/, '')));
+      const fingerprint = modelFingerprint(eng.model);
+      // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
+      // reading them now makes a NaN/Inf among them (every read is checked) fail before the long work.
+      const inLayers = new Set(eng.model.expected.filter((t) => t.layer !== null).map((t) => t.name));
+      for (const name of eng.model.checkpoint.names()) if (!inLayers.has(name)) eng.model.checkpoint.readBytes(name);
       const tmp = output.tmp;
       let calibDir = o.calib ?? null;
       if (!calibDir) {
@@ -164,7 +183,6 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         await runCalibration(eng, { ...o.calibration, model: o.model, data: o.data!, routingBias: inline!.mode, onNote: o.onNote, onProgress: (d, t) => o.onProgress?.('calibrate', d, t) }, calibDir);
       }
       const calib = readCalibrationDir(calibDir, fingerprint);
-      const writer = new QuantizedCheckpointWriter(tmp, eng.model, format, o.maxShardBytes);
       let expertSource = 0;
       let expertQuant = 0;
       const records: ModuleRecord[] = await quantizeSequential(
@@ -173,63 +191,19 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         {
           ...cfg,
           leaveOut: (m) => leaveOut(m.prefix, m.N),
+          ...(writer.solve ? { solve: (m: LinearModule, W: Float32Array, H: Float32Array | null) => writer.solve!(m, W, H, eng.pool) } : {}),
           onProgress: (d, t) => o.onProgress?.('quantize', d, t),
         },
         (m, q) => {
-          let tensors: TensorToWrite[];
-          if (format === 'dequantized') {
-            tensors = [{ name: m.weight, dtype: 'F32', shape: [m.N, m.K], data: tensorBytes(q.dequantized) }];
-          } else {
-            const p = packGptq(q, format);
-            tensors = [
-              { name: `${m.prefix}.qweight`, dtype: 'I32', shape: [q.K / (32 / bits), q.N], data: tensorBytes(p.qweight) },
-              { name: `${m.prefix}.qzeros`, dtype: 'I32', shape: [q.K / q.groupSize, q.N / (32 / bits)], data: tensorBytes(p.qzeros) },
-              { name: `${m.prefix}.scales`, dtype: 'F16', shape: [q.K / q.groupSize, q.N], data: tensorBytes(p.scales) },
-              { name: `${m.prefix}.g_idx`, dtype: 'I32', shape: [q.K], data: tensorBytes(p.gIdx) },
-            ];
-          }
+          const stored = writer.add(m, q);
           if (m.kind === 'routed_expert') {
-            const info = eng.model.checkpoint.info(m.weight);
-            expertSource += info.byteLength;
-            expertQuant += tensors.reduce((s, t) => s + (t.data as Uint8Array).byteLength, 0);
+            expertSource += eng.model.checkpoint.info(m.weight).byteLength;
+            expertQuant += stored;
           }
-          writer.add(m.weight, tensors);
         },
         (layer) => writer.flushLayer(layer.index),
       );
-      const quantized = records.map((r) => r.module);
-      const relNames = [...new Set(quantized.map((p) => p.replace(/^model\.layers\.\d+\./, '')))];
-      // Modules left out whose name is quantized in other layers: GPTQModel/vLLM-style exclusions.
-      const done = new Set(quantized);
-      const relSet = new Set(relNames);
-      const skipped = eng.model.expected
-        .filter((t) => t.name.endsWith('.weight') && t.shape.length === 2)
-        .map((t) => ({ prefix: t.name.slice(0, -'.weight'.length), N: t.shape[0]! }))
-        .filter(({ prefix, N }) => !done.has(prefix) && relSet.has(prefix.replace(/^model\.layers\.\d+\./, '')) && leaveOut(prefix, N))
-        .map(({ prefix }) => prefix);
-      const dynamic = Object.fromEntries(skipped.map((p) => [`-:^${p.replace(/\./g, '\\.')}$`, {}]));
-      const configExtra: Record<string, unknown> =
-        format === 'dequantized'
-          ? { moe_quant: { method, bits, group_size: cfg.groupSize, sym: cfg.sym, note: 'fake-quantized: dequantized float32 weights' } }
-          : {
-              quantization_config: {
-                quant_method: 'gptq',
-                bits,
-                group_size: cfg.groupSize,
-                desc_act: cfg.actOrder,
-                static_groups: cfg.actOrder,
-                sym: cfg.sym,
-                lm_head: false,
-                true_sequential: cfg.trueSequential,
-                damp_percent: cfg.damp,
-                checkpoint_format: format,
-                pack_dtype: 'int32',
-                modules_in_block_to_quantize: [relNames],
-                ...(skipped.length ? { dynamic } : {}),
-                meta: { quantizer: [`moe-quant:${versions()['moe-quant']}`], method, routing_bias: calib.routingBias },
-              },
-            };
-      const modelFiles = writer.finish(configExtra);
+      const modelFiles = writer.finish({ quantized: records.map((r) => r.module), leftOut: leaveOut, routingBias: calib.routingBias });
       const byKind = new Map<string, number[]>();
       for (const r of records) if (Number.isFinite(r.rel_error)) byKind.set(r.kind, [...(byKind.get(r.kind) ?? []), r.rel_error]);
       const report: QuantReport = {
@@ -238,12 +212,13 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         model_type: eng.model.spec.family,
         method,
         bits,
-        group_size: cfg.groupSize,
-        sym: cfg.sym,
+        // GGUF: the type's block (32, or 256 for K-quants); its grid fixes symmetry.
+        group_size: cfg.gguf ? (cfg.gguf.type.endsWith('_k') ? 256 : 32) : cfg.groupSize,
+        sym: cfg.gguf ? cfg.gguf.type === 'q4_0' || cfg.gguf.type === 'q5_0' || cfg.gguf.type === 'q8_0' || cfg.gguf.type === 'q6_k' : cfg.sym,
         act_order: cfg.actOrder,
         damp: cfg.damp,
         block_size: cfg.blockSize,
-        output_format: format,
+        output_format: cfg.gguf ? `gguf ${cfg.gguf.type}` : format,
         calibration: { dir: o.calib ? path.resolve(o.calib) : null, samples: calib.windows.length, seq_len: calib.windows[0]!.length, routing_bias: calib.routingBias },
         modules: o.timings ? records : records.map((r) => ({ ...r, seconds: null })),
         totals: {
@@ -266,6 +241,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         seconds: 0,
         summary: { maxvio_natural: calib.report.summary.natural.maxvio, maxvio_used: calib.report.summary.used.maxvio },
       };
+    } catch (e) {
+      writer.abort();
+      throw e;
     }
     if (process.env['MOE_QUANT_PROFILE'])
       for (const [k, v] of [...eng.pool.byKey].sort((a, b) => b[1].ms - a[1].ms)) o.onNote?.(`ort ${k}: ${(v.ms / 1000).toFixed(2)} s in ${v.runs} runs`);
@@ -279,5 +257,52 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     throw e;
   } finally {
     await engine?.close();
+  }
+}
+
+/**
+ * `--format gguf --gguf-type f32|f16`: nothing to solve, so no calibration and no engine — the checkpoint's
+ * tensors converted to the GGUF layout (routers, norms and biases F32), with a quant report that says so.
+ */
+async function exportFloatGguf(o: QuantizeOptions, cfg: ReturnType<typeof settings>): Promise<QuantizeResult> {
+  const output = OutputDir.open({ out: o.out, kind: 'model', model: o.model, inputs: [], force: o.force, onNote: o.onNote });
+  const t0 = performance.now();
+  try {
+    const file = await convertToGguf(o.model, output.tmp, cfg.gguf!);
+    const { openModel } = await import('../engine/model.js');
+    const m = openModel(o.model);
+    const sourceFiles = [...m.checkpoint.files];
+    const family = m.spec.family;
+    m.checkpoint.close();
+    const report: QuantReport = {
+      format: QUANT_REPORT_FORMAT,
+      model: path.resolve(o.model),
+      model_type: family,
+      method: 'none',
+      bits: cfg.bits,
+      group_size: -1,
+      sym: false,
+      act_order: false,
+      damp: 0,
+      block_size: 0,
+      output_format: `gguf ${cfg.gguf!.type}`,
+      calibration: { dir: null, samples: 0, seq_len: 0, routing_bias: 'none' },
+      modules: [],
+      totals: { modules: 0, seconds: null, mean_rel_error: {}, expert_bytes_source: 0, expert_bytes_quantized: 0 },
+      fallbacks: [],
+    };
+    const qr = writeQuantReport(output.tmp, report);
+    const rel = (p: string) => path.join(output.target, path.basename(p));
+    const out = output.commit();
+    return {
+      out,
+      files: { source_model: sourceFiles, model: [rel(file)], quant_report_json: rel(qr.json), quant_report_md: rel(qr.md), balance_report: [] },
+      report,
+      seconds: (performance.now() - t0) / 1000,
+      summary: { maxvio_natural: NaN, maxvio_used: NaN },
+    };
+  } catch (e) {
+    output.abort();
+    throw e;
   }
 }

@@ -6,6 +6,7 @@
 import type { SessionPool } from '../graph/session.js';
 import { lazyUpdate, type GemmArray } from './ort-gemm.js';
 import { quantizeValue } from './quantizer.js';
+import type { BlockGrid } from '../formats/gguf/quants.js';
 
 /** Inputs of {@link quantizeBlock}; arrays are modified in place where noted. */
 export interface BlockArgs {
@@ -32,6 +33,10 @@ export interface BlockArgs {
   /** [N, G] zero points. */
   zeros: Uint8Array;
   maxq: number;
+  /** GGUF: the block grid levels and values come from (indexed by natural column perm[p]); scales/zeros unused. */
+  grid?: BlockGrid;
+  /** Position → natural column (with `grid`). */
+  perm?: Int32Array;
 }
 
 /** Rows of W per pass over a block: 128 rows × 128 columns of float64 stay in L2. */
@@ -49,7 +54,7 @@ export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: Sessio
   let loss = 0;
   for (let s0 = 0; s0 < B; s0 += subBlock) {
     const s1 = Math.min(s0 + subBlock, B);
-    loss += quantizeColumns(a, s0, s1);
+    loss += a.grid ? quantizeColumnsGrid(a, a.grid, s0, s1) : quantizeColumns(a, s0, s1);
     if (s1 >= B) break;
     const delta = await lazyUpdate(pool, U, K, [i1 + s0, i1 + s1], [i1 + s1, i1 + B], Err1.subarray(s0 * N, s1 * N), N);
     const base = s1 * N;
@@ -109,6 +114,35 @@ function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
         const r0 = j * N;
         for (let n = n0; n < n1; n++) W1[r0 + n] -= u0 * W1[row + n]!;
       }
+    }
+  }
+  return loss / 2;
+}
+
+/** {@link quantizeColumns} on a GGUF block grid: level and value of each element from the grid. */
+function quantizeColumnsGrid(a: BlockArgs, grid: BlockGrid, s0: number, s1: number): number {
+  const { W1, Err1, qT, U, K, N, i1 } = a;
+  const perm = a.perm!;
+  let loss = 0;
+  for (let i = s0; i < s1; i++) {
+    const p = i1 + i;
+    const col = perm[p]!;
+    const d = U[p * K + p]!;
+    const row = i * N;
+    for (let n = 0; n < N; n++) {
+      const w = W1[row + n]!;
+      const level = grid.level(w, n, col);
+      qT[p * N + n] = level;
+      const e = (w - grid.value(level, n, col)) / d;
+      loss += e * e;
+      Err1[row + n] = e;
+      W1[row + n] = e;
+    }
+    const uRow = p * K + i1;
+    for (let j = i + 1; j < s1; j++) {
+      const u = U[uRow + j]!;
+      const r = j * N;
+      for (let n = 0; n < N; n++) W1[r + n] -= u * W1[row + n]!;
     }
   }
   return loss / 2;

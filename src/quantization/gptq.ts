@@ -33,6 +33,7 @@ import type { SessionPool } from '../graph/session.js';
 import { cholInverse, type LinalgOptions } from './linalg.js';
 import { quantizeBlock } from './gptq-block.js';
 import { lazyUpdate, type GemmArray } from './ort-gemm.js';
+import type { BlockGrid } from '../formats/gguf/quants.js';
 import {
   checkFinite,
   dequantize,
@@ -62,6 +63,13 @@ export interface GptqOptions extends QuantConfig {
   subBlock?: number;
   /** Share U between solves with the same Hessian (see GptqFactors). */
   factors?: GptqFactors;
+  /**
+   * Solve on this GGUF block grid (an empty grid of the layer's N × K) instead of the min-max grid of bits / groupSize
+   * / sym: block parameters are fitted as llama.cpp's reference quantizer fits them, from the weights as they stand
+   * at the block's start (with act-order: from the original weights, since GGUF has no g_idx). The result's
+   * `q` are the grid's levels and `grid` the fitted grid; scales and zeros are empty.
+   */
+  grid?: BlockGrid;
 }
 
 /**
@@ -120,8 +128,10 @@ export async function gptqQuantize(
   if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw fail('BAD_OPTION', `invalid layer shape N=${N}, K=${K}`);
   if (W.length !== N * K) throw fail('BAD_OPTION', `weight has ${W.length} values, expected N*K = ${N}*${K}`);
   if (H.length !== K * K) throw fail('BAD_OPTION', `Hessian has ${H.length} values, expected K*K = ${K}*${K}`);
-  const groupSize = resolveGroupSize(opts, K);
-  const grouped = opts.groupSize !== -1;
+  const grid = opts.grid;
+  if (grid && (grid.N !== N || grid.K !== K)) throw fail('BAD_OPTION', `grid of ${grid.N}×${grid.K} for a ${N}×${K} layer`);
+  const groupSize = grid ? grid.blockLen : resolveGroupSize(opts, K);
+  const grouped = grid ? true : opts.groupSize !== -1;
   const blockSize = opts.blockSize ?? 128;
   if (!Number.isInteger(blockSize) || blockSize <= 0) throw fail('BAD_OPTION', `GPTQ block size ${blockSize} must be a positive integer`);
   const subBlock = opts.subBlock ?? 32;
@@ -133,7 +143,7 @@ export async function gptqQuantize(
   const { bits, sym } = opts;
   const maxq = maxQ(bits);
   const G = K / groupSize;
-  const staticGroups = grouped && (opts.staticGroups ?? false);
+  const staticGroups = grid ? Boolean(opts.actOrder) : grouped && (opts.staticGroups ?? false);
   const precision = opts.precision ?? 'float32';
   const jsMaxN = opts.linalg?.jsMaxN ?? 256;
   const T = precision === 'float64' ? Float64Array : Float32Array;
@@ -164,7 +174,12 @@ export async function gptqQuantize(
     Wz = W.slice();
     for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) if (dead[k]) Wz[n * K + k] = 0;
   }
-  if (staticGroups) for (let g = 0; g < G; g++) storeParams(findParams(Wz, N, K, 1, g * groupSize, (g + 1) * groupSize, bits, sym), g);
+  if (staticGroups) {
+    for (let g = 0; g < G; g++) {
+      if (grid) grid.fit(Wz, K, 1, g);
+      else storeParams(findParams(Wz, N, K, 1, g * groupSize, (g + 1) * groupSize, bits, sym), g);
+    }
+  }
 
   // Act-order permutation (stable, like torch.argsort(stable=True)); position p holds original column perm[p].
   const perm = Int32Array.from({ length: K }, (_, i) => i);
@@ -227,12 +242,13 @@ export async function gptqQuantize(
     // earlier blocks only (the reference reads W, not W1); WT does not change until the block ends.
     if (grouped && !staticGroups) {
       for (let p = Math.ceil(i1 / groupSize) * groupSize; p < i2; p += groupSize) {
-        storeParams(findParams(WT, N, 1, N, p, p + groupSize, bits, sym), p / groupSize);
+        if (grid) grid.fit(WT, 1, N, p / groupSize);
+        else storeParams(findParams(WT, N, 1, N, p, p + groupSize, bits, sym), p / groupSize);
       }
     }
     const W1 = Float64Array.from(WT.subarray(i1 * N, i2 * N));
     const Err1 = new T(B * N);
-    loss += await quantizeBlock({ W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq }, subBlock, pool);
+    loss += await quantizeBlock({ W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq, grid, perm }, subBlock, pool);
     if (i2 >= K) break;
     // onnxruntime Gemm: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
     const tail = WT.subarray(i2 * N);
@@ -252,6 +268,10 @@ export async function gptqQuantize(
     }
   }
 
+  if (grid) {
+    const none = new Float32Array(0);
+    return { N, K, bits, groupSize, sym, q, scales: none, zeros: new Uint8Array(0), gIdx, dequantized: grid.dequantize(q), grid, loss, damp };
+  }
   return {
     N,
     K,

@@ -3,7 +3,8 @@
  * (`qweight`, `qzeros`, `scales`, `g_idx`), (b) onnxruntime's `com.microsoft::MatMulNBits` inputs.
  * Pure JavaScript integer work; no onnxruntime, no I/O.
  *
- * GPTQ layout (pack = 32 / bits values per int32, first value in the lowest bits):
+ * GPTQ layout (pack = 32 / bits values per int32, first value in the lowest bits; 3 bits: 32 values in 3 words as
+ * one little-endian bit stream, AutoGPTQ's scheme):
  *   qweight [K/pack, N]: qweight[r, n] = Σ_j q[n, pack·r + j] << (bits·j)       (packed along K, transposed)
  *   qzeros  [G, N/pack]: qzeros[g, c]  = Σ_j zs[g, pack·c + j] << (bits·j)      (packed along N)
  *   scales  [G, N] float16;  g_idx [K] int32;  W[n, k] = scales[g, n] · (q[n, k] − z[g, n]) with g = g_idx[k]
@@ -37,6 +38,9 @@ export interface GptqTensors {
 export interface PackedGptq extends GptqTensors {
   /** v1 only: how many zero points are 0 (stored as maxq; readers that do not mask misread them). */
   v1ZeroOverflow: number;
+  /** Rows of qweight (K·bits/32) and columns of qzeros (N·bits/32). */
+  qweightRows: number;
+  qzerosCols: number;
 }
 
 /** Integer view of a GPTQ checkpoint's Linear, same layout as {@link QuantizedLinear}. */
@@ -72,72 +76,102 @@ export interface MatMulNBitsTensors {
   zeroPoints: Uint8Array;
 }
 
-function packFactor(bits: number, allowed: number[], what: string): number {
-  if (!allowed.includes(bits)) {
+/**
+ * How GPTQ packs `bits`-bit values into int32 words: a little-endian bit stream, `values` values in `words` words
+ * (2 bits: 16 in 1, 4: 8 in 1, 8: 4 in 1, 3: 32 in 3 — AutoGPTQ's 3-bit scheme, where a value may straddle two
+ * words, is the same bit stream).
+ */
+export function packFactorOf(bits: number): { values: number; words: number } {
+  if (bits === 3) return { values: 32, words: 3 };
+  return { values: 32 / bits, words: 1 };
+}
+
+const WRITE_BITS = [2, 3, 4, 8];
+
+function checkBits(bits: number, what: 'write' | 'read'): { values: number; words: number } {
+  if (!WRITE_BITS.includes(bits)) {
     throw what === 'write'
-      ? fail('BAD_OPTION', `the GPTQ writer packs 4 or 8 bits; --bits ${bits} can be evaluated but not written`)
-      : fail('UNSUPPORTED', `GPTQ checkpoints with bits=${bits} are not supported (only ${allowed.join(', ')})`);
+      ? fail('BAD_OPTION', `the GPTQ writer packs 2, 3, 4 or 8 bits (got ${bits})`)
+      : fail('UNSUPPORTED', `GPTQ checkpoints with bits=${bits} are not supported (only ${WRITE_BITS.join(', ')})`);
   }
-  return 32 / bits;
+  return packFactorOf(bits);
+}
+
+/** Writes value v (bits wide) as element i of the bit stream starting at word `base` of `out`. */
+function putBits(out: Int32Array, base: number, stride: number, i: number, bits: number, v: number): void {
+  const bit = i * bits;
+  const w = bit >>> 5;
+  const sh = bit & 31;
+  out[base + w * stride]! |= v << sh;
+  if (sh + bits > 32) out[base + (w + 1) * stride]! |= v >>> (32 - sh);
+}
+
+/** Reads element i (bits wide) of the bit stream starting at word `base` of `src`. */
+function getBits(src: Int32Array, base: number, stride: number, i: number, bits: number, mask: number): number {
+  const bit = i * bits;
+  const w = bit >>> 5;
+  const sh = bit & 31;
+  let v = src[base + w * stride]! >>> sh;
+  if (sh + bits > 32) v |= src[base + (w + 1) * stride]! << (32 - sh);
+  return v & mask;
 }
 
 /**
  * Packs a quantized Linear into GPTQ checkpoint tensors (`format` 'gptq' = v1 with zero − 1, 'gptq_v2' = as is).
- * Throws BAD_OPTION for bit widths other than 4 and 8, UNSUPPORTED when K or N is not a multiple of 32/bits.
+ * Throws BAD_OPTION for bit widths other than 2, 3, 4, 8; UNSUPPORTED when K or N is not a multiple of the values
+ * per packed group (32/bits; 32 for 3 bits).
  */
 export function packGptq(ql: QuantizedLinear, format: GptqFormat): PackedGptq {
   const { N, K, bits } = ql;
-  const pack = packFactor(bits, [4, 8], 'write');
-  if (K % pack !== 0) throw fail('UNSUPPORTED', `cannot pack a GPTQ layer with K=${K} input features: K must be a multiple of ${pack} for ${bits}-bit qweight`);
-  if (N % pack !== 0) throw fail('UNSUPPORTED', `cannot pack a GPTQ layer with N=${N} output features: N must be a multiple of ${pack} for ${bits}-bit qzeros`);
+  const { values, words } = checkBits(bits, 'write');
+  if (K % values !== 0) throw fail('UNSUPPORTED', `cannot pack a GPTQ layer with K=${K} input features: K must be a multiple of ${values} for ${bits}-bit qweight`);
+  if (N % values !== 0) throw fail('UNSUPPORTED', `cannot pack a GPTQ layer with N=${N} output features: N must be a multiple of ${values} for ${bits}-bit qzeros`);
   const G = ql.scales.length / N;
   const mask = maxQ(bits);
-  const rowsW = K / pack;
+  const rowsW = (K / values) * words;
   const qweight = new Int32Array(rowsW * N);
   for (let n = 0; n < N; n++) {
     const src = n * K;
-    for (let r = 0; r < rowsW; r++) {
-      let word = 0;
-      for (let j = 0; j < pack; j++) word |= (ql.q[src + r * pack + j]! & mask) << (bits * j);
-      qweight[r * N + n] = word;
+    for (let k = 0; k < K; k++) {
+      const r = Math.floor(k / values);
+      putBits(qweight, r * words * N + n, N, k - r * values, bits, ql.q[src + k]! & mask);
     }
   }
-  const colsZ = N / pack;
+  const colsZ = (N / values) * words;
   const qzeros = new Int32Array(G * colsZ);
   let v1ZeroOverflow = 0;
   for (let g = 0; g < G; g++) {
-    for (let c = 0; c < colsZ; c++) {
-      let word = 0;
-      for (let j = 0; j < pack; j++) {
-        const z = ql.zeros[(c * pack + j) * G + g]!;
-        if (format === 'gptq' && z === 0) v1ZeroOverflow++;
-        word |= ((format === 'gptq' ? z - 1 : z) & mask) << (bits * j);
-      }
-      qzeros[g * colsZ + c] = word;
+    for (let n = 0; n < N; n++) {
+      const z = ql.zeros[n * G + g]!;
+      if (format === 'gptq' && z === 0) v1ZeroOverflow++;
+      const c = Math.floor(n / values);
+      putBits(qzeros, g * colsZ + c * words, 1, n - c * values, bits, (format === 'gptq' ? z - 1 : z) & mask);
     }
   }
   const scalesGN = new Float32Array(G * N);
   for (let n = 0; n < N; n++) for (let g = 0; g < G; g++) scalesGN[g * N + n] = ql.scales[n * G + g]!;
-  return { qweight, qzeros, scales: float32ToF16(scalesGN), gIdx: ql.gIdx.slice(), v1ZeroOverflow };
+  return { qweight, qzeros, scales: float32ToF16(scalesGN), gIdx: ql.gIdx.slice(), v1ZeroOverflow, qweightRows: rowsW, qzerosCols: colsZ };
 }
 
 /**
- * Unpacks GPTQ tensors written by any GPTQ tool (2, 4 or 8 bits) into integer levels, scales, true zero points and
- * dequantized weights [N, K]. `scales` may be float16 bit patterns or float32 values, both [G, N]; without `gIdx`
- * the monotonic k // (K/G) is assumed. Throws BAD_CHECKPOINT when the tensor sizes disagree with N, K and bits.
+ * Unpacks GPTQ tensors written by any GPTQ tool (2, 3, 4 or 8 bits) into integer levels, scales, true zero points
+ * and dequantized weights [N, K]. `scales` may be float16 bit patterns or float32 values, both [G, N]; without
+ * `gIdx` the monotonic k // (K/G) is assumed. Throws BAD_CHECKPOINT when the tensor sizes disagree with N, K and bits.
  */
 export function unpackGptq(
   tensors: { qweight: Int32Array; qzeros: Int32Array; scales: Uint16Array | Float32Array; gIdx?: Int32Array },
   shape: { N: number; K: number; bits: number; format: GptqFormat },
 ): UnpackedGptq {
   const { N, K, bits, format } = shape;
-  const pack = packFactor(bits, [2, 4, 8], 'read');
+  const { values, words } = checkBits(bits, 'read');
   const bad = (msg: string) => fail('BAD_CHECKPOINT', `GPTQ tensors for N=${N}, K=${K}, bits=${bits}: ${msg}`);
-  if (K % pack !== 0 || N % pack !== 0) throw bad(`N and K must be multiples of ${pack}`);
+  if (K % values !== 0 || N % values !== 0) throw bad(`N and K must be multiples of ${values}`);
   const G = tensors.scales.length / N;
+  const rowsW = (K / values) * words;
+  const colsZ = (N / values) * words;
   if (!Number.isInteger(G) || G < 1) throw bad(`scales has ${tensors.scales.length} values, not a multiple of N`);
-  if (tensors.qweight.length !== (K / pack) * N) throw bad(`qweight has ${tensors.qweight.length} values, expected ${(K / pack) * N}`);
-  if (tensors.qzeros.length !== G * (N / pack)) throw bad(`qzeros has ${tensors.qzeros.length} values, expected ${G * (N / pack)}`);
+  if (tensors.qweight.length !== rowsW * N) throw bad(`qweight has ${tensors.qweight.length} values, expected ${rowsW * N}`);
+  if (tensors.qzeros.length !== G * colsZ) throw bad(`qzeros has ${tensors.qzeros.length} values, expected ${G * colsZ}`);
   let gIdx: Int32Array;
   if (tensors.gIdx) {
     if (tensors.gIdx.length !== K) throw bad(`g_idx has ${tensors.gIdx.length} values, expected ${K}`);
@@ -150,15 +184,15 @@ export function unpackGptq(
   const mask = maxQ(bits);
   const q = new Uint8Array(N * K);
   for (let k = 0; k < K; k++) {
-    const row = Math.floor(k / pack) * N;
-    const shift = bits * (k % pack);
-    for (let n = 0; n < N; n++) q[n * K + k] = (tensors.qweight[row + n]! >>> shift) & mask;
+    const r = Math.floor(k / values);
+    const i = k - r * values;
+    for (let n = 0; n < N; n++) q[n * K + k] = getBits(tensors.qweight, r * words * N + n, N, i, bits, mask);
   }
   const zeros = new Uint8Array(N * G);
-  const colsZ = N / pack;
   for (let g = 0; g < G; g++) {
     for (let n = 0; n < N; n++) {
-      const zs = (tensors.qzeros[g * colsZ + Math.floor(n / pack)]! >>> (bits * (n % pack))) & mask;
+      const c = Math.floor(n / values);
+      const zs = getBits(tensors.qzeros, g * colsZ + c * words, 1, n - c * values, bits, mask);
       zeros[n * G + g] = format === 'gptq' ? (zs + 1) & mask : zs;
     }
   }

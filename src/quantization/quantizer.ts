@@ -17,6 +17,7 @@
  */
 import { toFloat32, float32ToF16 } from '../checkpoint/dtypes.js';
 import { fail } from '../errors.js';
+import type { BlockGrid } from '../formats/gguf/quants.js';
 
 /** Quantization grid: bit width, group size along K, symmetric or asymmetric. */
 export interface QuantConfig {
@@ -48,6 +49,8 @@ export interface QuantizedLinear {
   gIdx: Int32Array;
   /** Dequantized weights [N, K] = (q − zeros[g]) · scales[g] with g = gIdx[k]. */
   dequantized: Float32Array;
+  /** Set when solved on a GGUF block grid: `q` are its levels (scales and zeros are then empty). */
+  grid?: BlockGrid;
 }
 
 /** Per-row parameters of one group. */

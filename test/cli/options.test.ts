@@ -144,6 +144,16 @@ describe('what ran is what is reported', () => {
     const json = JSON.parse(r.stdout);
     expect(json.eval.windows).toBeGreaterThan(0);
     expect(json.eval.windows).toBeLessThan(100);
+    // One evaluation compared both models on those windows: perplexities, KL divergence and top-1 agreement.
+    expect(json.eval.predictions).toBe(json.eval.windows * 63);
+    expect(json.eval.reference.model).toBe(MIXTRAL);
+    expect(json.ppl_fp).toBe(json.eval.reference.ppl);
+    expect(json.kl_mean).toBe(json.eval.reference.kl.mean);
+    expect(json.kl_mean).toBeGreaterThan(0);
+    expect(json.kl_mean).toBeLessThan(0.1);
+    expect(json.top1_agreement).toBe(json.eval.reference.top1_agreement);
+    expect(json.top1_agreement).toBeGreaterThan(0.8);
+    expect(json.ppl_quantized / json.ppl_fp).toBeCloseTo(json.eval.reference.ppl_ratio, 10);
     expect(r.stderr).toContain(`--eval-windows 100000: eval.txt has ${json.eval.windows} windows of 64 tokens; evaluating all ${json.eval.windows}`);
   });
 });

@@ -29,11 +29,17 @@ describe('moe-quant CLI end to end', () => {
   it('`moe-quant quantize` with no arguments runs on the bundled model and prints the table', () => {
     const r = run('quantize');
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/method\s+ppl fp\s+ppl 4-bit\s+size fp\s+size 4-bit\s+MaxVio natural\s+MaxVio biased/);
+    expect(r.stdout).toMatch(/method\s+ppl fp\s+ppl 4-bit\s+KL\s+top-1\s+size fp\s+size 4-bit\s+MaxVio natural\s+MaxVio biased/);
     const row = r.stdout.split('\n')[1]!.trim().split(/\s{2,}/);
-    const [fp, q] = [Number(row[1]), Number(row[2])];
+    const [fp, q, kl, top1] = [Number(row[1]), Number(row[2]), Number(row[3]), row[4]!];
     expect(row[0]).toBe('AGQ');
     expect(q / fp).toBeLessThan(1.01);
+    // 4 bits move the next-token distributions a little (mean KL ~3e-3 nats) and rarely the most likely token.
+    expect(kl).toBeGreaterThan(1e-4);
+    expect(kl).toBeLessThan(0.05);
+    expect(top1).toMatch(/^\d+\.\d\d%$/);
+    expect(parseFloat(top1)).toBeGreaterThan(85);
+    expect(r.stdout).toContain('KL: mean KL(P_fp ‖ P_4-bit) per prediction, nats (99th percentile');
     const out = path.join(cwd, 'moe-quant-out');
     for (const f of ['model.safetensors', 'config.json', 'quant-report.json', 'quant-report.md', 'balance-report.json', 'balance-report.md', 'balance-report.html', 'tokenizer.json'])
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
@@ -50,6 +56,13 @@ describe('moe-quant CLI end to end', () => {
     const [one, two] = [JSON.parse(ev.stdout), JSON.parse(ev2.stdout)];
     expect(two.workers).toBe(2);
     expect(Math.abs(two.nll - one.nll)).toBeLessThan(1e-6);
+    // The quantized model against the bundled fp model it came from, as quantize's table compares them.
+    const vsFp = run('eval', '--model', out, '--reference', path.join(ROOT, 'models/tiny-deepseek-v3'), '--seq-len', '256', '--max-windows', '40', '--json');
+    expect(vsFp.code, vsFp.stderr).toBe(0);
+    const k = JSON.parse(vsFp.stdout);
+    expect(k.reference.ppl).toBeCloseTo(fp, 3);
+    expect(k.ppl).toBeCloseTo(q, 3);
+    expect(k.reference.kl.mean.toExponential(2)).toBe(kl.toExponential(2));
     const rep = run('report', out);
     expect(rep.code, rep.stderr).toBe(0);
     expect(rep.stdout).toContain('MaxVio');

@@ -11,6 +11,7 @@ import { randn, seededRandom } from '../../src/calibration/samples.js';
 import { DEFAULT_EVAL_DATA, DEFAULT_MODEL_DIR } from '../../src/defaults.js';
 import { Decoder } from '../../src/engine/decoder.js';
 import { createEngine } from '../../src/engine/engine.js';
+import { evaluateKl } from '../../src/eval/kl.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { concatTree, projection } from '../../src/graph/blocks.js';
 import { GraphBuilder, OnnxType } from '../../src/graph/builder.js';
@@ -103,6 +104,21 @@ describe.skipIf(!run)('WebGPU', () => {
     const rel = Math.abs(gpu.ppl - cpu.ppl) / cpu.ppl;
     console.log(`webgpu ppl ${gpu.ppl} vs cpu ${cpu.ppl}: relative ${rel.toExponential(2)}`);
     expect(rel).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('eval --reference: the comparison head on WebGPU gives the CPU provider\'s KL, top-1 and perplexities', async () => {
+    const opts = { model: path.join(FIXTURES, 'tiny-mixtral'), reference: DEFAULT_MODEL_DIR, data: DEFAULT_EVAL_DATA, seqLen: 128, maxWindows: 4, workers: 1 };
+    const [gpu, cpu] = [await evaluateKl({ ...opts, device: 'webgpu' }), await evaluateKl({ ...opts, device: 'cpu' })];
+    expect(gpu.device).toBe('webgpu');
+    const rel = Math.abs(gpu.reference.kl.mean - cpu.reference.kl.mean) / cpu.reference.kl.mean;
+    console.log(`webgpu KL ${gpu.reference.kl.mean} vs cpu ${cpu.reference.kl.mean}: relative ${rel.toExponential(2)}`);
+    expect(rel).toBeLessThanOrEqual(1e-5);
+    expect(Math.abs(gpu.reference.top1_agreement - cpu.reference.top1_agreement)).toBeLessThanOrEqual(1 / cpu.predictions);
+    expect(Math.abs(gpu.ppl - cpu.ppl) / cpu.ppl).toBeLessThanOrEqual(1e-6);
+    expect(Math.abs(gpu.reference.ppl - cpu.reference.ppl) / cpu.reference.ppl).toBeLessThanOrEqual(1e-6);
+    const self = await evaluateKl({ ...opts, reference: opts.model, device: 'webgpu' });
+    expect(self.reference.kl.max).toBe(0);
+    expect(self.reference.top1_agreement).toBe(1);
   });
 
   for (const c of ['v1-asym', 'v2-asym']) {

@@ -196,7 +196,8 @@ describe('quantize', () => {
     const out = path.join(tmp, 'bad-out');
     await bad(quantizeModel({ model: QWEN, out, calib, device: 'cpu' }), /made for another model/);
     await bad(quantizeModel({ model: MIXTRAL, out, calib, bits: 5, device: 'cpu' }), /--bits 5/);
-    await bad(quantizeModel({ model: MIXTRAL, out, calib, bits: 3, device: 'cpu' }), /packs 4 or 8 bits.*--format dequantized/);
+    await bad(quantizeModel({ model: MIXTRAL, out, calib, format: 'gguf', gguf: { type: 'q4_k' }, device: 'cpu' }), /--gguf-type q4_k: tensor blk\.0\.attn_q\.weight has rows of 128 values.*K-quants need K % 256 == 0.*--gguf-fallback/);
+    await bad(quantizeModel({ model: MIXTRAL, out, calib, format: 'gguf', gguf: { type: 'q3_k' as never }, device: 'cpu' }), /--gguf-type must be one of/);
     await bad(quantizeModel({ model: MIXTRAL, out, calib, groupSize: 96, device: 'cpu' }), /group/i);
     await bad(quantizeModel({ model: MIXTRAL, out, device: 'cpu' }), /--calib CALIB_DIR or --data/);
     await bad(quantizeModel({ model: MIXTRAL, out: MIXTRAL, calib, device: 'cpu' }), /would replace the input model/);

@@ -57,6 +57,16 @@ describe('GPTQ packing', () => {
       const ql = rtnQuantize(skewed(N, K, 32, 2), N, K, { bits: 8, groupSize: 32, sym: false });
       roundTrip(ql, format);
     });
+
+    it(`${format}: 2- and 3-bit round trips are exact (3 bits: 32 values in 3 words)`, () => {
+      const q2 = rtnQuantize(skewed(N, K, 16, 11), N, K, { bits: 2, groupSize: 16, sym: false });
+      const p2 = roundTrip(q2, format);
+      expect([p2.qweightRows, p2.qzerosCols]).toEqual([K / 16, N / 16]);
+      const q3 = rtnQuantize(skewed(32, 96, 32, 12), 32, 96, { bits: 3, groupSize: 32, sym: false });
+      expect(q3.zeros.includes(0) && q3.zeros.includes(7)).toBe(true);
+      const p3 = roundTrip(q3, format);
+      expect([p3.qweightRows, p3.qzerosCols]).toEqual([9, 3]);
+    });
   }
 
   it('bit layout: little-nibble-first along K, v1 sym zeros are 0x77777777', () => {
@@ -66,6 +76,42 @@ describe('GPTQ packing', () => {
     expect(p.qweight[0]! >>> 0).toBe(0x87654321);
     expect(Array.from(p.qzeros).map((w) => w >>> 0)).toEqual([0x77777777]);
     expect(Array.from(packGptq(ql, 'gptq_v2').qzeros).map((w) => w >>> 0)).toEqual([0x88888888]);
+  });
+
+  it("3-bit layout is AutoGPTQ's pack loop (10 values per word, the 11th and 22nd split across words)", () => {
+    const Kp = 64;
+    const ql = rtnQuantize(randn(32 * Kp, 13), 32, Kp, { bits: 3, groupSize: 32, sym: false });
+    // AutoGPTQ qlinear_cuda_old.pack, bits == 3, written out literally for one column.
+    const ref = (col: number[]): number[] => {
+      const words = new Array<number>((col.length / 32) * 3).fill(0);
+      let i = 0;
+      let row = 0;
+      while (row < words.length) {
+        for (let j = i; j < i + 10; j++) words[row] |= col[j]! << (3 * (j - i));
+        i += 10;
+        words[row] |= col[i]! << 30;
+        row++;
+        words[row] |= (col[i]! >> 2) & 1;
+        i++;
+        for (let j = i; j < i + 10; j++) words[row] |= col[j]! << (3 * (j - i) + 1);
+        i += 10;
+        words[row] |= col[i]! << 31;
+        row++;
+        words[row] |= (col[i]! >> 1) & 0x3;
+        i++;
+        for (let j = i; j < i + 10; j++) words[row] |= col[j]! << (3 * (j - i) + 2);
+        i += 10;
+        row++;
+      }
+      return words.map((w) => w | 0);
+    };
+    const p = packGptq(ql, 'gptq_v2');
+    for (const n of [0, 5, 31]) {
+      const col = Array.from({ length: Kp }, (_, k) => ql.q[n * Kp + k]!);
+      expect(Array.from({ length: p.qweightRows }, (_, r) => p.qweight[r * 32 + n]!)).toEqual(ref(col));
+    }
+    const zrow = Array.from({ length: 32 }, (_, n) => ql.zeros[n * 2 + 1]!);
+    expect(Array.from(p.qzeros.subarray(3, 6))).toEqual(ref(zrow));
   });
 
   it('act-order g_idx survives packing; unpack without g_idx assumes k // g', async () => {
@@ -79,9 +125,10 @@ describe('GPTQ packing', () => {
     expect(un.gIdx[17]).toBe(1);
   });
 
-  it('errors: 3 bits cannot be written, shapes must pack, inconsistent tensors are BAD_CHECKPOINT', () => {
+  it('errors: 5 bits cannot be written, shapes must pack, inconsistent tensors are BAD_CHECKPOINT', () => {
     const q3 = rtnQuantize(randn(N * K, 8), N, K, { bits: 3, groupSize: 16, sym: false });
-    expect(code(() => packGptq(q3, 'gptq'))).toBe('BAD_OPTION: the GPTQ writer packs 4 or 8 bits; --bits 3 can be evaluated but not written');
+    expect(code(() => packGptq({ ...q3, bits: 5 }, 'gptq'))).toBe('BAD_OPTION: the GPTQ writer packs 2, 3, 4 or 8 bits (got 5)');
+    expect(code(() => packGptq(q3, 'gptq'))).toMatch(/^UNSUPPORTED: .*N=16.*multiple of 32 for 3-bit/);
     const narrow = rtnQuantize(randn(4 * K, 9), 4, K, { bits: 4, groupSize: 16, sym: false });
     expect(code(() => packGptq(narrow, 'gptq'))).toMatch(/^UNSUPPORTED: .*N=4/);
     const short = rtnQuantize(randn(N * 12, 9), N, 12, { bits: 4, groupSize: -1, sym: false });

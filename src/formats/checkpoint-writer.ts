@@ -1,18 +1,15 @@
 /**
- * Writes the quantized model as a Hugging Face checkpoint in GPTQ format (AutoGPTQ / GPTQModel layout: per
- * quantized Linear P, `P.qweight` int32 [K/8, N], `P.qzeros` int32 [G, N/8], `P.scales` fp16 [G, N], `P.g_idx`
- * int32 [K]); every other tensor is copied unchanged. Quantized tensors are spilled to one part file per layer as
- * soon as the layer is done (memory stays bounded), then streamed into shards of at most `maxShardBytes`.
- * With format 'dequantized' (bit widths the GPTQ packer cannot hold, e.g. 3) the quantized weights are written as
- * float32 `P.weight` instead, for evaluation.
+ * A Hugging Face checkpoint directory with some linears replaced (the GPTQ and dequantized formats): each
+ * replaced weight's tensors (GPTQ `P.qweight`… or float32 `P.weight`) are spilled to one part file per layer as
+ * soon as the layer is done (memory stays bounded), then every tensor is streamed into shards of at most
+ * `maxShardBytes`, in model order; the rest is copied unchanged, with config.json (+ extra keys) and the
+ * tokenizer files.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../checkpoint/safetensors.js';
 import { DTYPE_BYTES, type DType } from '../checkpoint/dtypes.js';
 import type { LoadedModel } from '../engine/model.js';
-
-export type OutputFormat = 'gptq' | 'gptq_v2' | 'dequantized';
 
 interface PlannedTensor {
   name: string;
@@ -34,7 +31,6 @@ export class QuantizedCheckpointWriter {
   constructor(
     readonly dir: string,
     private readonly model: LoadedModel,
-    readonly format: OutputFormat,
     private readonly maxShardBytes = 4 * 2 ** 30,
   ) {
     this.partsDir = path.join(dir, '.parts');

@@ -1,0 +1,89 @@
+// GGUF quality table (issue 12): per trained fixture, llama.cpp's own perplexity (WikiText-2 test, 40 × 256, the
+// README protocol) of moe-quant GGUF files — F32, RTN / GPTQ / AGQ Q4_0, AGQ Q4_1 and Q8_0 — and, on a generated
+// Mixtral-layout checkpoint with K % 256 == 0, F32 and RTN / GPTQ / AGQ Q4_K; KL divergence from the fp model and
+// top-1 agreement (moe-quant's forward of the file vs the fp checkpoint, same windows). Calibration: 128 × 512 C4
+// windows, seed 0, default loss-free routing bias, shared by all methods of a fixture.
+// Needs `npm run build` and `npm run llama:install`:  node scripts/gguf-table.mjs [fixtures] > gguf.jsonl
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { calibrate, createEngine, loadTokenizer } from '../dist/index.js';
+import { generateCheckpoint, KQUANT_MIXTRAL_CONFIG, writeByteTokenizer } from '../dist/bench/synth.js';
+import { consecutiveWindows, readTextData } from '../dist/eval/data.js';
+import { quantizeModel } from '../dist/pipeline/quantize.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const shared = path.resolve(root, '../shared');
+const c4 = path.join(shared, 'data/c4/c4-en-train.00000-of-01024.first1000.jsonl');
+const wiki = path.join(shared, 'data/wikitext-2-raw/wiki.test.raw');
+const fixtures = (process.argv[2] ?? 'tiny-qwen3-moe,tiny-mixtral,tiny-deepseek-v3,kquant-mixtral').split(',');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gguf-table-'));
+
+function llamaPpl(file) {
+  const r = spawnSync(process.execPath, [path.join(root, 'test/llama/worker.mjs'), JSON.stringify({ cmd: 'ppl', model: file, text: wiki, seqLen: 256, windows: 40 })], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return JSON.parse(r.stdout.trim().split('\n').pop()).ppl;
+}
+
+/** Mean KL(fp ‖ q) per predicted token and top-1 agreement over the first 40 windows of 256. */
+async function kl(fpModel, qModel) {
+  const ids = loadTokenizer(fpModel).encode(readTextData(wiki));
+  const windows = consecutiveWindows(ids, 256, 40);
+  const fp = await createEngine(fpModel, { device: 'cpu' });
+  const q = await createEngine(qModel, { device: 'cpu' });
+  let sum = 0;
+  let same = 0;
+  let n = 0;
+  for (const w of windows) {
+    const a = (await fp.forward.run([w], { head: 'logits' })).logits;
+    const b = (await q.forward.run([w], { head: 'logits' })).logits;
+    const V = a.length / w.length;
+    for (let t = 0; t < w.length - 1; t++) {
+      const o = t * V;
+      let ma = -Infinity, mb = -Infinity, ia = 0, ib = 0;
+      for (let v = 0; v < V; v++) {
+        if (a[o + v] > ma) (ma = a[o + v]), (ia = v);
+        if (b[o + v] > mb) (mb = b[o + v]), (ib = v);
+      }
+      let za = 0, zb = 0;
+      for (let v = 0; v < V; v++) (za += Math.exp(a[o + v] - ma)), (zb += Math.exp(b[o + v] - mb));
+      const la = Math.log(za), lb = Math.log(zb);
+      let k = 0;
+      for (let v = 0; v < V; v++) {
+        const lpa = a[o + v] - ma - la;
+        k += Math.exp(lpa) * (lpa - (b[o + v] - mb - lb));
+      }
+      sum += k;
+      if (ia === ib) same++;
+      n++;
+    }
+  }
+  await fp.close();
+  await q.close();
+  return { kl: sum / n, top1: same / n };
+}
+
+for (const name of fixtures) {
+  let model = path.join(shared, 'fixtures', name);
+  let types = [['f32', 'rtn'], ['q4_0', 'rtn'], ['q4_0', 'gptq'], ['q4_0', 'agq'], ['q4_1', 'rtn'], ['q4_1', 'agq'], ['q8_0', 'rtn'], ['q8_0', 'agq']];
+  if (name === 'kquant-mixtral') {
+    model = path.join(tmp, name);
+    generateCheckpoint(model, KQUANT_MIXTRAL_CONFIG, 'bench', 0.05);
+    writeByteTokenizer(model, KQUANT_MIXTRAL_CONFIG.vocab_size);
+    types = [['f32', 'rtn'], ['q4_k', 'rtn'], ['q4_k', 'gptq'], ['q4_k', 'agq'], ['q4_0', 'agq']];
+  }
+  const calib = await calibrate({ model, data: [c4], out: path.join(tmp, `${name}-calib`), samples: 128, seqLen: 512, seed: 0, device: 'cpu' });
+  for (const [type, method] of types) {
+    const out = path.join(tmp, `${name}-${type}-${method}`);
+    const t0 = performance.now();
+    const q = await quantizeModel({ model, out, calib: type === 'f32' ? undefined : calib.out, method, format: 'gguf', gguf: { type }, device: 'cpu' });
+    const seconds = (performance.now() - t0) / 1000;
+    const file = q.files.model[0];
+    const ppl = llamaPpl(file);
+    const d = await kl(model, file);
+    console.log(JSON.stringify({ fixture: name, type, method: type === 'f32' ? null : method, ppl_llama_cpp: ppl, kl: d.kl, top1_vs_fp: d.top1, bytes: fs.statSync(file).size, quantize_seconds: seconds }));
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+}
+fs.rmSync(tmp, { recursive: true, force: true });

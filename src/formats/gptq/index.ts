@@ -1,0 +1,68 @@
+/**
+ * GPTQ checkpoint (AutoGPTQ / GPTQModel layout, loaded by transformers/optimum, vLLM, onnxruntime-genai): per
+ * quantized Linear P, `P.qweight` int32 [K·bits/32, N], `P.qzeros` int32 [G, N·bits/32], `P.scales` fp16 [G, N],
+ * `P.g_idx` int32 [K]; config.json gains `quantization_config`. Packing: quantization/pack.ts.
+ */
+import { tensorBytes, type TensorToWrite } from '../../checkpoint/safetensors.js';
+import { fail } from '../../errors.js';
+import { packGptq, packFactorOf, type GptqFormat } from '../../quantization/pack.js';
+import { versions } from '../../version.js';
+import { QuantizedCheckpointWriter } from '../checkpoint-writer.js';
+import type { OutputFormat } from '../types.js';
+
+export const gptqFormat: OutputFormat = {
+  names: ['gptq', 'gptq_v2'],
+  open(dir, model, s) {
+    if (![2, 3, 4, 8].includes(s.bits)) throw fail('BAD_OPTION', `the GPTQ writer packs 2, 3, 4 or 8 bits (got --bits ${s.bits})`);
+    const format = s.format as GptqFormat;
+    const writer = new QuantizedCheckpointWriter(dir, model, s.maxShardBytes);
+    // Values per int32 along N (qzeros): 32/bits, or 32 values per 3 words for 3 bits.
+    const nMultiple = packFactorOf(s.bits).values;
+    return {
+      keepsFloat: (m) => m.N % nMultiple !== 0 || m.K % nMultiple !== 0,
+      add(m, q) {
+        const p = packGptq(q, format);
+        const tensors: TensorToWrite[] = [
+          { name: `${m.prefix}.qweight`, dtype: 'I32', shape: [p.qweightRows, q.N], data: tensorBytes(p.qweight) },
+          { name: `${m.prefix}.qzeros`, dtype: 'I32', shape: [q.K / q.groupSize, p.qzerosCols], data: tensorBytes(p.qzeros) },
+          { name: `${m.prefix}.scales`, dtype: 'F16', shape: [q.K / q.groupSize, q.N], data: tensorBytes(p.scales) },
+          { name: `${m.prefix}.g_idx`, dtype: 'I32', shape: [q.K], data: tensorBytes(p.gIdx) },
+        ];
+        writer.add(m.weight, tensors);
+        return tensors.reduce((n, t) => n + (t.data as Uint8Array).byteLength, 0);
+      },
+      flushLayer: (i) => writer.flushLayer(i),
+      finish(run) {
+        const relNames = [...new Set(run.quantized.map((p) => p.replace(/^model\.layers\.\d+\./, '')))];
+        // Modules left out whose name is quantized in other layers: GPTQModel/vLLM-style exclusions.
+        const done = new Set(run.quantized);
+        const relSet = new Set(relNames);
+        const skipped = model.expected
+          .filter((t) => t.name.endsWith('.weight') && t.shape.length === 2)
+          .map((t) => ({ prefix: t.name.slice(0, -'.weight'.length), N: t.shape[0]! }))
+          .filter(({ prefix, N }) => !done.has(prefix) && relSet.has(prefix.replace(/^model\.layers\.\d+\./, '')) && run.leftOut(prefix, N))
+          .map(({ prefix }) => prefix);
+        const dynamic = Object.fromEntries(skipped.map((p) => [`-:^${p.replace(/\./g, '\\.')}$`, {}]));
+        return writer.finish({
+          quantization_config: {
+            quant_method: 'gptq',
+            bits: s.bits,
+            group_size: s.groupSize,
+            desc_act: s.actOrder,
+            static_groups: s.actOrder,
+            sym: s.sym,
+            lm_head: false,
+            true_sequential: s.trueSequential,
+            damp_percent: s.damp,
+            checkpoint_format: format,
+            pack_dtype: 'int32',
+            modules_in_block_to_quantize: [relNames],
+            ...(skipped.length ? { dynamic } : {}),
+            meta: { quantizer: [`moe-quant:${versions()['moe-quant']}`], method: s.method, routing_bias: run.routingBias },
+          },
+        });
+      },
+      abort: () => undefined,
+    };
+  },
+};
