@@ -8,9 +8,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { calibrate, createEngine, loadTokenizer } from '../dist/index.js';
+import { calibrate, evaluateKl } from '../dist/index.js';
 import { generateCheckpoint, KQUANT_MIXTRAL_CONFIG, writeByteTokenizer } from '../dist/bench/synth.js';
-import { consecutiveWindows, readTextData } from '../dist/eval/data.js';
 import { quantizeModel } from '../dist/pipeline/quantize.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -24,44 +23,6 @@ function llamaPpl(file) {
   const r = spawnSync(process.execPath, [path.join(root, 'test/llama/worker.mjs'), JSON.stringify({ cmd: 'ppl', model: file, text: wiki, seqLen: 256, windows: 40 })], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(r.stderr);
   return JSON.parse(r.stdout.trim().split('\n').pop()).ppl;
-}
-
-/** Mean KL(fp ‖ q) per predicted token and top-1 agreement over the first 40 windows of 256. */
-async function kl(fpModel, qModel) {
-  const ids = loadTokenizer(fpModel).encode(readTextData(wiki));
-  const windows = consecutiveWindows(ids, 256, 40);
-  const fp = await createEngine(fpModel, { device: 'cpu' });
-  const q = await createEngine(qModel, { device: 'cpu' });
-  let sum = 0;
-  let same = 0;
-  let n = 0;
-  for (const w of windows) {
-    const a = (await fp.forward.run([w], { head: 'logits' })).logits;
-    const b = (await q.forward.run([w], { head: 'logits' })).logits;
-    const V = a.length / w.length;
-    for (let t = 0; t < w.length - 1; t++) {
-      const o = t * V;
-      let ma = -Infinity, mb = -Infinity, ia = 0, ib = 0;
-      for (let v = 0; v < V; v++) {
-        if (a[o + v] > ma) (ma = a[o + v]), (ia = v);
-        if (b[o + v] > mb) (mb = b[o + v]), (ib = v);
-      }
-      let za = 0, zb = 0;
-      for (let v = 0; v < V; v++) (za += Math.exp(a[o + v] - ma)), (zb += Math.exp(b[o + v] - mb));
-      const la = Math.log(za), lb = Math.log(zb);
-      let k = 0;
-      for (let v = 0; v < V; v++) {
-        const lpa = a[o + v] - ma - la;
-        k += Math.exp(lpa) * (lpa - (b[o + v] - mb - lb));
-      }
-      sum += k;
-      if (ia === ib) same++;
-      n++;
-    }
-  }
-  await fp.close();
-  await q.close();
-  return { kl: sum / n, top1: same / n };
 }
 
 for (const name of fixtures) {
@@ -81,8 +42,9 @@ for (const name of fixtures) {
     const seconds = (performance.now() - t0) / 1000;
     const file = q.files.model[0];
     const ppl = llamaPpl(file);
-    const d = await kl(model, file);
-    console.log(JSON.stringify({ fixture: name, type, method: type === 'f32' ? null : method, ppl_llama_cpp: ppl, kl: d.kl, top1_vs_fp: d.top1, bytes: fs.statSync(file).size, quantize_seconds: seconds }));
+    // KL(fp ‖ file) and top-1 agreement: moe-quant's forward of the file against the fp checkpoint, same windows.
+    const d = (await evaluateKl({ model: file, reference: model, data: wiki, seqLen: 256, maxWindows: 40, device: 'cpu' })).reference;
+    console.log(JSON.stringify({ fixture: name, type, method: type === 'f32' ? null : method, ppl_llama_cpp: ppl, kl: d.kl.mean, top1_vs_fp: d.top1_agreement, bytes: fs.statSync(file).size, quantize_seconds: seconds }));
     fs.rmSync(out, { recursive: true, force: true });
   }
 }
