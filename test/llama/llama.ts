@@ -47,7 +47,8 @@ export function llamaTokenize(model: string, text: string): Int32Array {
     const file = path.join(dir, 'text.txt');
     fs.writeFileSync(file, text);
     run({ cmd: 'tokenize', model, text: file, out: path.join(dir, 'ids.bin'), vocabOnly: true });
-    return new Int32Array(fs.readFileSync(path.join(dir, 'ids.bin')).buffer.slice(0));
+    const b = fs.readFileSync(path.join(dir, 'ids.bin'));
+    return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
