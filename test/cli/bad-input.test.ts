@@ -69,6 +69,22 @@ function expectOneLineError(r: { code: number; stderr: string }, pattern: RegExp
 }
 
 describe('bad input → one line, exit code 2', () => {
+  it('quantize --format gguf with a tokenizer llama.cpp would split differently (Llama-3\'s pattern): refused before any work', async () => {
+    const dir = path.join(tmp, 'llama3-tokenizer');
+    fs.mkdirSync(dir);
+    for (const f of fs.readdirSync(QWEN)) if (f !== 'tokenizer.json') fs.symlinkSync(path.join(QWEN, f), path.join(dir, f));
+    const tj = JSON.parse(fs.readFileSync(path.join(QWEN, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+    const llama3 = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+    tj['pre_tokenizer'] = { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: llama3 }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] };
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tj));
+    const out = path.join(tmp, 'llama3-out');
+    expectOneLineError(
+      await runCli('quantize', '--model', dir, '--data', WIKI, '--format', 'gguf', '--no-eval', '--device', 'cpu', '--out', out),
+      new RegExp(`^moe-quant: error: --format gguf: ${escape(path.join(dir, 'tokenizer.json'))}: pre-tokenizer Sequence\\[Split\\("\\(\\?i:'s\\|.*", Isolated\\), ByteLevel\\(add_prefix_space false, use_regex false\\)\\] cannot be written as a llama\\.cpp tokenizer \\(supported: `),
+    );
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
   it('truncated safetensors file', async () => {
     const dir = copyModel(MIXTRAL, 'truncated');
     const f = path.join(dir, 'model.safetensors');

@@ -40,6 +40,20 @@ export function llamaPerplexity(model: string, text: string, seqLen: number, win
   return { ppl: r['ppl'] as number, tokens: r['tokens'] as number };
 }
 
+/** llama.cpp's token ids of `text` (no BOS, special tokens not parsed), from the GGUF file's tokenizer alone. */
+export function llamaTokenize(model: string, text: string): Int32Array {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llama-'));
+  try {
+    const file = path.join(dir, 'text.txt');
+    fs.writeFileSync(file, text);
+    run({ cmd: 'tokenize', model, text: file, out: path.join(dir, 'ids.bin'), vocabOnly: true });
+    const b = fs.readFileSync(path.join(dir, 'ids.bin'));
+    return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Mean and max |a − b|, and the share of rows (of `vocab`) whose argmax agrees. */
 export function agreement(a: Float32Array, b: Float32Array, vocab: number): { mean: number; max: number; top1: number } {
   let sum = 0;

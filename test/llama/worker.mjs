@@ -2,7 +2,8 @@
 // JSON line. A child process of its own, because a GGML_ASSERT inside llama.cpp aborts the whole process.
 //   {"cmd":"logits","model":F,"ids":[..],"out":F}  full-vocabulary logits of every position → float32 file [n, vocab]
 //   {"cmd":"ppl","model":F,"text":F,"seqLen":L,"windows":W}  the README's perplexity protocol, with llama.cpp's tokenizer
-//   {"cmd":"tokenize","model":F,"text":F}  token count and the first 64 ids
+//   {"cmd":"tokenize","model":F,"text":F[,"out":F]}  token count and the first 64 ids (all ids → int32 file `out`);
+//     {"vocabOnly":true} loads only the tokenizer
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +14,7 @@ const req = JSON.parse(process.argv[2]);
 // CPU only (a software Vulkan would otherwise be picked), never a source build; F32 KV cache and no flash attention
 // so that the only differences from a float forward are the weights and llama.cpp's activation quantization.
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-const model = await llama.loadModel({ modelPath: req.model, gpuLayers: 0 });
+const model = await llama.loadModel({ modelPath: req.model, gpuLayers: 0, vocabOnly: req.vocabOnly === true });
 const context = async (n) =>
   model.createContext({ contextSize: n, batchSize: n, sequences: 1, threads: 1, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', flashAttention: false });
 let out;
@@ -51,6 +52,7 @@ if (req.cmd === 'logits') {
   out = { ppl: Math.exp(nll / n), nll: nll / n, predictions: n, windows, tokens: ids.length };
 } else if (req.cmd === 'tokenize') {
   const ids = model.tokenize(fs.readFileSync(req.text, 'utf8'), false);
+  if (req.out) fs.writeFileSync(req.out, Buffer.from(Int32Array.from(ids).buffer));
   out = { tokens: ids.length, first: Array.from(ids.slice(0, 64)) };
 } else throw new Error(`unknown request ${req.cmd}`);
 process.stdout.write(`${JSON.stringify(out)}\n`);
