@@ -113,9 +113,16 @@ function validate(o: QuantizeOptions, s: { bits: number; format: string; method:
 
 /**
  * Before any work: something must be left to quantize (`--skip '.*'` would write a "GPTQ" checkpoint of float
- * weights), and the group size must fit every linear that will be quantized.
+ * weights), the group size must be valid (any K: a group size that does not divide it leaves a shorter last
+ * group) and the format must be able to store every linear that will be quantized (`check`).
  */
-function checkModulePlan(spec: ModelSpec, cfg: { quantizeRouter: boolean; bits: number; groupSize: number; sym: boolean; format: string }, skip: string | undefined, leaveOut: (m: LinearModule) => boolean): void {
+function checkModulePlan(
+  spec: ModelSpec,
+  cfg: { quantizeRouter: boolean; bits: number; groupSize: number; sym: boolean; format: string },
+  skip: string | undefined,
+  leaveOut: (m: LinearModule) => boolean,
+  check?: (m: LinearModule) => void,
+): void {
   const all = spec.layers.flatMap((l) => layerModuleGroups(spec, l, cfg).flatMap((g) => g.modules));
   const todo = all.filter((m) => !leaveOut(m));
   if (todo.length === 0)
@@ -126,8 +133,9 @@ function checkModulePlan(spec: ModelSpec, cfg: { quantizeRouter: boolean; bits: 
     try {
       resolveGroupSize(cfg, m.K);
     } catch (e) {
-      throw fail('BAD_OPTION', `${m.prefix}: ${(e as Error).message}; choose a --group-size that divides it, -1, or --skip it`);
+      throw fail('BAD_OPTION', `${m.prefix}: ${(e as Error).message}`);
     }
+    check?.(m);
   }
 }
 
@@ -167,7 +175,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       Boolean(skip?.test(prefix)) || writer.keepsFloat({ weight: `${prefix}.weight`, N, K: shapes.get(prefix)?.[1] ?? 0 });
     let result!: QuantizeResult;
     try {
-      checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
+      checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N), writer.check?.bind(writer));
       if (skip) writer.leaveFloat?.((weight) => skip!.test(weight.replace(/\.weight$/, '')));
       const fingerprint = modelFingerprint(eng.model);
       // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;
