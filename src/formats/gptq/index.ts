@@ -27,7 +27,7 @@ export const gptqFormat: OutputFormat = {
           throw fail(
             'BAD_OPTION',
             `${m.prefix}: input size K=${m.K} is not a multiple of ${nMultiple}, which ${s.bits}-bit GPTQ qweight packs per ` +
-              `${s.bits === 3 ? '3 int32 words' : 'int32'}; --skip it, or use --format dequantized or gguf`,
+              `${s.bits === 3 ? '3 int32 words' : 'int32'}; --skip it, or use --format dequantized`,
           );
         }
       },
