@@ -22,6 +22,10 @@ describe('quantize with default options on a model whose MLP widths are not mult
     const out = path.join(tmp, 'q');
     const r = cli(['quantize', '--model', model, '--out', out, '--json']);
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(
+      "--group-size 128 does not divide K of 6 linears (e.g. model.layers.0.mlp.down_proj, K=320): their last group is shorter (64 columns there), " +
+        "valid GPTQ that transformers/GPTQModel load; vLLM's GPTQ kernels need a group size that divides K (--group-size 32 would)",
+    );
     const j = JSON.parse(r.stdout) as { method: string; bits: number; ppl_fp: number; ppl_quantized: number; kl_mean: number };
     expect(j).toMatchObject({ method: 'agq', bits: 4 });
     expect(Number.isFinite(j.ppl_quantized) && j.ppl_quantized > 1).toBe(true);

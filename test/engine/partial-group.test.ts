@@ -14,7 +14,7 @@ import { calibrate } from '../../src/calibration/calibrate.js';
 import { int32Of, toFloat32 } from '../../src/checkpoint/dtypes.js';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { createEngine } from '../../src/engine/engine.js';
-import { quantizeModel } from '../../src/pipeline/quantize.js';
+import { partialGroupNote, quantizeModel } from '../../src/pipeline/quantize.js';
 import { WIKI } from '../paths.js';
 import { maxAbsDiff } from './helpers.js';
 
@@ -88,5 +88,23 @@ describe('GPTQ checkpoint with a shorter last group', () => {
     const err = maxAbsDiff(nbits, ref);
     console.log(`partial last group: MatMulNBits max|Δlogit| = ${err.toExponential(2)} (max |logit| ${scale.toFixed(2)})`);
     expect(err).toBeLessThan(1e-4 * Math.max(1, scale));
+  });
+});
+
+describe('partialGroupNote', () => {
+  it("DeepSeek-V2-Lite's widths: the dense down_proj (K = 10944) has a last group of 64; 64 divides every K", () => {
+    const mods = [
+      ['model.layers.0.self_attn.q_proj', 2048],
+      ['model.layers.0.self_attn.kv_b_proj', 512],
+      ['model.layers.0.mlp.down_proj', 10944],
+      ['model.layers.1.mlp.experts.0.down_proj', 1408],
+    ].map(([prefix, K]) => ({ prefix: prefix as string, K: K as number }));
+    expect(partialGroupNote(mods, 128)).toBe(
+      "--group-size 128 does not divide K of 1 linear (e.g. model.layers.0.mlp.down_proj, K=10944): their last group is shorter (64 columns there), " +
+        "valid GPTQ that transformers/GPTQModel load; vLLM's GPTQ kernels need a group size that divides K (--group-size 64 would)",
+    );
+    expect(partialGroupNote(mods, 64)).toBeNull();
+    expect(partialGroupNote(mods, -1)).toBeNull();
+    expect(partialGroupNote([{ prefix: 'a', K: 64 }], 128)).toBeNull(); // K < g: one group, nothing shorter
   });
 });
