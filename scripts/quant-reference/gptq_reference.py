@@ -101,7 +101,7 @@ def gptq(W: torch.Tensor, H: torch.Tensor, bits: int, group: int, sym: bool, dam
     U = hinv_upper(H)
     t_linalg = time.perf_counter() - t0
 
-    G = K // (group if group != -1 else K)
+    G = -(-K // (group if group != -1 else K))   # ceil: a group size that does not divide K leaves a shorter last group
     Qint = torch.zeros(N, K, dtype=torch.int32)
     scales = torch.zeros(N, G)
     zeros = torch.zeros(N, G)

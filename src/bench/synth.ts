@@ -276,3 +276,48 @@ export const KQUANT_MIXTRAL_CONFIG = {
   eos_token_id: 511,
   sliding_window: null,
 } as const;
+
+/**
+ * DeepSeek-V2-Lite's layout scaled down, with its awkward widths kept awkward: the dense first layer's
+ * intermediate_size (10944 in the real model) is 320 and the experts' width 160, neither a multiple of the default
+ * group size 128 (groups of 128, 128, 64 and 128, 32), while every K is a multiple of 32 (GPTQ packs at 2, 3, 4
+ * and 8 bits). MLA without q_lora (direct q_proj), kv_lora_rank 64 (< 128: one group per row), 4 routed experts
+ * top-2 and 1 shared; ~1.2 MB in bf16.
+ */
+export const PARTIAL_GROUP_DEEPSEEK_V2_CONFIG = {
+  architectures: ['DeepseekV2ForCausalLM'],
+  model_type: 'deepseek_v2',
+  vocab_size: 512,
+  hidden_size: 128,
+  intermediate_size: 320,
+  moe_intermediate_size: 160,
+  num_hidden_layers: 2,
+  first_k_dense_replace: 1,
+  moe_layer_freq: 1,
+  num_attention_heads: 2,
+  num_key_value_heads: 2,
+  q_lora_rank: null,
+  kv_lora_rank: 64,
+  qk_nope_head_dim: 32,
+  qk_rope_head_dim: 16,
+  v_head_dim: 32,
+  n_routed_experts: 4,
+  n_shared_experts: 1,
+  num_experts_per_tok: 2,
+  n_group: 1,
+  topk_group: 1,
+  topk_method: 'greedy',
+  scoring_func: 'softmax',
+  norm_topk_prob: false,
+  routed_scaling_factor: 1.0,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  rope_scaling: null,
+  max_position_embeddings: 2048,
+  hidden_act: 'silu',
+  attention_bias: false,
+  tie_word_embeddings: false,
+  torch_dtype: 'bfloat16',
+  bos_token_id: null,
+  eos_token_id: 511,
+} as const;

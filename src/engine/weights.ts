@@ -96,7 +96,7 @@ export class WeightStore implements WeightSource {
     const gIdx = this.checkpoint.has(`${prefix}.g_idx`) ? i32('g_idx') : Int32Array.from({ length: K }, (_, k) => Math.floor(k / groupSize));
     return unpackGptq(
       { qweight: i32('qweight'), qzeros: i32('qzeros'), scales: this.checkpoint.readFloat32(`${prefix}.scales`), gIdx },
-      { N, K, bits: q.bits, format: q.format },
+      { N, K, bits: q.bits, format: q.format, groupSize },
     );
   }
 

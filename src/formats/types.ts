@@ -38,6 +38,8 @@ export interface ModelWriter {
   leaveFloat?(leftOut: (weight: string) => boolean): void;
   /** Linears this format cannot store quantized and leaves in floating point (e.g. GPTQ: N % (32/bits) ≠ 0). */
   keepsFloat(m: Pick<LinearModule, 'weight' | 'N' | 'K'>): boolean;
+  /** Before any work, for each linear to quantize: throws (one line, naming it) when the format cannot store it. */
+  check?(m: Pick<LinearModule, 'prefix' | 'N' | 'K'>): void;
   /** The grid a format solves on when it is not the min-max grid of bits / group / sym (GGUF block types). */
   solve?: (m: LinearModule, W: Float32Array, H: Float32Array | null, pool: SessionPool) => Promise<QuantizedLinear>;
   /** Store a final quantized linear; returns the bytes it takes in the output. */

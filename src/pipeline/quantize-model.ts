@@ -51,6 +51,8 @@ export interface ModuleRecord {
   method: Method;
   bits: number;
   group_size: number;
+  /** Only when group_size does not divide the module's K: the columns of its shorter last group (K mod group_size). */
+  last_group?: number;
   tokens: number;
   /** ‖WX − ŴX‖ / ‖WX‖ on the calibration inputs (affinity-weighted for routed experts). */
   rel_error: number;
@@ -200,6 +202,7 @@ export async function quantizeSequential(
           method,
           bits: opts.bits,
           group_size: q.groupSize,
+          ...(q.K % q.groupSize !== 0 ? { last_group: q.K % q.groupSize } : {}),
           tokens: acc.tokens,
           rel_error: acc.tokens ? await relativeError(pool, W, q.dequantized, m.N, m.K, m.agqWeighted ? weightedH : acc.xtx) : NaN,
           seconds,

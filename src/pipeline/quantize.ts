@@ -113,22 +113,51 @@ function validate(o: QuantizeOptions, s: { bits: number; format: string; method:
 
 /**
  * Before any work: something must be left to quantize (`--skip '.*'` would write a "GPTQ" checkpoint of float
- * weights), and the group size must fit every linear that will be quantized.
+ * weights), the group size must be valid (any K: a group size that does not divide it leaves a shorter last
+ * group) and the format must be able to store every linear that will be quantized (`check`).
  */
-function checkModulePlan(spec: ModelSpec, cfg: { quantizeRouter: boolean; bits: number; groupSize: number; sym: boolean; format: string }, skip: string | undefined, leaveOut: (m: LinearModule) => boolean): void {
+function checkModulePlan(
+  spec: ModelSpec,
+  cfg: { quantizeRouter: boolean; bits: number; groupSize: number; sym: boolean; format: string },
+  skip: string | undefined,
+  leaveOut: (m: LinearModule) => boolean,
+  check?: (m: LinearModule) => void,
+): LinearModule[] {
   const all = spec.layers.flatMap((l) => layerModuleGroups(spec, l, cfg).flatMap((g) => g.modules));
   const todo = all.filter((m) => !leaveOut(m));
   if (todo.length === 0)
     throw fail('BAD_OPTION', `${skip !== undefined ? `--skip ${JSON.stringify(skip)}` : 'the options'} leave${skip !== undefined ? 's' : ''} none of the model's ${all.length} linears to quantize`);
   // GGUF: the type fixes the blocks (its writer checked every row length when it opened).
-  if (cfg.format === 'gguf') return;
+  if (cfg.format === 'gguf') return todo;
   for (const m of todo) {
     try {
       resolveGroupSize(cfg, m.K);
     } catch (e) {
-      throw fail('BAD_OPTION', `${m.prefix}: ${(e as Error).message}; choose a --group-size that divides it, -1, or --skip it`);
+      throw fail('BAD_OPTION', `${m.prefix}: ${(e as Error).message}`);
     }
+    check?.(m);
   }
+  return todo;
+}
+
+/**
+ * GPTQ output with linears whose K the group size does not divide: a note (before the work) that their last group
+ * is shorter — valid GPTQ, loaded by transformers / GPTQModel, but vLLM's GPTQ and Marlin kernels refuse it — with
+ * the largest power-of-two group size ≤ the chosen one that divides every K. Null when there are none.
+ */
+export function partialGroupNote(todo: Array<Pick<LinearModule, 'prefix' | 'K'>>, groupSize: number): string | null {
+  if (groupSize <= 0) return null;
+  const partial = todo.filter((m) => m.K > groupSize && m.K % groupSize !== 0);
+  if (partial.length === 0) return null;
+  const first = partial[0]!;
+  let fit = groupSize;
+  while (fit > 1 && todo.some((m) => m.K > fit && m.K % fit !== 0)) fit = 2 ** Math.floor(Math.log2(fit - 1));
+  return (
+    `--group-size ${groupSize} does not divide K of ${partial.length} linear${partial.length > 1 ? 's' : ''} ` +
+    `(e.g. ${first.prefix}, K=${first.K}): their last group is shorter (${first.K % groupSize} columns there), valid GPTQ ` +
+    `that transformers/GPTQModel load; vLLM's GPTQ kernels need a group size that divides K` +
+    (fit > 1 ? ` (--group-size ${fit} would)` : '')
+  );
 }
 
 export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult> {
@@ -167,7 +196,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       Boolean(skip?.test(prefix)) || writer.keepsFloat({ weight: `${prefix}.weight`, N, K: shapes.get(prefix)?.[1] ?? 0 });
     let result!: QuantizeResult;
     try {
-      checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N));
+      const todo = checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N), writer.check?.bind(writer));
+      const partialNote = cfg.format === 'gptq' || cfg.format === 'gptq_v2' ? partialGroupNote(todo, cfg.groupSize) : null;
+      if (partialNote) o.onNote?.(partialNote);
       if (skip) writer.leaveFloat?.((weight) => skip!.test(weight.replace(/\.weight$/, '')));
       const fingerprint = modelFingerprint(eng.model);
       // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;

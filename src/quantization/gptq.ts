@@ -22,6 +22,7 @@
  *
  * Reference behaviours kept on purpose (so results match AutoGPTQ / GPTQModel / IST-DASLab):
  *   - groupSize −1: one set of per-row parameters from the original W, before dead columns are zeroed;
+ *   - a group size that does not divide K: ⌈K/g⌉ groups, the last one shorter (W[:, p : K]), in both modes below;
  *   - dynamic groups: parameters from W[:, p : p+g] as it stands at the group start, which holds the lazy updates
  *     of earlier blocks but not the in-block updates of the current block (identical when g is a multiple of the
  *     block size, e.g. the usual g = blockSize = 128);
@@ -38,6 +39,7 @@ import {
   checkFinite,
   dequantize,
   findParams,
+  groupCount,
   maxQ,
   resolveGroupSize,
   type GroupParams,
@@ -142,7 +144,8 @@ export async function gptqQuantize(
   checkFinite(H, 'Hessian');
   const { bits, sym } = opts;
   const maxq = maxQ(bits);
-  const G = K / groupSize;
+  // ⌈K/g⌉ groups: when g does not divide K the last group is shorter (its parameters from its K mod g columns).
+  const G = groupCount(K, groupSize);
   const staticGroups = grid ? Boolean(opts.actOrder) : grouped && (opts.staticGroups ?? false);
   const precision = opts.precision ?? 'float32';
   const jsMaxN = opts.linalg?.jsMaxN ?? 256;
@@ -177,7 +180,7 @@ export async function gptqQuantize(
   if (staticGroups) {
     for (let g = 0; g < G; g++) {
       if (grid) grid.fit(Wz, K, 1, g);
-      else storeParams(findParams(Wz, N, K, 1, g * groupSize, (g + 1) * groupSize, bits, sym), g);
+      else storeParams(findParams(Wz, N, K, 1, g * groupSize, Math.min((g + 1) * groupSize, K), bits, sym), g);
     }
   }
 
@@ -243,7 +246,7 @@ export async function gptqQuantize(
     if (grouped && !staticGroups) {
       for (let p = Math.ceil(i1 / groupSize) * groupSize; p < i2; p += groupSize) {
         if (grid) grid.fit(WT, 1, N, p / groupSize);
-        else storeParams(findParams(WT, N, 1, N, p, p + groupSize, bits, sym), p / groupSize);
+        else storeParams(findParams(WT, N, 1, N, p, Math.min(p + groupSize, K), bits, sym), p / groupSize);
       }
     }
     const W1 = Float64Array.from(WT.subarray(i1 * N, i2 * N));

@@ -8,6 +8,7 @@
  *   qweight [K/pack, N]: qweight[r, n] = Σ_j q[n, pack·r + j] << (bits·j)       (packed along K, transposed)
  *   qzeros  [G, N/pack]: qzeros[g, c]  = Σ_j zs[g, pack·c + j] << (bits·j)      (packed along N)
  *   scales  [G, N] float16;  g_idx [K] int32;  W[n, k] = scales[g, n] · (q[n, k] − z[g, n]) with g = g_idx[k]
+ *   G = ⌈K / group_size⌉: a group size that does not divide K leaves a shorter last group (g_idx = k // group_size).
  *   checkpoint_format 'gptq' (v1) stores zs = (z − 1) & maxq, 'gptq_v2' stores zs = z.
  *
  * v1 cannot represent z = 0: it is stored as maxq (15 for 4 bits). Like onnxruntime-genai we decode v1 nibble by
@@ -48,7 +49,7 @@ export interface UnpackedGptq {
   N: number;
   K: number;
   bits: number;
-  /** K / G. */
+  /** The group size: `shape.groupSize` when given, else K / G (⌈K/g⌉ = G groups, the last one maybe shorter). */
   groupSize: number;
   /** [N, K] integer levels, natural column order. */
   q: Uint8Array;
@@ -118,15 +119,19 @@ function getBits(src: Int32Array, base: number, stride: number, i: number, bits:
 
 /**
  * Packs a quantized Linear into GPTQ checkpoint tensors (`format` 'gptq' = v1 with zero − 1, 'gptq_v2' = as is).
+ * Any number of groups G = ⌈K / groupSize⌉ (a shorter last group is fine); the packing itself runs along K and N.
  * Throws BAD_OPTION for bit widths other than 2, 3, 4, 8; UNSUPPORTED when K or N is not a multiple of the values
- * per packed group (32/bits; 32 for 3 bits).
+ * per packed group (32/bits; 32 for 3 bits). `what` (e.g. the module name) starts those messages.
  */
-export function packGptq(ql: QuantizedLinear, format: GptqFormat): PackedGptq {
+export function packGptq(ql: QuantizedLinear, format: GptqFormat, what = 'a GPTQ layer'): PackedGptq {
   const { N, K, bits } = ql;
   const { values, words } = checkBits(bits, 'write');
-  if (K % values !== 0) throw fail('UNSUPPORTED', `cannot pack a GPTQ layer with K=${K} input features: K must be a multiple of ${values} for ${bits}-bit qweight`);
-  if (N % values !== 0) throw fail('UNSUPPORTED', `cannot pack a GPTQ layer with N=${N} output features: N must be a multiple of ${values} for ${bits}-bit qzeros`);
+  if (K % values !== 0) throw fail('UNSUPPORTED', `cannot pack ${what} with K=${K} input features: K must be a multiple of ${values} for ${bits}-bit qweight`);
+  if (N % values !== 0) throw fail('UNSUPPORTED', `cannot pack ${what} with N=${N} output features: N must be a multiple of ${values} for ${bits}-bit qzeros`);
   const G = ql.scales.length / N;
+  if (!Number.isInteger(G) || G !== Math.ceil(K / ql.groupSize)) {
+    throw fail('BAD_OPTION', `cannot pack ${what}: ${ql.scales.length} scales for N=${N}, K=${K}, group size ${ql.groupSize} (expected N·⌈K/g⌉)`);
+  }
   const mask = maxQ(bits);
   const rowsW = (K / values) * words;
   const qweight = new Int32Array(rowsW * N);
@@ -156,11 +161,13 @@ export function packGptq(ql: QuantizedLinear, format: GptqFormat): PackedGptq {
 /**
  * Unpacks GPTQ tensors written by any GPTQ tool (2, 3, 4 or 8 bits) into integer levels, scales, true zero points
  * and dequantized weights [N, K]. `scales` may be float16 bit patterns or float32 values, both [G, N]; without
- * `gIdx` the monotonic k // (K/G) is assumed. Throws BAD_CHECKPOINT when the tensor sizes disagree with N, K and bits.
+ * `gIdx` the monotonic k // g is assumed, g = `shape.groupSize` (config.json's group_size; then G must be ⌈K/g⌉, the
+ * last group maybe shorter) or, when not given, K / G (G must divide K: a shorter last group leaves g ambiguous).
+ * Throws BAD_CHECKPOINT when the tensor sizes disagree with N, K, bits and the group size.
  */
 export function unpackGptq(
   tensors: { qweight: Int32Array; qzeros: Int32Array; scales: Uint16Array | Float32Array; gIdx?: Int32Array },
-  shape: { N: number; K: number; bits: number; format: GptqFormat },
+  shape: { N: number; K: number; bits: number; format: GptqFormat; groupSize?: number },
 ): UnpackedGptq {
   const { N, K, bits, format } = shape;
   const { values, words } = checkBits(bits, 'read');
@@ -170,6 +177,8 @@ export function unpackGptq(
   const rowsW = (K / values) * words;
   const colsZ = (N / values) * words;
   if (!Number.isInteger(G) || G < 1) throw bad(`scales has ${tensors.scales.length} values, not a multiple of N`);
+  const gs = shape.groupSize !== undefined && shape.groupSize > 0 ? Math.min(shape.groupSize, K) : null;
+  if (gs !== null && Math.ceil(K / gs) !== G) throw bad(`${G} groups, but group size ${shape.groupSize} gives ⌈K/g⌉ = ${Math.ceil(K / gs)}`);
   if (tensors.qweight.length !== rowsW * N) throw bad(`qweight has ${tensors.qweight.length} values, expected ${rowsW * N}`);
   if (tensors.qzeros.length !== G * colsZ) throw bad(`qzeros has ${tensors.qzeros.length} values, expected ${G * colsZ}`);
   let gIdx: Int32Array;
@@ -178,8 +187,9 @@ export function unpackGptq(
     for (const g of tensors.gIdx) if (g < 0 || g >= G) throw bad(`g_idx value ${g} is outside 0..${G - 1}`);
     gIdx = tensors.gIdx.slice();
   } else {
-    if (K % G !== 0) throw bad(`no g_idx and ${G} groups do not divide K`);
-    gIdx = Int32Array.from({ length: K }, (_, k) => Math.floor(k / (K / G)));
+    if (gs === null && K % G !== 0) throw bad(`no g_idx and ${G} groups do not divide K (give the group size)`);
+    const g = gs ?? K / G;
+    gIdx = Int32Array.from({ length: K }, (_, k) => Math.floor(k / g));
   }
   const mask = maxQ(bits);
   const q = new Uint8Array(N * K);
@@ -205,7 +215,7 @@ export function unpackGptq(
     N,
     K,
     bits,
-    groupSize: K / G,
+    groupSize: gs ?? K / G,
     q,
     scales,
     zeros,
@@ -220,6 +230,9 @@ export function unpackGptq(
  * Re-lays a 4-bit quantized Linear (from {@link unpackGptq} or the quantizer) as `MatMulNBits` inputs with
  * `block_size` = `blockSize` (a power of two ≥ 16). Needs monotonic groups g_idx[k] = k // blockSize (no act-order
  * without static groups). Throws BAD_OPTION otherwise.
+ * K need not be a multiple of blockSize: the last block is padded to blockSize (kBlocks = ⌈K/blockSize⌉, as
+ * MatMulNBits lays B out). The kernel reads only K columns of A, and the padding holds the block's zero point, so
+ * each padded weight dequantizes to exactly 0 as well: even a kernel that ran over the whole block would add nothing.
  */
 export function toMatMulNBits(
   src: Pick<UnpackedGptq, 'N' | 'K' | 'bits' | 'q' | 'scales' | 'zeros' | 'gIdx'>,
@@ -240,12 +253,19 @@ export function toMatMulNBits(
   }
   const half = blockSize / 2;
   const B = new Uint8Array(N * kBlocks * half);
+  const Kp = kBlocks * blockSize;
   for (let n = 0; n < N; n++) {
     const row = n * K;
     for (let k = 0; k < K; k++) {
       const kb = Math.floor(k / blockSize);
       const o = k - kb * blockSize;
       B[(n * kBlocks + kb) * half + (o >> 1)] |= (src.q[row + k]! & 0xf) << ((o & 1) * 4);
+    }
+    // Padding of a partial last block: the zero point, i.e. weight 0.
+    const z = src.zeros[n * G + kBlocks - 1]! & 0xf;
+    for (let k = K; k < Kp; k++) {
+      const o = k - (kBlocks - 1) * blockSize;
+      B[(n * kBlocks + kBlocks - 1) * half + (o >> 1)] |= z << ((o & 1) * 4);
     }
   }
   const zb = Math.ceil(kBlocks / 2);

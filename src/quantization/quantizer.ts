@@ -41,7 +41,10 @@ export interface QuantizedLinear {
   sym: boolean;
   /** Integer levels 0..maxq, row-major [N, K] in natural column order. */
   q: Uint8Array;
-  /** Scales [N, G] (row-major, G = K / groupSize); every value is exactly representable in float16. */
+  /**
+   * Scales [N, G] (row-major, G = ⌈K / groupSize⌉: when groupSize does not divide K the last group is shorter, as
+   * GPTQ checkpoints allow); every value is exactly representable in float16.
+   */
   scales: Float32Array;
   /** Integer zero points [N, G], 0..maxq. */
   zeros: Uint8Array;
@@ -71,8 +74,10 @@ export function maxQ(bits: number): number {
 
 /**
  * Checks `cfg` against a layer with `K` input features and returns the actual group size (K for −1).
- * Throws BAD_OPTION for an unsupported bit width or a group size that does not divide K (K < group size is fine:
- * one group per row).
+ * Throws BAD_OPTION for an unsupported bit width or a group size that is not a positive integer (or −1).
+ * A group size that does not divide K is fine: the last group is shorter (K mod g columns), which is the layout
+ * GPTQ loaders expect for group_size g (⌈K/g⌉ groups, g_idx = k // g) and what the reference GPTQ computes (the
+ * parameters of the group starting at column k from W[:, k : k+g], a shorter slice at the end).
  */
 export function resolveGroupSize(cfg: QuantConfig, K: number): number {
   if (!BITS.includes(cfg.bits)) throw fail('BAD_OPTION', `--bits ${cfg.bits} is not supported (use 2, 3, 4 or 8)`);
@@ -84,10 +89,12 @@ export function resolveGroupSize(cfg: QuantConfig, K: number): number {
   // K smaller than the group (e.g. MLA kv_b_proj, K = kv_lora_rank): one group per row. That is exactly the GPTQ
   // layout a loader expects for group_size g (ceil(K/g) = 1 group, g_idx = k // g = 0), so no special casing.
   if (K < g) return K;
-  if (K % g !== 0) {
-    throw fail('BAD_OPTION', `--group-size ${g} does not divide the layer's input size K=${K} (K % ${g} = ${K % g})`);
-  }
   return g;
+}
+
+/** Groups per row for `groupSize` (as resolved by {@link resolveGroupSize}): ⌈K / groupSize⌉. */
+export function groupCount(K: number, groupSize: number): number {
+  return Math.ceil(K / groupSize);
 }
 
 /** Throws NUMERIC when `W` holds a NaN or infinity. `what` names the tensor in the message. */
@@ -188,26 +195,27 @@ export function dequantize(N: number, K: number, q: Uint8Array, scales: Float32A
 
 /**
  * Round-to-nearest quantization of `W` [N, K] (PyTorch [out, in], row-major) with per-row, per-group min-max
- * parameters. Throws BAD_OPTION for bad bits / group size and NUMERIC for non-finite weights.
+ * parameters (⌈K/g⌉ groups; a last group of K mod g columns gets parameters from exactly those columns). Throws BAD_OPTION for bad bits / group size and NUMERIC for non-finite weights.
  */
 export function rtnQuantize(W: Float32Array, N: number, K: number, cfg: QuantConfig): QuantizedLinear {
   if (W.length !== N * K) throw fail('BAD_OPTION', `weight has ${W.length} values, expected N*K = ${N}*${K}`);
   const groupSize = resolveGroupSize(cfg, K);
   checkFinite(W, 'weight');
-  const G = K / groupSize;
+  const G = groupCount(K, groupSize);
   const maxq = maxQ(cfg.bits);
   const scales = new Float32Array(N * G);
   const zeros = new Uint8Array(N * G);
   const q = new Uint8Array(N * K);
   for (let g = 0; g < G; g++) {
     const k0 = g * groupSize;
-    const p = findParams(W, N, K, 1, k0, k0 + groupSize, cfg.bits, cfg.sym);
+    const k1 = Math.min(k0 + groupSize, K); // the last group may be shorter
+    const p = findParams(W, N, K, 1, k0, k1, cfg.bits, cfg.sym);
     for (let n = 0; n < N; n++) {
       const s = p.scale[n]!;
       const z = p.zero[n]!;
       scales[n * G + g] = s;
       zeros[n * G + g] = z;
-      for (let k = k0, o = n * K + k0; k < k0 + groupSize; k++, o++) q[o] = quantizeValue(W[o]!, s, z, maxq);
+      for (let k = k0, o = n * K + k0; k < k1; k++, o++) q[o] = quantizeValue(W[o]!, s, z, maxq);
     }
   }
   const gIdx = naturalGroups(K, groupSize);

@@ -67,7 +67,7 @@ export function renderQuantMarkdown(r: QuantReport): string {
     `| --- | --- | ---: | ---: | ---: | ---: |${timed ? ' ---: |' : ''}`,
     ...r.modules.map(
       (m) =>
-        `| \`${m.module}\` | ${m.method} | ${m.bits} | ${m.group_size} | ${m.tokens} | ${fmt(m.rel_error)} |` +
+        `| \`${m.module}\` | ${m.method} | ${m.bits} | ${m.group_size}${m.last_group ? ` (last ${m.last_group})` : ''} | ${m.tokens} | ${fmt(m.rel_error)} |` +
         (timed ? ` ${m.seconds === null ? '—' : m.seconds.toFixed(3)} |` : ''),
     ),
     '',

@@ -73,8 +73,15 @@ describe('quantize checks every input before quantizing', () => {
     expect(fs.existsSync(o)).toBe(false);
   });
 
-  it('a group size that does not divide a linear is named before the work', async () => {
-    oneLineError(await runCli(...Q(out(), '--group-size', '96', '--no-eval', '--data', C4)), /self_attn\.q_proj: --group-size 96 does not divide .*K=128/);
+  it('a linear whose K GPTQ cannot pack (3 bits: 32 values per 3 words) is named before the work', async () => {
+    // A group size that does not divide K is fine (a shorter last group); K must still fill whole packed words.
+    const o = out();
+    const olmoe = path.resolve(__dirname, '../fixtures/generated/olmoe'); // expert width 8: down_proj K = 8
+    oneLineError(
+      await runCli('quantize', '--model', olmoe, '--out', o, '--device', 'cpu', '--bits', '3', '--no-eval', '--data', C4),
+      /^moe-quant: error: model\.layers\.0\.mlp\.experts\.0\.down_proj: input size K=8 is not a multiple of 32, which 3-bit GPTQ qweight packs per 3 int32 words; --skip it, or use --format dequantized$/,
+    );
+    expect(fs.existsSync(o)).toBe(false);
   });
 
   it('--model naming a file says a directory is expected', async () => {

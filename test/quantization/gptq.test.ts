@@ -38,6 +38,11 @@ describe('gptqQuantize vs an unblocked float64 reference', () => {
     ['8 bits, act-order, g=-1', { bits: 8, groupSize: -1, sym: false, blockSize: 20, actOrder: true }],
     ['sub-blocks of 5 in blocks of 32 (uneven), g=16', { bits: 4, groupSize: 16, sym: false, blockSize: 32, subBlock: 5 }],
     ['sub-blocks of 8, act-order, default block', { bits: 3, groupSize: 32, sym: false, actOrder: true, subBlock: 8 }],
+    // K = 96 = 40 + 40 + 16: a shorter last group (its parameters from its 16 columns only)
+    ['g=40 (last group 16, starts mid-block), asym', { bits: 4, groupSize: 40, sym: false, blockSize: 32 }],
+    ['g=40, act-order, dynamic groups (the last 16 positions)', { bits: 4, groupSize: 40, sym: false, blockSize: 32, actOrder: true }],
+    ['g=40, act-order + static groups (the last 16 columns), sym', { bits: 4, groupSize: 40, sym: true, blockSize: 32, actOrder: true, staticGroups: true }],
+    ['g=64 (last group 32), 3 bits, default block', { bits: 3, groupSize: 64, sym: false }],
   ];
   for (const [name, opts] of cases) {
     it(`${name}: identical levels with float64 Gemm`, async () => {
@@ -129,7 +134,7 @@ describe('gptqQuantize: scale invariance, dampening and errors', () => {
   it('rejects bad options and non-finite inputs', async () => {
     const base = { bits: 4, groupSize: 16, sym: false };
     expect(await errorCode(gptqQuantize(W, N, K, H, { ...base, bits: 6 }, pool))).toMatch(/^BAD_OPTION/);
-    expect(await errorCode(gptqQuantize(W, N, K, H, { ...base, groupSize: 20 }, pool))).toMatch(/^BAD_OPTION: .*K=48/);
+    expect(await errorCode(gptqQuantize(W, N, K, H, { ...base, groupSize: 0 }, pool))).toMatch(/^BAD_OPTION: --group-size 0 is invalid/);
     expect(await errorCode(gptqQuantize(W, N, K, H, { ...base, blockSize: 0 }, pool))).toMatch(/^BAD_OPTION/);
     expect(await errorCode(gptqQuantize(W, N, K, H.subarray(1), base, pool))).toMatch(/^BAD_OPTION/);
     const nanH = H.slice();
@@ -173,5 +178,50 @@ describe('GptqFactors: solves from one Hessian share its factorization', () => {
     expect(a.damp).toBeGreaterThan(0.5);
     expect(b.damp).toBe(a.damp);
     expect(factors.computed).toBe(1);
+  });
+});
+
+describe('gptqQuantize with a group size that does not divide K (shorter last group)', () => {
+  // DeepSeek-V2-Lite's dense down_proj: K = 10944 = 85·128 + 64; scaled down: K = 320 = 128 + 128 + 64.
+  const N = 16;
+  const K = 320;
+
+  it('a diagonal Hessian gives exactly RTN (no error feedback): 128, 128, 64 with the last from its 64 columns', async () => {
+    const W = randn(N * K, 31, 0.05);
+    for (let k = 256; k < K; k++) W[2 * K + k] = W[2 * K + k]! * 20;
+    const H = new Float32Array(K * K);
+    const diag = randn(K, 32);
+    for (let i = 0; i < K; i++) H[i * K + i] = 0.5 + Math.abs(diag[i]!);
+    for (const opts of [
+      { bits: 4, groupSize: 128, sym: false },
+      { bits: 3, groupSize: 128, sym: true },
+      { bits: 4, groupSize: 128, sym: false, actOrder: true, staticGroups: true },
+      { bits: 4, groupSize: 128, sym: false, blockSize: 96 },
+    ] as GptqOptions[]) {
+      const res = await gptqQuantize(W, N, K, H, opts, pool);
+      const rtn = rtnQuantize(W, N, K, opts);
+      expect(res.scales.length).toBe(N * 3);
+      expect(Array.from(res.q), JSON.stringify(opts)).toEqual(Array.from(rtn.q));
+      expect(Array.from(res.scales)).toEqual(Array.from(rtn.scales));
+      expect(Array.from(res.zeros)).toEqual(Array.from(rtn.zeros));
+      expect(Array.from(res.gIdx)).toEqual(Array.from({ length: K }, (_, k) => Math.floor(k / 128)));
+      expect(Array.from(res.dequantized)).toEqual(Array.from(rtn.dequantized));
+    }
+  });
+
+  it('correlated inputs: the float64 reference levels and g_idx, with and without act-order', async () => {
+    const { W, H } = problem(N, K, 33, [7, 300]);
+    for (const opts of [
+      { bits: 4, groupSize: 128, sym: false },
+      { bits: 4, groupSize: 128, sym: false, actOrder: true },
+      { bits: 4, groupSize: 128, sym: true, actOrder: true, staticGroups: true },
+    ] as GptqOptions[]) {
+      const ref = referenceGptq(W, N, K, H, opts);
+      const res = await gptqQuantize(W, N, K, H, { ...opts, precision: 'float64' }, pool);
+      expect(levelDiff(res.q, ref.q).count, JSON.stringify(opts)).toBe(0);
+      expect(Array.from(res.gIdx)).toEqual(Array.from(ref.gIdx));
+      expect(Math.abs(res.loss - ref.loss) / ref.loss).toBeLessThan(1e-9);
+      expect(Math.max(...res.gIdx)).toBe(2);
+    }
   });
 });

@@ -116,7 +116,8 @@ export function referenceGptq(W: Float32Array, N: number, K: number, H: Float32A
     }
   }
   const statics: GroupParams[] = [];
-  if (grouped && o.staticGroups) for (let g = 0; g < K / gs; g++) statics.push(findParams(Wd, N, K, 1, g * gs, (g + 1) * gs, o.bits, o.sym));
+  // ⌈K/g⌉ groups; the last one may be shorter (W[:, g·gs : K]), as in the reference's slicing.
+  if (grouped && o.staticGroups) for (let g = 0; g < Math.ceil(K / gs); g++) statics.push(findParams(Wd, N, K, 1, g * gs, Math.min((g + 1) * gs, K), o.bits, o.sym));
   const perm = Array.from({ length: K }, (_, i) => i);
   if (o.actOrder) perm.sort((a, b) => Hd[b * K + b]! - Hd[a * K + a]! || a - b);
   const Wp = new Float64Array(N * K);
@@ -142,7 +143,7 @@ export function referenceGptq(W: Float32Array, N: number, K: number, H: Float32A
         current = statics[g]!;
       } else {
         g = Math.floor(p / gs);
-        if (p % gs === 0) current = findParams(snap, N, K, 1, p, p + gs, o.bits, o.sym);
+        if (p % gs === 0) current = findParams(snap, N, K, 1, p, Math.min(p + gs, K), o.bits, o.sym);
       }
     }
     gIdx[perm[p]!] = g;

@@ -30,6 +30,7 @@ function skewed(N: number, K: number, g: number, seed: number): Float32Array {
 function roundTrip(ql: QuantizedLinear, format: 'gptq' | 'gptq_v2') {
   const packed = packGptq(ql, format);
   const un = unpackGptq(packed, { N: ql.N, K: ql.K, bits: ql.bits, format });
+  expect(un.scales.length).toBe(ql.scales.length);
   expect(Array.from(un.q)).toEqual(Array.from(ql.q));
   expect(Array.from(un.zeros)).toEqual(Array.from(ql.zeros));
   expect(Array.from(un.gIdx)).toEqual(Array.from(ql.gIdx));
@@ -139,6 +140,41 @@ describe('GPTQ packing', () => {
   });
 });
 
+describe('GPTQ packing with a shorter last group (K = 320, g = 128: groups of 128, 128, 64)', () => {
+  const N = 32;
+  const K = 320;
+  for (const format of ['gptq', 'gptq_v2'] as const) {
+    for (const bits of [2, 3, 4, 8]) {
+      it(`${format}, ${bits} bits: ⌈K/g⌉ = 3 rows of scales and qzeros, pack → unpack exact`, () => {
+        const ql = rtnQuantize(skewed(N, K, 64, 40 + bits), N, K, { bits, groupSize: 128, sym: false });
+        const p = roundTrip(ql, format);
+        expect(p.scales.length).toBe(3 * N);
+        expect(p.qzeros.length).toBe(3 * p.qzerosCols);
+        expect(p.qweightRows).toBe((K * bits) / 32);
+        // without g_idx, the config's group size says where groups start
+        const un = unpackGptq({ qweight: p.qweight, qzeros: p.qzeros, scales: p.scales }, { N, K, bits, format, groupSize: 128 });
+        expect(un.groupSize).toBe(128);
+        expect(Array.from(un.gIdx)).toEqual(Array.from(ql.gIdx));
+        expect(Array.from(bitsOf(un.dequantized))).toEqual(Array.from(bitsOf(ql.dequantized)));
+      });
+    }
+  }
+
+  it('without g_idx or a group size 3 groups of K = 320 are ambiguous; a group size that disagrees is refused', () => {
+    const ql = rtnQuantize(randn(N * K, 44), N, K, { bits: 4, groupSize: 128, sym: false });
+    const p = packGptq(ql, 'gptq');
+    const t = { qweight: p.qweight, qzeros: p.qzeros, scales: p.scales };
+    expect(code(() => unpackGptq(t, { N, K, bits: 4, format: 'gptq' }))).toMatch(/^BAD_CHECKPOINT: .*no g_idx and 3 groups do not divide K \(give the group size\)/);
+    expect(code(() => unpackGptq(t, { N, K, bits: 4, format: 'gptq', groupSize: 64 }))).toMatch(/^BAD_CHECKPOINT: .*3 groups, but group size 64 gives ⌈K\/g⌉ = 5/);
+  });
+
+  it('K not a multiple of the pack factor: one line naming the module', () => {
+    const ql = rtnQuantize(randn(N * 84, 45), N, 84, { bits: 4, groupSize: 32, sym: false });
+    const e = code(() => packGptq(ql, 'gptq', 'model.layers.0.mlp.down_proj'));
+    expect(e).toBe('UNSUPPORTED: cannot pack model.layers.0.mlp.down_proj with K=84 input features: K must be a multiple of 8 for 4-bit qweight');
+  });
+});
+
 describe('MatMulNBits', () => {
   function graph(M: number, K: number, N: number, bs: number, kBlocks: number): Uint8Array {
     const g = new GraphBuilder('mmnb');
@@ -157,7 +193,12 @@ describe('MatMulNBits', () => {
     return g.build();
   }
 
-  for (const [K, N, bs, source] of [[96, 24, 32, 'unpacked GPTQ v1 checkpoint'], [128, 16, 64, 'quantizer output']] as const) {
+  for (const [K, N, bs, source] of [
+    [96, 24, 32, 'unpacked GPTQ v1 checkpoint'],
+    [128, 16, 64, 'quantizer output'],
+    [320, 24, 128, 'unpacked GPTQ v1 checkpoint'], // partial last block: 128, 128, 64
+    [80, 16, 32, 'quantizer output'], // partial last block: 32, 32, 16
+  ] as const) {
     it(`Y = A · dequantizedᵀ (K=${K}, N=${N}, block ${bs}, ${source})`, async () => {
       const ql = rtnQuantize(skewed(N, K, bs, K), N, K, { bits: 4, groupSize: bs, sym: false });
       const src = source === 'quantizer output' ? ql : unpackGptq(packGptq(ql, 'gptq'), { N, K, bits: 4, format: 'gptq' });
@@ -184,6 +225,30 @@ describe('MatMulNBits', () => {
       expect(err / scale).toBeLessThan(1e-5);
     });
   }
+
+  it('partial last block: the padding holds the zero point (weight 0) and the kernel ignores it anyway', async () => {
+    const [K, N, bs, M] = [320, 24, 128, 5];
+    const ql = rtnQuantize(skewed(N, K, 64, 46), N, K, { bits: 4, groupSize: bs, sym: false });
+    const mm = toMatMulNBits(unpackGptq(packGptq(ql, 'gptq'), { N, K, bits: 4, format: 'gptq', groupSize: bs }), bs);
+    expect(mm.kBlocks).toBe(3);
+    const half = bs / 2;
+    for (let n = 0; n < N; n++) {
+      const z = ql.zeros[n * 3 + 2]!;
+      for (let o = K - 2 * bs; o < bs; o++) expect((mm.B[(n * 3 + 2) * half + (o >> 1)]! >> ((o & 1) * 4)) & 0xf).toBe(z);
+    }
+    const A = randn(M * K, 47);
+    const session = await pool.get(`test-mmnb:${K}:${N}:${bs}`, () => graph(M, K, N, bs, mm.kBlocks));
+    const run = async (B: Uint8Array) =>
+      (await pool.run(session, {
+        A: new ort.Tensor('float32', A, [M, K]),
+        B: new ort.Tensor('uint8', B, [N, mm.kBlocks, half]),
+        scales: new ort.Tensor('float32', mm.scales, [N, mm.kBlocks]),
+        zero_points: new ort.Tensor('uint8', mm.zeroPoints, [N, Math.ceil(mm.kBlocks / 2)]),
+      }))['Y']!.data as Float32Array;
+    const garbage = mm.B.slice();
+    for (let n = 0; n < N; n++) for (let j = (K - 2 * bs) / 2; j < half; j++) garbage[(n * 3 + 2) * half + j] = 0xf0 | (n & 0xf);
+    expect(Array.from(bitsOf(await run(garbage)))).toEqual(Array.from(bitsOf(await run(mm.B))));
+  });
 
   it('rejects act-order g_idx, non-4-bit weights and bad block sizes', () => {
     const ql = rtnQuantize(randn(8 * 64, 1), 8, 64, { bits: 4, groupSize: 32, sym: false });

@@ -68,7 +68,7 @@ export function registerQuantize(program: Command): void {
     .option('--data <file>', 'calibration text, calibrated inline (default: bundled C4 slice); repeatable', (v: string, p: string[]) => [...p, v], [])
     .addOption(new Option('--method <m>', 'rtn: round-to-nearest; gptq: GPTQ; agq: GPTQ with affinity-weighted expert Hessians').choices(['rtn', 'gptq', 'agq']).default('agq'))
     .option('--bits <n>', 'bits per weight (GPTQ and dequantized output): 2, 3, 4 or 8', positiveInt('--bits'), 4)
-    .option('--group-size <n>', 'input channels per quantization group (-1: one group per row)', groupSize, 128)
+    .option('--group-size <n>', 'input channels per quantization group (-1: one group per row; when it does not divide a linear\'s K the last group is shorter)', groupSize, 128)
     .option('--sym', 'symmetric quantization (zero point at the middle of the grid)')
     .option('--asym', 'asymmetric quantization (default)')
     .option('--act-order', 'GPTQ: quantize columns in order of decreasing Hessian diagonal (static groups keep g_idx monotonic)')

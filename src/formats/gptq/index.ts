@@ -16,16 +16,29 @@ export const gptqFormat: OutputFormat = {
     if (![2, 3, 4, 8].includes(s.bits)) throw fail('BAD_OPTION', `the GPTQ writer packs 2, 3, 4 or 8 bits (got --bits ${s.bits})`);
     const format = s.format as GptqFormat;
     const writer = new QuantizedCheckpointWriter(dir, model, s.maxShardBytes);
-    // Values per int32 along N (qzeros): 32/bits, or 32 values per 3 words for 3 bits.
+    // Values per int32 (qweight along K, qzeros along N): 32/bits, or 32 values per 3 words for 3 bits.
     const nMultiple = packFactorOf(s.bits).values;
     return {
-      keepsFloat: (m) => m.N % nMultiple !== 0 || m.K % nMultiple !== 0,
+      // N: routers (60 experts) and Qwen2-MoE's 1-wide shared_expert_gate under --quantize-router stay in float.
+      keepsFloat: (m) => m.N % nMultiple !== 0,
+      // K (the group size need not divide it: a shorter last group is fine) must still fill whole packed words.
+      check(m) {
+        if (m.K % nMultiple !== 0) {
+          throw fail(
+            'BAD_OPTION',
+            `${m.prefix}: input size K=${m.K} is not a multiple of ${nMultiple}, which ${s.bits}-bit GPTQ qweight packs per ` +
+              `${s.bits === 3 ? '3 int32 words' : 'int32'}; --skip it, or use --format dequantized`,
+          );
+        }
+      },
       add(m, q) {
-        const p = packGptq(q, format);
+        const p = packGptq(q, format, m.prefix);
+        // ⌈K/g⌉ groups: a group size that does not divide K leaves a shorter last group (what GPTQ loaders expect).
+        const G = Math.ceil(q.K / q.groupSize);
         const tensors: TensorToWrite[] = [
           { name: `${m.prefix}.qweight`, dtype: 'I32', shape: [p.qweightRows, q.N], data: tensorBytes(p.qweight) },
-          { name: `${m.prefix}.qzeros`, dtype: 'I32', shape: [q.K / q.groupSize, p.qzerosCols], data: tensorBytes(p.qzeros) },
-          { name: `${m.prefix}.scales`, dtype: 'F16', shape: [q.K / q.groupSize, q.N], data: tensorBytes(p.scales) },
+          { name: `${m.prefix}.qzeros`, dtype: 'I32', shape: [G, p.qzerosCols], data: tensorBytes(p.qzeros) },
+          { name: `${m.prefix}.scales`, dtype: 'F16', shape: [G, q.N], data: tensorBytes(p.scales) },
           { name: `${m.prefix}.g_idx`, dtype: 'I32', shape: [q.K], data: tensorBytes(p.gIdx) },
         ];
         writer.add(m.weight, tensors);
