@@ -47,8 +47,8 @@ export function parseSize(text: string): number | null {
   return Number.isFinite(n) && n >= 1 ? Math.floor(n) : null;
 }
 
-/** Bytes in GiB with one decimal (what notes and errors print). */
-export const gib = (n: number) => `${(n / 2 ** 30).toFixed(1)} GiB`;
+/** Bytes in GiB with one decimal, or MiB below 1 GiB (what notes and errors print). */
+export const gib = (n: number) => (n < 2 ** 30 ? `${Math.round(n / 2 ** 20)} MiB` : `${(n / 2 ** 30).toFixed(1)} GiB`);
 
 /** Fraction of the machine's available memory the default budget takes (the rest: page cache, other processes). */
 export const AUTO_BUDGET_FRACTION = 0.75;

@@ -90,6 +90,14 @@ describe('quantize under a memory budget', () => {
       same(whole.out, small.out);
       // No scratch file left behind.
       expect(fs.readdirSync(small.out)).not.toContain('.dequantized-experts.f32');
+      if (trueSequential) {
+        // Streaming weights (as real sizes do): expert chunks read, released and re-read from the checkpoint and the file.
+        const probe = (await run(`${method}-streamed-whole`, { method, trueSequential, maxMemory: 2 ** 40, cacheBytes: 0 })).memory!;
+        const budget = probe.fixed_bytes + Math.floor(1.5 * probe.per_expert_hessian_bytes);
+        const streamed = await run(`${method}-streamed-chunk1`, { method, trueSequential, maxMemory: budget, cacheBytes: 0 });
+        expect(streamed.memory).toMatchObject({ expert_chunk: 1, spill_dequantized: true });
+        same(whole.out, streamed.out);
+      }
     });
   }
 
