@@ -107,7 +107,7 @@ export async function quantizeSequential(
    * reused by the FFN passes (`attentionCache`): only the FFN half runs again.
    */
   let attentionCache: AttentionOutputs[] | null = null;
-  const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' | 'ffn-inputs' = 'layer') => {
+  const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' | 'ffn-inputs' = 'layer', onlyExperts?: number[]) => {
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
       const start = rows[0]! * S * H;
@@ -126,6 +126,7 @@ export async function quantizeSequential(
         tokenOffset: rows[0]! * S,
         attentionOnly,
         ffnInputsOnly: mode === 'ffn-inputs',
+        ...(onlyExperts ? { onlyExperts } : {}),
         hooks: {
           capture: hessians !== null,
           selectionBias: (l: number) => calib.biasFor(l, b),
@@ -278,7 +279,10 @@ export async function quantizeSequential(
           } else {
             hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)), weightedOnly);
             opts.onPass?.({ layer: layer.index, group: group.name, ...expertHessians(hessians) });
-            await pass(layer, hessians, mode);
+            // A run of routed experts alone whose pass runs the FFN (down inputs) needs only those experts.
+            const experts = [...new Set(todo.map((m) => m.expert))];
+            const only = mode === 'layer' && layer.ffn.kind === 'moe' && experts.every((e) => e !== undefined) ? (experts as number[]) : undefined;
+            await pass(layer, hessians, mode, only);
           }
           await solveRun(layer, todo, hessians, keep);
         }

@@ -98,7 +98,7 @@ describe('quantize under a memory budget', () => {
         expect(streamed.memory).toMatchObject({ expert_chunk: 1, spill_dequantized: true });
         same(whole.out, streamed.out);
       }
-    });
+    }, 300_000);
   }
 
   it('a budget below one expert fails before any work, and writes nothing', async () => {
