@@ -7,6 +7,9 @@
  * quantized attention produces). A final pass with the whole layer quantized gives the next layer's input.
  * Routing in every pass replays the calibration's loss-free biases batch by batch.
  * Weights are swapped through WeightStore overrides (dequantized float32): graphs never change.
+ * Memory (opts.memory, from --max-memory): a group's routed experts are taken in runs whose Hessians fit the budget —
+ * one capture pass per run, solved and dropped before the next — and dequantized experts can wait in a scratch file
+ * instead of memory. Every Hessian sums the same rows in the same order whatever the runs, so results do not change.
  */
 import path from 'node:path';
 import type { ModuleGroupName } from '../architectures/tensors.js';
