@@ -1,9 +1,18 @@
 /**
- * A memory estimate before calibration: the layer-major forward holds every window's hidden state at once
- * ([samples · seq_len, hidden] float32), and quantize keeps a second copy of a layer's inputs while it re-collects
- * Hessians. An impossible request fails here in milliseconds instead of swapping for hours.
+ * Memory estimates made before any work.
+ *
+ * Calibration: the layer-major forward holds every window's hidden state at once ([samples · seq_len, hidden]
+ * float32), and quantize keeps a second copy of a layer's inputs while it re-collects Hessians. An impossible request
+ * fails here in milliseconds instead of swapping for hours.
+ *
+ * Quantize (`--max-memory`): what one decoder layer holds at once, split into a part that does not depend on how
+ * many experts' Hessians are collected together (`fixed`: activations, the layer's non-expert weights, one streaming
+ * chunk of expert weights, one GPTQ solve, the packed output of the layer) and one Hessian per routed expert. The
+ * budget left after `fixed` decides how many experts' Hessians a pass collects (planQuantizeMemory); the rest of the
+ * model never counts, since layers are done one after another.
  */
 import os from 'node:os';
+import { layerTensors } from '../architectures/tensors.js';
 import type { ModelSpec } from '../architectures/types.js';
 import { fail } from '../errors.js';
 
@@ -23,4 +32,146 @@ export function checkActivationMemory(spec: ModelSpec, samples: number, seqLen: 
   const what = `--samples ${samples} × --seq-len ${seqLen} = ${tokens.toLocaleString('en-US')} tokens need about ${gb(need)} of activations (hidden ${spec.hiddenSize}, float32)`;
   if (need > 0.8 * totalMem) throw fail('BAD_OPTION', `${what}, more than this machine's ${gb(totalMem)} of memory; use fewer --samples or a shorter --seq-len`);
   if (need > 0.25 * totalMem) onNote?.(`${what} of this machine's ${gb(totalMem)}`);
+}
+
+/** [tokens, hidden] float32 copies quantize holds per layer: x (then h) and the cached FFN input. */
+const QUANTIZE_ACTIVATION_COPIES = 2;
+
+const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** `4G`, `4096M`, `512MiB`, `4GB` (binary units: K = 1024) or plain bytes → bytes; null when not a size. */
+export function parseSize(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(text);
+  if (!m) return null;
+  const n = Number(m[1]) * UNITS[m[2]!.toUpperCase()]!;
+  return Number.isFinite(n) && n >= 1 ? Math.floor(n) : null;
+}
+
+/** Bytes in GiB with one decimal, or MiB below 1 GiB (what notes and errors print). */
+export const gib = (n: number) => (n < 2 ** 30 ? `${Math.round(n / 2 ** 20)} MiB` : `${(n / 2 ** 30).toFixed(1)} GiB`);
+
+/** Fraction of the machine's available memory the default budget takes (the rest: page cache, other processes). */
+export const AUTO_BUDGET_FRACTION = 0.75;
+
+/** The default `--max-memory`: AUTO_BUDGET_FRACTION of the memory available now (or of the cgroup limit if lower). */
+export function autoMemoryBudget(free = os.freemem(), limit = (os as { constrainedMemory?: () => number | undefined }).constrainedMemory?.() ?? 0): number {
+  const avail = limit > 0 && limit < free ? limit : free;
+  return Math.floor(avail * AUTO_BUDGET_FRACTION);
+}
+
+/**
+ * Node, onnxruntime and the sessions of one layer's graphs, before any tensor (measured about 0.3–0.4 GB on the
+ * real-shape runs of README "Real sizes"; rounded up).
+ */
+export const BASE_BYTES = 512 * 2 ** 20;
+
+export interface QuantizeMemoryInput {
+  spec: ModelSpec;
+  /** Calibration tokens (samples × seq_len). */
+  tokens: number;
+  /** Tokens per onnxruntime run. */
+  batchTokens: number;
+  /** Expert Hessians keep Σc·xxᵀ only (AGQ) instead of Σxxᵀ and Σc·xxᵀ. */
+  weightedOnly: boolean;
+  /** Float32 bytes of the whole model when the engine keeps it resident, else null (layers stream). */
+  residentBytes: number | null;
+  /** Streaming: float32 bytes of expert weights the forward loads at once (ForwardEngine.expertChunkBytes). */
+  expertChunkBytes: number;
+  /** Bytes the output writer holds per quantized weight until its layer is written (GPTQ 4-bit ≈ 0.53). */
+  outputBytesPerWeight: number;
+}
+
+export interface QuantizeMemoryPlan {
+  budget: number;
+  /** Bytes a layer holds whatever the chunk size (largest layer). */
+  fixed: number;
+  /** Bytes of one routed expert's Hessian (largest: gate/up input, hidden²). */
+  perExpert: number;
+  /** Routed experts per layer (largest); 0 for dense models. */
+  experts: number;
+  /** Routed experts whose Hessians one pass collects. */
+  chunk: number;
+  /** Dequantized experts of a layer kept in a temporary file (read back per expert chunk) instead of in memory. */
+  spill: boolean;
+  /** Estimated peak: fixed + chunk Hessians (+ the layer's dequantized experts when not spilled). */
+  peak: number;
+  /** Experts per pass for a routed expert's Hessian of `bytes` (the down input's is smaller than gate/up's). */
+  chunkFor(bytes: number): number;
+}
+
+/**
+ * How a quantize run fits `budget`: first the dequantized experts go to a temporary file (cheap: read back once
+ * per expert chunk of a pass), then experts' Hessians are collected in chunks (each chunk costs another pass over
+ * the layer's cached inputs). Throws BAD_OPTION when not even one expert fits.
+ */
+export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): QuantizeMemoryPlan {
+  const { spec } = m;
+  const H = spec.hiddenSize;
+  const sums = (weightBy: string | undefined) => (weightBy && !m.weightedOnly ? 2 : 1);
+  let fixed = 0;
+  let perExpert = 0;
+  let experts = 0;
+  let overrides = 0;
+  let parts = { activations: 0, weights: 0, solve: 0 };
+  for (const layer of spec.layers) {
+    const E = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : 0;
+    const k = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExpertsUsed : 1;
+    const I = layer.ffn.kind === 'moe' ? layer.ffn.expertIntermediateSize : 0;
+    // The layer's hidden state (which becomes h = x + attention once the attention is final) and the cached FFN
+    // input; router logits and scores; one batch's transients (expert outputs of every routed row, their captured
+    // inputs, the graphs' intermediates).
+    const activations = m.tokens * (H * 4 * QUANTIZE_ACTIVATION_COPIES + E * 4 * 2) + m.batchTokens * (k * (H + 3 * I) + 8 * H) * 4;
+    let nonExpertWeights = 0;
+    let layerExpertWeights = 0;
+    let params = 0;
+    let solve = 0;
+    let otherHessians = 0;
+    let expertHessian = 0;
+    const seen = new Set<string>();
+    for (const t of layerTensors(spec, layer)) {
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      if (t.kind === 'routed_expert') layerExpertWeights += n * 4;
+      else nonExpertWeights += n * 4;
+      if (!t.linear) continue;
+      params += n;
+      const K = t.shape[1]!;
+      // One solve: the weight, its working copy, the result and its levels; the Hessian, its damped copy and factor.
+      solve = Math.max(solve, n * 4 * 4 + K * K * 4 * 4);
+      if (seen.has(t.linear.hessian)) continue;
+      seen.add(t.linear.hessian);
+      const h = K * K * 4 * sums(t.linear.weightBy);
+      if (t.expert !== undefined) expertHessian = Math.max(expertHessian, h);
+      else otherHessians = Math.max(otherHessians, h);
+    }
+    // Non-expert weights: original and dequantized; expert weights: one streaming chunk and its reused buffers.
+    const weights = (m.residentBytes ?? 2 * nonExpertWeights + 2 * Math.min(m.expertChunkBytes, layerExpertWeights)) + params * m.outputBytesPerWeight;
+    // A Hessian being replaced by its next sum exists twice for a moment.
+    const layerFixed = BASE_BYTES + activations + weights + solve + otherHessians + expertHessian;
+    if (layerFixed > fixed) parts = { activations, weights, solve };
+    fixed = Math.max(fixed, layerFixed);
+    perExpert = Math.max(perExpert, expertHessian);
+    experts = Math.max(experts, E);
+    overrides = Math.max(overrides, layerExpertWeights);
+  }
+  const make = (chunk: number, spill: boolean, avail: number): QuantizeMemoryPlan => ({
+    budget,
+    fixed,
+    perExpert,
+    experts,
+    chunk,
+    spill,
+    peak: fixed + chunk * perExpert + (spill ? 0 : overrides),
+    chunkFor: (bytes) => Math.max(1, Math.min(experts, Math.floor(avail / Math.max(1, bytes)))),
+  });
+  if (experts === 0 || fixed + experts * perExpert + overrides <= budget) return make(experts, false, Infinity);
+  const avail = budget - fixed;
+  const chunk = Math.min(experts, Math.floor(avail / perExpert));
+  if (chunk < 1) {
+    const mb = (n: number) => `${Math.ceil(n / 2 ** 20)} MiB`;
+    throw fail(
+      'BAD_OPTION',
+      `--max-memory ${gib(budget)} is too small: a layer needs about ${gib(fixed)} (activations of ${m.tokens.toLocaleString('en-US')} calibration tokens ${gib(parts.activations)}, weights ${gib(parts.weights)}, one solve ${mb(parts.solve)}) plus ${mb(perExpert)} per expert's Hessian; give at least ${gib(fixed + perExpert)} or use fewer calibration tokens`,
+    );
+  }
+  return make(chunk, true, avail);
 }

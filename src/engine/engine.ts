@@ -15,6 +15,11 @@ export interface EngineOptions {
    * dequantizes every packed weight to float32 on load.
    */
   int4Kernels?: boolean;
+  /**
+   * onnxruntime's CPU memory arena (default true). Off, buffers are freed after each run rather than kept per
+   * session at their high-water mark — what quantize uses to stay within --max-memory.
+   */
+  memArena?: boolean;
 }
 
 export interface Engine {
@@ -32,7 +37,7 @@ export async function createEngine(dir: string, options: EngineOptions = {}): Pr
   const model = openModel(dir);
   try {
     const { device, note } = await resolveDevice(options.device ?? 'cpu');
-    const pool = new SessionPool(device, options.threads);
+    const pool = new SessionPool(device, options.threads, options.memArena ?? true);
     const weights = new WeightStore(model.checkpoint, model.expected, options.cacheBytes, model.gptq, model.packed, options.int4Kernels ?? true);
     const forward = new ForwardEngine(model.spec, pool, weights);
     return {

@@ -125,5 +125,10 @@ export interface LayerStepContext {
    * the MLP (capture passes for router and gate/up Hessians); x is left unchanged.
    */
   ffnInputsOnly?: boolean;
+  /**
+   * MoE capture passes: run only these routed experts (their captured down inputs are what the pass is for), in
+   * pieces of the streaming chunk size; no combine, no shared expert, x is left unchanged.
+   */
+  onlyExperts?: readonly number[];
 }
 

@@ -473,7 +473,24 @@ export class ForwardEngine {
       }
     } else {
       moe = this.moeFeeds(layer as LayerSpec & { ffn: MoeFfnSpec }, a.routerLogits!, a.routerScores!, ctx.batchIndex, ctx.tokenOffset, ffnIn, ctx.hooks);
-      if (!ctx.ffnInputsOnly) {
+      if (ctx.onlyExperts) {
+        // Each expert's subgraph is the same in every experts/MoE graph: its inputs and outputs do not depend on
+        // which other experts run with it.
+        const size = this.expertChunks(f)[0]!.length;
+        for (let i = 0; i < ctx.onlyExperts.length; i += size) {
+          const piece = ctx.onlyExperts.slice(i, i + size);
+          const roles = this.chunkRoles(f, piece);
+          const { forms, key } = this.formsOf(roles);
+          const session = await this.pool.get(`experts:${f.expertIntermediateSize}:${piece.length}:${capture}:${key}`, () =>
+            buildExpertsGraph(this.spec, f, piece.length, capture, forms),
+          );
+          const feeds: Record<string, ort.Tensor> = { ...this.weightFeeds(roles), ffn_in: a.ffnIn };
+          piece.forEach((e, j) => (feeds[`rows.${j}`] = moe!.rowFeeds[e]!));
+          const y = await this.pool.run(session, feeds);
+          if (capture) piece.forEach((e, j) => (inputs[`expert.${e}.down`] = y[`in.expert.${j}.down`]!.data as Float32Array));
+          this.weights.release(roles.values());
+        }
+      } else if (!ctx.ffnInputsOnly) {
         const chunks = this.expertChunks(f);
         const croles = this.combineRoles(f);
         const capturedExperts = (y: ort.InferenceSession.ReturnType, chunk: number[]) => {

@@ -26,6 +26,12 @@ export class WeightStore implements WeightSource {
    */
   readonly residentBytes: number;
   readonly overrides = new Map<string, Float32Array>();
+  /**
+   * Overrides kept outside memory (quantize's dequantized experts in a scratch file): read on get() into a reused
+   * buffer and held until release() — also when resident — so only the expert chunk in use is in memory.
+   */
+  private readonly spilled = new Map<string, (into: Float32Array) => Float32Array>();
+  private readonly spilledCache = new Map<string, Float32Array>();
 
   private readonly shapes = new Map<string, number[]>();
   private readonly nbitsCache = new Map<string, MatMulNBitsTensors>();
@@ -56,7 +62,7 @@ export class WeightStore implements WeightSource {
 
   /** MatMulNBits block size for a packed weight that can run on the 4-bit kernel, else null (use float32). */
   nbitsBlockSize(name: string): number | null {
-    if (!this.useNBits || this.overrides.has(name)) return null;
+    if (!this.useNBits || this.hasOverride(name)) return null;
     const hit = this.blockSizes.get(name);
     if (hit !== undefined) return hit;
     let block: number | null = null;
@@ -103,9 +109,34 @@ export class WeightStore implements WeightSource {
   /** Streaming mode: released float32 buffers by length, reused by the next tensor of that size (no GC wait). */
   private readonly free = new Map<number, Float32Array[]>();
 
+  /** Replace `name` by data that `read` fills in (a buffer of the tensor's length) whenever it is needed. */
+  setSpilledOverride(name: string, read: (into: Float32Array) => Float32Array): void {
+    this.overrides.delete(name);
+    this.spilledCache.delete(name);
+    this.spilled.set(name, read);
+  }
+
+  hasOverride(name: string): boolean {
+    return this.overrides.has(name) || this.spilled.has(name);
+  }
+
+  /** Drop an override (in memory or spilled): `name` reads from the checkpoint again. */
+  deleteOverride(name: string): void {
+    this.overrides.delete(name);
+    this.spilled.delete(name);
+    this.spilledCache.delete(name);
+  }
+
   get(name: string): Float32Array {
-    const o = this.overrides.get(name);
+    const o = this.overrides.get(name) ?? this.spilledCache.get(name);
     if (o) return o;
+    const read = this.spilled.get(name);
+    if (read) {
+      const n = this.shape(name).reduce((a, b) => a * b, 1);
+      const data = read(this.free.get(n)?.pop() ?? new Float32Array(n));
+      this.spilledCache.set(name, data);
+      return data;
+    }
     const hit = this.cache.get(name);
     if (hit) return hit;
     let data: Float32Array;
@@ -121,7 +152,7 @@ export class WeightStore implements WeightSource {
   }
 
   rows(name: string, start: number, count: number): Float32Array {
-    const cached = this.overrides.get(name) ?? this.cache.get(name);
+    const cached = this.spilled.has(name) ? this.get(name) : (this.overrides.get(name) ?? this.cache.get(name));
     if (cached) {
       const width = cached.length / this.shape(name)[0]!;
       return cached.subarray(start * width, (start + count) * width);
@@ -134,10 +165,20 @@ export class WeightStore implements WeightSource {
     return this.shapes.get(name) ?? this.checkpoint.info(name).shape;
   }
 
-  /** Give back tensors (streaming mode): their buffers are reused for later reads. No-op when resident. */
+  /**
+   * Give back tensors: their buffers are reused for later reads. Resident stores keep checkpoint tensors and give
+   * back only spilled overrides.
+   */
   release(names: Iterable<string>): void {
-    if (this.resident) return;
     for (const n of names) {
+      const s = this.spilledCache.get(n);
+      if (s) {
+        this.spilledCache.delete(n);
+        const list = this.free.get(s.length) ?? [];
+        list.push(s);
+        this.free.set(s.length, list);
+      }
+      if (this.resident) continue;
       const data = this.cache.get(n);
       if (data && !this.packed.has(n)) {
         const list = this.free.get(data.length) ?? [];

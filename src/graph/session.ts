@@ -30,12 +30,15 @@ function providers(device: ResolvedDevice): string[] {
   return device === 'cpu' ? ['cpu'] : [device, 'cpu'];
 }
 
-export function sessionOptions(device: ResolvedDevice, threads?: number): ort.InferenceSession.SessionOptions {
+export function sessionOptions(device: ResolvedDevice, threads?: number, memArena = true): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: providers(device),
     intraOpNumThreads: threads ?? Math.max(1, os.availableParallelism()),
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
+    // false: CPU buffers go back to the system after each run instead of staying in every session's arena at its
+    // high-water mark (quantize: see README "Real sizes"; no measured slowdown there).
+    ...(memArena ? {} : { enableCpuMemArena: false }),
     logSeverityLevel: 3,
     // The engine alternates between several sessions (attention, MoE, head), each with its own intra-op thread
     // pool. Workers that keep spinning after a run hold the cores while the next session starts (that halved
@@ -148,6 +151,8 @@ export class SessionPool {
   constructor(
     readonly device: ResolvedDevice,
     readonly threads?: number,
+    /** onnxruntime's per-session CPU memory arena (see sessionOptions). */
+    readonly memArena = true,
   ) {
     quietOrt();
   }
@@ -156,7 +161,7 @@ export class SessionPool {
   get(key: string, build: () => Uint8Array): Promise<ort.InferenceSession> {
     let s = this.sessions.get(key);
     if (!s) {
-      s = ort.InferenceSession.create(build(), sessionOptions(this.device, this.threads));
+      s = ort.InferenceSession.create(build(), sessionOptions(this.device, this.threads, this.memArena));
       s.then((session) => this.keys.set(session, key)).catch(() => undefined);
       this.sessions.set(key, s);
     }

@@ -52,3 +52,26 @@ export function layerModuleGroups(spec: ModelSpec, layer: LayerSpec, opts: { qua
   }
   return MODULE_GROUPS.filter((g) => byGroup.has(g)).map((name) => ({ name, modules: byGroup.get(name)! }));
 }
+
+/**
+ * A group's modules (in order) cut into consecutive runs with at most `size` routed experts each; other modules
+ * (shared expert, dense MLP, attention) stay in the run where they fall. An expert's modules (gate and up) are
+ * adjacent, so they share a run and its Hessian. Solving run after run keeps the group's module order.
+ */
+export function chunkModules(modules: LinearModule[], size: number): LinearModule[][] {
+  if (!(Number.isInteger(size) && size >= 1)) throw new Error(`chunkModules: size must be a positive integer (got ${size})`);
+  const runs: LinearModule[][] = [];
+  let run: LinearModule[] = [];
+  const experts = new Set<number>();
+  for (const m of modules) {
+    if (m.expert !== undefined && !experts.has(m.expert) && experts.size === size) {
+      runs.push(run);
+      run = [];
+      experts.clear();
+    }
+    if (m.expert !== undefined) experts.add(m.expert);
+    run.push(m);
+  }
+  if (run.length) runs.push(run);
+  return runs;
+}

@@ -7,7 +7,12 @@
  * quantized attention produces). A final pass with the whole layer quantized gives the next layer's input.
  * Routing in every pass replays the calibration's loss-free biases batch by batch.
  * Weights are swapped through WeightStore overrides (dequantized float32): graphs never change.
+ * Memory (opts.memory, from --max-memory): a group's routed experts are taken in runs whose Hessians fit the budget —
+ * one capture pass per run, solved and dropped before the next — and dequantized experts can wait in a scratch file
+ * instead of memory. Every Hessian sums the same rows in the same order whatever the runs, so results do not change.
  */
+import path from 'node:path';
+import type { ModuleGroupName } from '../architectures/tensors.js';
 import type { LayerSpec } from '../architectures/types.js';
 import { LayerHessians } from '../calibration/hessian-collector.js';
 import type { Engine } from '../engine/engine.js';
@@ -17,7 +22,8 @@ import { GptqFactors, gptqQuantize } from '../quantization/gptq.js';
 import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
 import { relativeError } from './error.js';
-import { layerModuleGroups, type LinearModule } from './modules.js';
+import { chunkModules, layerModuleGroups, type LinearModule } from './modules.js';
+import { SpillFile } from './spill.js';
 
 export type Method = 'rtn' | 'gptq' | 'agq';
 
@@ -40,7 +46,26 @@ export interface SequentialOptions extends QuantConfig {
    * Default: the min-max grid of bits / groupSize / sym (rtnQuantize / gptqQuantize).
    */
   solve?: (m: LinearModule, W: Float32Array, H: Float32Array | null) => Promise<QuantizedLinear>;
+  /**
+   * Memory plan (calibration/memory.ts planQuantizeMemory): routed experts whose Hessians one pass collects, for an
+   * expert Hessian of `bytes`; and whether a layer's dequantized experts go to a scratch file in `spillDir` instead of
+   * memory. Default: every expert at once, in memory. Results are the same either way.
+   */
+  memory?: { chunkFor(bytes: number): number; spill: boolean };
+  spillDir?: string;
+  /**
+   * Each capture pass: its group (null: one-pass mode's shared pass), how many routed experts' Hessians it fills and
+   * their bytes.
+   */
+  onPass?(p: { layer: number; group: ModuleGroupName | null; expertHessians: number; expertHessianBytes: number }): void;
   onProgress?(done: number, total: number): void;
+}
+
+/** Routed experts with a Hessian in `h`, and the bytes of those Hessians. */
+function expertHessians(h: LayerHessians): { expertHessians: number; expertHessianBytes: number } {
+  const slots = [...h.slots.values()].filter((s) => s.expert !== undefined);
+  const bytes = slots.reduce((n, { acc }) => n + acc.dim * acc.dim * 4 * ((acc.plain ? 1 : 0) + (acc.weighted ? 1 : 0)), 0);
+  return { expertHessians: new Set(slots.map((s) => s.expert)).size, expertHessianBytes: bytes };
 }
 
 export interface ModuleRecord {
@@ -79,7 +104,6 @@ export async function quantizeSequential(
   const x = forward.embed(calib.windows);
   const records: ModuleRecord[] = [];
   const plans = spec.layers.map((l) => layerModuleGroups(spec, l, { quantizeRouter: opts.quantizeRouter }));
-  const totalPasses = plans.reduce((s, p) => s + p.length + (opts.trueSequential ? 1 : 2), 0) * batches.length;
   let done = 0;
 
   /**
@@ -88,7 +112,7 @@ export async function quantizeSequential(
    * reused by the FFN passes (`attentionCache`): only the FFN half runs again.
    */
   let attentionCache: AttentionOutputs[] | null = null;
-  const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' | 'ffn-inputs' = 'layer') => {
+  const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' | 'ffn-inputs' = 'layer', onlyExperts?: number[]) => {
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
       const start = rows[0]! * S * H;
@@ -107,6 +131,7 @@ export async function quantizeSequential(
         tokenOffset: rows[0]! * S,
         attentionOnly,
         ffnInputsOnly: mode === 'ffn-inputs',
+        ...(onlyExperts ? { onlyExperts } : {}),
         hooks: {
           capture: hessians !== null,
           selectionBias: (l: number) => calib.biasFor(l, b),
@@ -121,105 +146,166 @@ export async function quantizeSequential(
     }
   };
 
-  /** Compute and keep the attention outputs of every batch (no capture). */
-  const cacheAttention = async (layer: LayerSpec) => {
+  /**
+   * Compute and keep the attention outputs of every batch (no capture). `final`: no pass of this layer will run the
+   * attention again, so x no longer needs the layer's input — h (= x + attention) replaces it there and the cache
+   * refers to x instead of holding a third [tokens × hidden] copy (the final pass then writes the layer output over h).
+   */
+  const cacheAttention = async (layer: LayerSpec, final: boolean) => {
     attentionCache = [];
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
       const start = rows[0]! * S * H;
-      attentionCache.push(
-        await forward.attentionStep(layer, x.subarray(start, start + rows.length * S * H), {
-          ...ctx,
-          bs: tensor.i64From([rows.length, S]),
-          batchIndex: b,
-          tokenOffset: rows[0]! * S,
-        }),
-      );
+      const slice = x.subarray(start, start + rows.length * S * H);
+      const a = await forward.attentionStep(layer, slice, {
+        ...ctx,
+        bs: tensor.i64From([rows.length, S]),
+        batchIndex: b,
+        tokenOffset: rows[0]! * S,
+      });
+      if (final) {
+        slice.set(a.h.data as Float32Array);
+        a.h = tensor.f32(slice, [a.numTokens, H]);
+      }
+      attentionCache.push(a);
+    }
+  };
+
+  /** Solve the modules of one run from its Hessians, in order; `keep` puts each result where later passes see it. */
+  const solveRun = async (layer: LayerSpec, todo: LinearModule[], hessians: LayerHessians, keep: (m: LinearModule, data: Float32Array) => void) => {
+    // Modules quantized from the same Hessian (an expert's gate and up, q/k/v) share its factorization.
+    const factors = new GptqFactors();
+    for (const m of todo) {
+      const acc = hessians.slots.get(m.hessian)!.acc;
+      const W = weights.get(m.weight);
+      const t0 = performance.now();
+      const weightedH = acc.weighted ? acc.xtcx! : acc.xtx;
+      let method: Method = opts.method;
+      let fallback: string | null = null;
+      if (method !== 'rtn' && acc.tokens === 0) {
+        method = 'rtn';
+        fallback = 'no calibration tokens reached this expert';
+      }
+      const cfg: QuantConfig = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym };
+      const q = opts.solve
+        ? await opts.solve(m, W, method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx)
+        : method === 'rtn'
+          ? rtnQuantize(W, m.N, m.K, cfg)
+          : await gptqQuantize(W, m.N, m.K, method === 'agq' && m.agqWeighted ? weightedH : acc.xtx, {
+              ...cfg,
+              damp: opts.damp,
+              blockSize: opts.blockSize,
+              actOrder: opts.actOrder,
+              staticGroups: opts.actOrder,
+              factors,
+            }, pool);
+      const seconds = (performance.now() - t0) / 1000;
+      const record: ModuleRecord = {
+        module: m.prefix,
+        layer: layer.index,
+        kind: m.kind,
+        expert: m.expert ?? null,
+        method,
+        bits: opts.bits,
+        group_size: q.groupSize,
+        ...(q.K % q.groupSize !== 0 ? { last_group: q.K % q.groupSize } : {}),
+        tokens: acc.tokens,
+        rel_error: acc.tokens ? await relativeError(pool, W, q.dequantized, m.N, m.K, m.agqWeighted ? weightedH : acc.xtx) : NaN,
+        seconds,
+        fallback,
+      };
+      // The original is read per module and given back (streaming stores): a layer's experts never all sit in memory.
+      if (q.dequantized !== W) weights.release([m.weight]);
+      keep(m, q.dequantized);
+      records.push(record);
+      onQuantized(m, q, record);
     }
   };
 
   // AGQ solves and scores routed (and gated shared) experts with Σ c x xᵀ alone: skip their plain sums.
   const weightedOnly = opts.method === 'agq';
-  for (const layer of spec.layers) {
-    attentionCache = null;
-    // One-pass mode: a single capture pass over the unquantized layer serves every group.
-    let shared: LayerHessians | null = null;
-    if (!opts.trueSequential) {
-      const keys = plans[layer.index]!.flatMap((g) => g.modules.filter((m) => !opts.leaveOut(m)).map((m) => m.hessian));
-      shared = new LayerHessians(pool, spec, layer, new Set(keys), weightedOnly);
-      await pass(layer, shared, 'layer');
-    }
-    for (const group of plans[layer.index]!) {
-      // Attention is final once every attention group is done (the router group changes the logits: recompute after).
-      if (!shared && !attentionCache && group.modules.every((m) => m.kind !== 'attention')) await cacheAttention(layer);
-      const todo = group.modules.filter((m) => !opts.leaveOut(m));
-      if (todo.length === 0) {
-        done += batches.length;
-        continue;
+  // Each group's modules in runs of at most `chunkFor` routed experts: a run's Hessians are collected, solved and
+  // dropped before the next run's pass, so a layer never holds every expert's Hessian at once.
+  const runsOf = (modules: LinearModule[]) => {
+    const todo = modules.filter((m) => !opts.leaveOut(m));
+    const expert = todo.find((m) => m.expert !== undefined);
+    const size = expert && opts.memory ? opts.memory.chunkFor(expert.K * expert.K * 4 * (weightedOnly ? 1 : 2)) : todo.length || 1;
+    return chunkModules(todo, size);
+  };
+  const runs = plans.map((p) => p.map((g) => runsOf(g.modules)));
+  // One-pass mode: groups in one run share the layer's single capture pass; the others get a pass per run.
+  const totalPasses = runs.reduce((s, r) => s + r.reduce((n, g) => n + Math.max(1, g.length), 0) + (opts.trueSequential ? 1 : 2), 0) * batches.length;
+  const spill = opts.memory?.spill && opts.spillDir ? new SpillFile(path.join(opts.spillDir, '.dequantized-experts.f32')) : null;
+  try {
+    for (const layer of spec.layers) {
+      attentionCache = null;
+      const layerRuns = runs[layer.index]!;
+      // One-pass mode: every Hessian comes from the unquantized layer, so results wait (`staged`) until the final pass.
+      const staged: Array<() => void> = [];
+      const keep = (m: LinearModule, data: Float32Array) => {
+        let apply: () => void = () => weights.overrides.set(m.weight, data);
+        if (spill && m.kind === 'routed_expert') {
+          const read = spill.write(data);
+          apply = () => weights.setSpilledOverride(m.weight, read);
+        }
+        if (opts.trueSequential) apply();
+        else staged.push(apply);
+      };
+      // One-pass mode: a single capture pass over the unquantized layer serves every group cut in one run.
+      let shared: LayerHessians | null = null;
+      if (!opts.trueSequential) {
+        const keys = layerRuns.flatMap((g) => (g.length === 1 ? g[0]!.map((m) => m.hessian) : []));
+        shared = new LayerHessians(pool, spec, layer, new Set(keys), weightedOnly);
+        opts.onPass?.({ layer: layer.index, group: null, ...expertHessians(shared) });
+        await pass(layer, shared, 'layer');
       }
-      let hessians = shared;
-      if (!hessians) {
-        hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)), weightedOnly);
+      const groups = plans[layer.index]!;
+      for (let gi = 0; gi < groups.length; gi++) {
+        const group = groups[gi]!;
+        // Attention is final once every attention group is done (the router group changes the logits: recompute after).
+        if (opts.trueSequential && !attentionCache && group.modules.every((m) => m.kind !== 'attention'))
+          await cacheAttention(layer, !groups.some((g, j) => j >= gi && g.name === 'router' && layerRuns[j]!.length > 0));
+        const groupRuns = layerRuns[gi]!;
+        if (groupRuns.length === 0) {
+          done += batches.length;
+          continue;
+        }
+        const all = groupRuns.flat();
         // q/k/v (MLA q_a/kv_a, q_b/kv_b) need only the attention's input projections; o_proj needs the attention.
         // Router and gate/up need only the FFN input and the routing (Qwen2-MoE's gated shared expert also needs its
         // gate, which the MoE graph computes); down needs the experts' hidden states, so the whole FFN runs.
+        // One-pass runs see the unquantized layer (results are staged), whole.
         const ffnInputs = (group.name === 'router' || group.name === 'gate_up') && !(layer.ffn.kind === 'moe' && layer.ffn.shared?.gate);
-        const mode = group.name === 'o' ? 'attention' : todo.every((m) => m.kind === 'attention') ? 'inputs' : ffnInputs ? 'ffn-inputs' : 'layer';
-        await pass(layer, hessians, mode);
-      } else done += batches.length;
-      // Modules quantized from the same Hessian (an expert's gate and up, q/k/v) share its factorization.
-      const factors = new GptqFactors();
-      for (const m of todo) {
-        const acc = hessians.slots.get(m.hessian)!.acc;
-        const W = weights.get(m.weight);
-        const t0 = performance.now();
-        const weightedH = acc.weighted ? acc.xtcx! : acc.xtx;
-        let method: Method = opts.method;
-        let fallback: string | null = null;
-        if (method !== 'rtn' && acc.tokens === 0) {
-          method = 'rtn';
-          fallback = 'no calibration tokens reached this expert';
+        const mode = !opts.trueSequential ? 'layer' : group.name === 'o' ? 'attention' : all.every((m) => m.kind === 'attention') ? 'inputs' : ffnInputs ? 'ffn-inputs' : 'layer';
+        for (const todo of groupRuns) {
+          let hessians: LayerHessians;
+          if (shared && groupRuns.length === 1) {
+            hessians = shared;
+            done += batches.length;
+          } else {
+            hessians = new LayerHessians(pool, spec, layer, new Set(todo.map((m) => m.hessian)), weightedOnly);
+            opts.onPass?.({ layer: layer.index, group: group.name, ...expertHessians(hessians) });
+            // A run of routed experts alone whose pass runs the FFN (down inputs) needs only those experts.
+            const experts = [...new Set(todo.map((m) => m.expert))];
+            const only = mode === 'layer' && layer.ffn.kind === 'moe' && experts.every((e) => e !== undefined) ? (experts as number[]) : undefined;
+            await pass(layer, hessians, mode, only);
+          }
+          await solveRun(layer, todo, hessians, keep);
         }
-        const cfg: QuantConfig = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym };
-        const q = opts.solve
-          ? await opts.solve(m, W, method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx)
-          : method === 'rtn'
-            ? rtnQuantize(W, m.N, m.K, cfg)
-            : await gptqQuantize(W, m.N, m.K, method === 'agq' && m.agqWeighted ? weightedH : acc.xtx, {
-                ...cfg,
-                damp: opts.damp,
-                blockSize: opts.blockSize,
-                actOrder: opts.actOrder,
-                staticGroups: opts.actOrder,
-                factors,
-              }, pool);
-        const seconds = (performance.now() - t0) / 1000;
-        const record: ModuleRecord = {
-          module: m.prefix,
-          layer: layer.index,
-          kind: m.kind,
-          expert: m.expert ?? null,
-          method,
-          bits: opts.bits,
-          group_size: q.groupSize,
-          ...(q.K % q.groupSize !== 0 ? { last_group: q.K % q.groupSize } : {}),
-          tokens: acc.tokens,
-          rel_error: acc.tokens ? await relativeError(pool, W, q.dequantized, m.N, m.K, m.agqWeighted ? weightedH : acc.xtx) : NaN,
-          seconds,
-          fallback,
-        };
-        weights.overrides.set(m.weight, q.dequantized);
-        records.push(record);
-        onQuantized(m, q, record);
+        if (group.name === 'router') attentionCache = null; // router logits come from the attention graph
       }
-      if (group.name === 'router') attentionCache = null; // router logits come from the attention graph
+      shared = null;
+      for (const apply of staged) apply();
+      if (!attentionCache) await cacheAttention(layer, true);
+      await pass(layer, null);
+      attentionCache = null;
+      await onLayerDone(layer);
+      for (const group of groups) for (const m of group.modules) weights.deleteOverride(m.weight);
+      forward.releaseLayer(layer);
+      spill?.reset();
     }
-    if (!attentionCache) await cacheAttention(layer);
-    await pass(layer, null);
-    attentionCache = null;
-    await onLayerDone(layer);
-    for (const group of plans[layer.index]!) for (const m of group.modules) weights.overrides.delete(m.weight);
-    forward.releaseLayer(layer);
+  } finally {
+    spill?.close();
   }
   return records;
 }

@@ -20,7 +20,8 @@ import type { ModelSpec } from '../architectures/types.js';
 import { layerModuleGroups, type LinearModule } from './modules.js';
 import { writeBalanceReport } from '../report/index.js';
 import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
-import { readCalibrationDir } from '../calibration/calibration-dir.js';
+import { readCalibrationDir, type CalibrationInput } from '../calibration/calibration-dir.js';
+import { autoMemoryBudget, gib, planQuantizeMemory, AUTO_BUDGET_FRACTION, type QuantizeMemoryPlan } from '../calibration/memory.js';
 import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
 
 export interface QuantizeOptions extends EngineOptions {
@@ -58,6 +59,11 @@ export interface QuantizeOptions extends EngineOptions {
    */
   timings?: boolean;
   maxShardBytes?: number;
+  /**
+   * Bytes a layer may hold while it is quantized (--max-memory); decides how many experts' Hessians one pass
+   * collects and whether dequantized experts wait in a scratch file. Default: autoMemoryBudget() (calibration/memory.ts).
+   */
+  maxMemory?: number;
   onProgress?(stage: string, done: number, total: number): void;
   onNote?(note: string): void;
   /** Called once the device is known (e.g. to print it). */
@@ -71,6 +77,24 @@ export interface QuantizeResult {
   report: QuantReport;
   seconds: number;
   summary: { maxvio_natural: number; maxvio_used: number };
+  /** How the run fitted its memory budget (not in quant-report: the automatic budget depends on the machine). */
+  memory: MemoryReport | null;
+}
+
+export interface MemoryReport {
+  budget_bytes: number;
+  budget_source: 'max-memory' | 'auto';
+  /** Routed experts per layer, and how many of their gate/up Hessians one pass collected. */
+  experts: number;
+  expert_chunk: number;
+  /** Dequantized experts kept in a scratch file in the output's temporary directory. */
+  spill_dequantized: boolean;
+  estimated_peak_bytes: number;
+  /** The estimate's parts: bytes a layer holds whatever the chunk, and one expert's gate/up Hessian. */
+  fixed_bytes: number;
+  per_expert_hessian_bytes: number;
+  /** Most bytes of routed experts' Hessians any capture pass held (at most expert_chunk × per_expert_hessian_bytes). */
+  max_expert_hessian_bytes: number;
 }
 
 /** The options with their defaults filled in, checked. */
@@ -182,7 +206,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const t0 = performance.now();
   let engine: Awaited<ReturnType<typeof createEngine>> | null = null;
   try {
-    const eng = (engine = await createEngine(o.model, o));
+    // No onnxruntime arena: with it every graph's session kept its largest buffers, and a real-shape layer's peak
+    // grew from 4.4 to 6.2 GB during the final pass alone (README "Real sizes").
+    const eng = (engine = await createEngine(o.model, { memArena: false, ...o }));
     o.onDevice?.(eng.deviceNote);
     if (eng.model.gptq)
       throw fail('UNSUPPORTED', `${o.model} is already a GPTQ checkpoint (quantization_config in config.json); quantize the original floating-point checkpoint`);
@@ -207,13 +233,29 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       for (const name of eng.model.checkpoint.names()) if (!inLayers.has(name)) eng.model.checkpoint.readBytes(name);
       const tmp = output.tmp;
       let calibDir = o.calib ?? null;
+      const given: CalibrationInput | null = calibDir ? readCalibrationDir(calibDir, fingerprint) : null;
+      // The memory plan, before any work: a budget too small for one expert fails here.
+      const tokens = given ? given.windows.length * given.windows[0]!.length : inline!.samples * inline!.seqLen;
+      const budget = o.maxMemory ?? autoMemoryBudget();
+      const plan = planQuantizeMemory(budget, {
+        spec: eng.model.spec,
+        tokens,
+        batchTokens: given ? given.batchTokens : inline!.batchTokens,
+        weightedOnly: method === 'agq',
+        residentBytes: eng.weights.resident ? eng.weights.residentBytes : null,
+        expertChunkBytes: eng.forward.expertChunkBytes,
+        // What the writer holds per weight until the layer is written: float32, or the levels plus scales/zeros.
+        outputBytesPerWeight: format === 'dequantized' ? 4 : bits / 8 + 4 / (cfg.groupSize > 0 ? cfg.groupSize : 128),
+      });
+      o.onNote?.(memoryNote(plan, o.maxMemory === undefined));
       if (!calibDir) {
         calibDir = path.join(tmp, '.calibration');
         fs.mkdirSync(calibDir);
         o.onNote?.('calibrating inline (loss-free routing bias ' + (inline!.mode === 'loss-free' ? 'on' : 'off') + ')');
         await runCalibration(eng, { ...o.calibration, model: o.model, data: o.data!, routingBias: inline!.mode, onNote: o.onNote, onProgress: (d, t) => o.onProgress?.('calibrate', d, t) }, calibDir);
       }
-      const calib = readCalibrationDir(calibDir, fingerprint);
+      const calib = given ?? readCalibrationDir(calibDir, fingerprint);
+      let maxExpertHessianBytes = 0;
       let expertSource = 0;
       let expertQuant = 0;
       const records: ModuleRecord[] = await quantizeSequential(
@@ -223,6 +265,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           ...cfg,
           leaveOut: (m) => leaveOut(m.prefix, m.N),
           ...(writer.solve ? { solve: (m: LinearModule, W: Float32Array, H: Float32Array | null) => writer.solve!(m, W, H, eng.pool) } : {}),
+          memory: plan,
+          spillDir: tmp,
+          onPass: (p) => (maxExpertHessianBytes = Math.max(maxExpertHessianBytes, p.expertHessianBytes)),
           onProgress: (d, t) => o.onProgress?.('quantize', d, t),
         },
         (m, q) => {
@@ -271,6 +316,17 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         report,
         seconds: 0,
         summary: { maxvio_natural: calib.report.summary.natural.maxvio, maxvio_used: calib.report.summary.used.maxvio },
+        memory: {
+          budget_bytes: plan.budget,
+          budget_source: o.maxMemory === undefined ? 'auto' : 'max-memory',
+          experts: plan.experts,
+          expert_chunk: plan.chunk,
+          spill_dequantized: plan.spill,
+          estimated_peak_bytes: plan.peak,
+          fixed_bytes: plan.fixed,
+          per_expert_hessian_bytes: plan.perExpert,
+          max_expert_hessian_bytes: maxExpertHessianBytes,
+        },
       };
     } catch (e) {
       writer.abort();
@@ -289,6 +345,18 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   } finally {
     await engine?.close();
   }
+}
+
+/** The stderr line that says how the run fits its budget. */
+function memoryNote(p: QuantizeMemoryPlan, auto: boolean): string {
+  const source = auto ? ` (auto: ${Math.round(AUTO_BUDGET_FRACTION * 100)}% of available memory; set with --max-memory)` : '';
+  const experts =
+    p.experts === 0
+      ? 'no routed experts'
+      : p.chunk >= p.experts
+        ? `all ${p.experts} experts' Hessians at once per layer`
+        : `experts' Hessians in chunks of ${p.chunk} (of ${p.experts}) per layer`;
+  return `memory: budget ${gib(p.budget)}${source} → ${experts}${p.spill ? ', dequantized experts in a scratch file' : ''}; estimated peak ${gib(p.peak)}`;
 }
 
 /**
@@ -331,6 +399,7 @@ async function exportFloatGguf(o: QuantizeOptions, cfg: ReturnType<typeof settin
       report,
       seconds: (performance.now() - t0) / 1000,
       summary: { maxvio_natural: NaN, maxvio_used: NaN },
+      memory: null,
     };
   } catch (e) {
     output.abort();

@@ -227,6 +227,10 @@ describe('bad input → one line, exit code 2', () => {
     expect((await runCli('calibrate', '--bias-update', 'cubic')).code).toBe(2);
     expect((await runCli('calibrate', '--samples', '0')).code).toBe(2);
     expect((await runCli('quantize', '--method', 'awq')).code).toBe(2);
+    expect((await runCli('quantize', '--max-memory', 'lots')).code).toBe(2);
+    const tight = path.join(tmp, 'q-tight');
+    expectOneLineError(await runCli('quantize', '--model', MIXTRAL, '--max-memory', '1M', '--out', tight), /--max-memory 1 MiB is too small: .* per expert's Hessian; give at least/);
+    expect(fs.existsSync(tight)).toBe(false);
     expectOneLineError(await runCli('quantize', '--model', MIXTRAL, '--bits', '5', '--out', path.join(tmp, 'q5')), /--bits 5 is not supported/);
     const foreign = path.join(tmp, 'foreign');
     fs.mkdirSync(foreign);

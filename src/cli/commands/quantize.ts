@@ -6,6 +6,7 @@ import { evaluateKl, type KlResult } from '../../eval/kl.js';
 import { countEvalWindows } from '../../eval/perplexity.js';
 import { quantizeModel } from '../../pipeline/quantize.js';
 import { GGUF_TYPES } from '../../formats/gguf/writer.js';
+import { AUTO_BUDGET_FRACTION, parseSize } from '../../calibration/memory.js';
 import { bytes, table } from '../format.js';
 import { deviceOption, positiveInt } from '../options.js';
 import { ProgressBar } from '../progress.js';
@@ -38,6 +39,7 @@ interface QuantizeCliOptions {
   evalWindows: number;
   force?: boolean;
   timings?: boolean;
+  maxMemory?: number;
   json?: boolean;
 }
 
@@ -49,6 +51,12 @@ const groupSize = (v: string) => {
 const fraction = (v: string) => {
   const n = Number(v);
   if (!(n > 0 && n < 1)) throw new InvalidArgumentError('--damp must be a number in (0, 1).');
+  return n;
+};
+
+const size = (v: string) => {
+  const n = parseSize(v);
+  if (n === null) throw new InvalidArgumentError('--max-memory must be a size: bytes, or with K, M, G or T (powers of 1024), e.g. 4G or 4096M.');
   return n;
 };
 
@@ -104,6 +112,11 @@ export function registerQuantize(program: Command): void {
     .option('--eval-data <file>', 'held-out text for the comparison (perplexity, KL divergence, top-1 agreement)', DEFAULT_EVAL_DATA)
     .option('--eval-seq-len <n>', 'comparison window length', positiveInt('--eval-seq-len'), 256)
     .option('--eval-windows <n>', 'comparison windows', positiveInt('--eval-windows'), 40)
+    .option(
+      '--max-memory <size>',
+      `memory one layer may use while it is quantized (e.g. 4G, 4096M, bytes): decides how many experts' Hessians a pass collects and whether dequantized experts wait in a scratch file; results do not change (default: ${Math.round(AUTO_BUDGET_FRACTION * 100)}% of the memory available at start)`,
+      size,
+    )
     .option('--force', 'replace an existing --out directory even if it is not a moe-quant output')
     .option(
       '--timings',
@@ -172,6 +185,7 @@ export function registerQuantize(program: Command): void {
             size_quantized_bytes: sizeQ,
             maxvio: r.summary,
             seconds: r.seconds,
+            memory: r.memory,
             fallbacks: r.report.fallbacks,
           })}\n`,
         );
