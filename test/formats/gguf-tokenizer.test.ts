@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MoeQuantError } from '../../src/errors.js';
 import { GgufFile, writeGguf, type GgufValue } from '../../src/formats/gguf/file.js';
 import { tokenizerJsonFromGguf, tokenizerMetadata } from '../../src/formats/gguf/tokenizer.js';
-import { LLAMA3, SPM_DIR, sampleText, styles, type Style } from './tokenizer-styles.js';
+import { DEEPSEEK_LLM, DEEPSEEK_TEXT, LLAMA3, NON_ASCII_NUMBER, SPM_DIR, deepseekLlmPre, numericMerges, sampleText, styles, type Style } from './tokenizer-styles.js';
 
 let tmp: string;
 beforeAll(() => {
@@ -73,10 +73,29 @@ describe('GGUF tokenizer metadata per tokenizer.json layout', () => {
       const g = GgufFile.open(file);
       const back = tokenizerJsonFromGguf(g);
       g.close();
-      const text = sampleText(200_000);
+      // deepseek-llm reads back as llama.cpp splits (numbers whole, \p{N}+): the same ids unless the text has
+      // non-ASCII numeric characters, which @huggingface/tokenizers' Digits does not isolate (tested below)
+      const text = s.pre === 'deepseek-llm' ? `${sampleText(200_000)}\n${DEEPSEEK_TEXT}`.replace(NON_ASCII_NUMBER, '') : sampleText(200_000);
       expect(encode(back, text)).toEqual(encode(s.tokenizer, text));
     });
   }
+
+  it('deepseek-llm: the Hub layout with escaped code points is the same style; the read-back keeps numbers whole as llama.cpp does', () => {
+    const s = styles().find((x) => x.pre === 'deepseek-llm')!;
+    const escaped = DEEPSEEK_LLM.map((p) => p.replace(/[^\x00-\x7f]/gu, (c) => `\\x{${c.codePointAt(0)!.toString(16)}}`).replace(/\r/g, '\\r').replace(/\n/g, '\\n'));
+    expect(escaped[1]).toContain('\\x{1f7d}');
+    expect(metadata({ tokenizer: { ...s.tokenizer, pre_tokenizer: deepseekLlmPre(escaped) } }).get('tokenizer.ggml.pre')).toBe('deepseek-llm');
+    const utf16 = DEEPSEEK_LLM.map((p) => Array.from(p, (c) => (c.charCodeAt(0) < 0x80 ? c : Array.from({ length: c.length }, (_, k) => `\\u${c.charCodeAt(k).toString(16).padStart(4, '0')}`).join(''))).join(''));
+    expect(metadata({ tokenizer: { ...s.tokenizer, pre_tokenizer: deepseekLlmPre(utf16) } }).get('tokenizer.ggml.pre')).toBe('deepseek-llm');
+    const file = path.join(tmp, `ds${n++}.gguf`);
+    writeGguf(file, [['general.architecture', { type: 'str', value: 'deepseek' }], ...tokenizerMetadata(tokDir(s.tokenizer), 4096, {})], []);
+    const g = GgufFile.open(file);
+    const back = tokenizerJsonFromGguf(g);
+    g.close();
+    // "½ ²": tokenizer.json (in @huggingface/tokenizers) leaves " ½ ² " in one piece, llama.cpp splits off ½ and ²
+    expect(encode(back, '1e-9 ½ ² x')).not.toEqual(encode(s.tokenizer, '1e-9 ½ ² x'));
+    expect(encode(back, '1e-9 x 12 345')).toEqual(encode(s.tokenizer, '1e-9 x 12 345'));
+  });
 
   it('special tokens: tokenizer_config.json token strings first, then config.json ids; add_bos_token from the post-processor', () => {
     const spm = styles().find((s) => s.model === 'llama')!;
@@ -95,6 +114,11 @@ describe('GGUF refuses a tokenizer llama.cpp would split differently, naming the
   const cases: Array<[string, () => object, RegExp]> = [
     ['a Split pattern llama.cpp names differently (Llama-3)', () => ({ ...byte(), pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: LLAMA3 }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, use_regex: false }] } }), /pre-tokenizer Sequence\[Split\("\(\?i:'s\|.*…", Isolated\), ByteLevel\(add_prefix_space false, use_regex false\)\]/],
     ['Qwen2\'s pattern with one character changed', () => ({ ...byte(), pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+` }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, use_regex: false }] } }), /pre-tokenizer Sequence\[Split/],
+    ['deepseek-llm with a merge joining two digits (the fixtures\' vocabulary: their GPT-2 split kept numbers whole)', () => { const s = styles().find((x) => x.pre === 'deepseek-llm')!; return { ...s.tokenizer, model: byte()['model'] }; }, /merge \d+ "0 0" joins two numeric characters \("00"\): tokenizer.json's Digits\(individual_digits\) splits numbers into single characters first, llama.cpp's "deepseek-llm" pre-tokenizer keeps them whole \(\\p\{N\}\+\)/],
+    ['deepseek-llm with a merge joining the end of "²" to "1"', () => { const s = styles().find((x) => x.pre === 'deepseek-llm')!; const t = s.tokenizer as { model: { merges: string[]; vocab: Record<string, number> } }; return { ...t, model: { ...t.model, merges: [...t.model.merges, '\u00c2\u00b2 1'] } }; }, /merge \d+ "Â² 1" joins two numeric characters \("²1"\)/],
+    ['deepseek-llm with Digits not individual', () => { const p = deepseekLlmPre() as { pretokenizers: Array<Record<string, unknown>> }; p.pretokenizers[5] = { type: 'Digits', individual_digits: false }; return { ...styles().find((x) => x.pre === 'deepseek-llm')!.tokenizer, pre_tokenizer: p }; }, /pre-tokenizer Sequence\[Split\("\[\\r\\n\]", Isolated\), .*Digits\(individual_digits false\), ByteLevel/],
+    ['deepseek-llm without Digits', () => { const p = deepseekLlmPre() as { pretokenizers: unknown[] }; p.pretokenizers.splice(5, 1); return { ...styles().find((x) => x.pre === 'deepseek-llm')!.tokenizer, pre_tokenizer: p }; }, /pre-tokenizer Sequence\[Split/],
+    ['deepseek-llm with a Greek Extended range end written as its NFC form (U+1F7D as U+03CE)', () => ({ ...styles().find((x) => x.pre === 'deepseek-llm')!.tokenizer, pre_tokenizer: deepseekLlmPre(DEEPSEEK_LLM.map((p) => p.replace('\u1F7D', '\u03CE'))) }), /pre-tokenizer Sequence\[Split/],
     ['ByteLevel with add_prefix_space', () => ({ ...byte(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: true, use_regex: true } }), /pre-tokenizer ByteLevel\(add_prefix_space true, use_regex true\)/],
     ['Whitespace pre-tokenizer', () => ({ ...byte(), pre_tokenizer: { type: 'Whitespace' } }), /pre-tokenizer Whitespace\(\)/],
     ['a lowercasing normalizer', () => ({ ...byte(), normalizer: { type: 'Lowercase' } }), /normalizer Lowercase\(\)/],

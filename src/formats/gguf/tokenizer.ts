@@ -6,7 +6,9 @@
  * Styles, recognised by structure and exact pre-tokenizer patterns (never by model name):
  * - byte-level BPE (`tokenizer.ggml.model` "gpt2") with the pre-tokenizer llama.cpp names: `gpt-2` (a bare ByteLevel
  *   split: GPT-2 regex), `olmo` (the same with GPT-NeoX's NFC normalizer: OLMoE), `qwen2` (Qwen2/Qwen3's Split
- *   regex), `deepseek-v3` (DeepSeek-V3's three Splits);
+ *   regex), `deepseek-v3` (DeepSeek-V3's three Splits), `deepseek-llm` (DeepSeek LLM / MoE / V2's five Splits and
+ *   Digits(individual_digits), which llama.cpp splits as \p{N}+: written only when no merge joins two numeric
+ *   characters, checked);
  * - SentencePiece-style BPE exported to tokenizer.json (byte_fallback, "▁" for spaces: Llama-2, Mistral, Mixtral) as
  *   llama.cpp's `llama` tokenizer, whose merge priority is the score of the merged piece: written as −(rank of the
  *   first merge that makes the piece), after checking that the merges are the complete, piece-ordered set an SPM
@@ -48,13 +50,75 @@ const DEEPSEEK_V3_SPLITS = [
   String.raw`[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_` + '`' + String.raw`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
 ];
 
-/** A pattern with literal CR/LF written as the escapes `\r`/`\n` (tokenizer.json files use either). */
-const canonical = (p: string) => p.replace(/\r/g, '\\r').replace(/\n/g, '\\n');
+/** `\u{…}`, `\x{…}` and `\uXXXX` escapes of non-ASCII code points replaced by the characters (ASCII escapes kept). */
+function unescapeCodePoints(p: string): string {
+  return p.replace(/\\(\\|u\{([0-9A-Fa-f]{1,6})\}|x\{([0-9A-Fa-f]{1,6})\}|u([0-9A-Fa-f]{4}))/g, (all: string, _e: string, a?: string, b?: string, c?: string) => {
+    const hex = a ?? b ?? c;
+    if (hex === undefined) return all; // an escaped backslash
+    const cp = parseInt(hex, 16);
+    if (cp < 0x80 || cp > 0x10ffff) return all;
+    return c !== undefined ? String.fromCharCode(cp) : String.fromCodePoint(cp); // \uD8xx\uDCxx pairs join up
+  });
+}
 
-/** The byte-level pre-tokenizers llama.cpp knows: name → the Split patterns before a regex-free ByteLevel. */
-const SPLIT_STYLES: Array<[string, string[]]> = [
-  ['qwen2', [QWEN2_SPLIT]],
-  ['deepseek-v3', DEEPSEEK_V3_SPLITS],
+/**
+ * DeepSeek LLM / DeepSeek-MoE / DeepSeek-V2's five Splits (llama.cpp's `deepseek-llm`, whose sixth regex \p{N}+
+ * stands for tokenizer.json's Digits(individual_digits)). Written as code-point escapes: U+1F7D, U+1FBE, U+1FD3,
+ * U+1FDB, U+2126 and U+212A have NFC forms (U+03CE, U+03B9, U+0390, U+038A, U+03A9, "K") that would change the
+ * ranges; the llama.cpp binary of tools/llama-cpp (release v0.5.0) holds these exact code points.
+ */
+const DEEPSEEK_LLM_LETTERS =
+  String.raw`A-Za-z\u{B5}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{1BA}\u{1BC}-\u{1BF}\u{1C4}-\u{293}\u{295}-\u{2AF}\u{370}-\u{373}\u{376}\u{377}` +
+  String.raw`\u{37B}-\u{37D}\u{37F}\u{386}\u{388}-\u{38A}\u{38C}\u{38E}-\u{3A1}\u{3A3}-\u{3F5}\u{3F7}-\u{481}\u{48A}-\u{52F}\u{531}-\u{556}` +
+  String.raw`\u{10A0}-\u{10C5}\u{13A0}-\u{13F5}\u{13F8}-\u{13FD}\u{1C90}-\u{1CBA}\u{1CBD}-\u{1CBF}\u{1D00}-\u{1D2B}\u{1D6B}-\u{1D77}` +
+  String.raw`\u{1D79}-\u{1D9A}\u{1E00}-\u{1F15}\u{1F18}-\u{1F1D}\u{1F20}-\u{1F45}\u{1F48}-\u{1F4D}\u{1F50}-\u{1F57}\u{1F59}\u{1F5B}` +
+  String.raw`\u{1F5D}\u{1F5F}-\u{1F7D}\u{1F80}-\u{1FB4}\u{1FB6}-\u{1FBC}\u{1FBE}\u{1FC2}-\u{1FC4}\u{1FC6}-\u{1FCC}\u{1FD0}-\u{1FD3}` +
+  String.raw`\u{1FD6}-\u{1FDB}\u{1FE0}-\u{1FEC}\u{1FF2}-\u{1FF4}\u{1FF6}-\u{1FFC}\u{2102}\u{2107}\u{210A}-\u{2113}\u{2115}` +
+  String.raw`\u{2119}-\u{211D}\u{2124}\u{2126}\u{2128}\u{212A}-\u{212D}\u{212F}-\u{2134}\u{2139}\u{213C}-\u{213F}\u{2145}-\u{2149}` +
+  String.raw`\u{214E}\u{2183}\u{2184}\u{2C00}-\u{2C7B}\u{2C7E}-\u{2CE4}\u{2CEB}-\u{2CEE}\u{2CF2}\u{2CF3}\u{A640}-\u{A66D}\u{A680}-\u{A69B}` +
+  String.raw`\u{A722}-\u{A76F}\u{A771}-\u{A787}\u{A78B}-\u{A78E}\u{AB70}-\u{ABBF}\u{FB00}-\u{FB06}\u{FB13}-\u{FB17}\u{FF21}-\u{FF3A}` +
+  String.raw`\u{FF41}-\u{FF5A}\u{10400}-\u{1044F}\u{104B0}-\u{104D3}\u{104D8}-\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}` +
+  String.raw`\u{118A0}-\u{118DF}\u{1E900}-\u{1E943}`;
+const DEEPSEEK_LLM_PUNCT = String.raw`!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}`;
+const DEEPSEEK_LLM_SPLITS = [
+  String.raw`[\r\n]`,
+  String.raw`\s?[${DEEPSEEK_LLM_LETTERS}]+`,
+  String.raw`\s?[${DEEPSEEK_LLM_PUNCT}]+`,
+  String.raw`\s+$`,
+  String.raw`[\u{4E00}-\u{9FA5}\u{800}-\u{4E00}\u{AC00}-\u{D7FF}]+`,
+].map(unescapeCodePoints);
+
+/**
+ * What llama.cpp's `deepseek-llm` pre-tokenizer does, as tokenizer.json Splits (for reading GGUF files): the five
+ * Splits, then runs of numeric characters kept whole (\p{N}+, not single digits); non-ASCII white space, which
+ * llama.cpp turns into U+000B before its std::wregex splits, matches only \s and none of the character classes
+ * (U+3000 is in the punctuation class; U+1680, U+2000–U+200A, U+2028, U+2029, U+202F, U+205F and U+3000 are in
+ * U+0800–U+4E00); and \s is llama.cpp's set (JavaScript's lacks U+0085 and has U+FEFF).
+ */
+const LLAMA_SPACE = String.raw`[\t-\r \u{85}\u{A0}\u{1680}\u{2000}-\u{200A}\u{2028}\u{2029}\u{202F}\u{205F}\u{3000}]`;
+const DEEPSEEK_LLM_AS_LLAMA_CPP = [
+  String.raw`[\r\n]`,
+  String.raw`${LLAMA_SPACE}?[${DEEPSEEK_LLM_LETTERS}]+`,
+  String.raw`${LLAMA_SPACE}?[${DEEPSEEK_LLM_PUNCT.replace(String.raw`\u{3000}`, String.raw`\u{3001}`)}]+`,
+  String.raw`${LLAMA_SPACE}+$`,
+  String.raw`[\u{4E00}-\u{9FA5}\u{800}-\u{167F}\u{1681}-\u{1FFF}\u{200B}-\u{2027}\u{202A}-\u{202E}\u{2030}-\u{205E}\u{2060}-\u{2FFF}\u{3001}-\u{4E00}\u{AC00}-\u{D7FF}]+`,
+  String.raw`\p{N}+`,
+].map(unescapeCodePoints);
+
+/**
+ * A pattern compared canonically: literal CR/LF as the escapes `\r`/`\n`, escaped non-ASCII code points as the
+ * characters (tokenizer.json files use either; JSON's own `\uXXXX` escapes are gone once parsed).
+ */
+const canonical = (p: string) => unescapeCodePoints(p).replace(/\r/g, '\\r').replace(/\n/g, '\\n');
+
+/**
+ * The byte-level pre-tokenizers llama.cpp knows: name → the Split patterns before a regex-free ByteLevel, and
+ * whether a Digits(individual_digits) comes between them.
+ */
+const SPLIT_STYLES: Array<{ name: string; splits: string[]; digits?: true }> = [
+  { name: 'qwen2', splits: [QWEN2_SPLIT] },
+  { name: 'deepseek-v3', splits: DEEPSEEK_V3_SPLITS },
+  { name: 'deepseek-llm', splits: DEEPSEEK_LLM_SPLITS, digits: true },
 ];
 
 /** `{type: X}` objects with exactly these fields (others absent or at their defaults). */
@@ -93,11 +157,12 @@ function byteLevelPre(pre: unknown): string | null {
   if (!isSequence(pre) || !Array.isArray(pre.pretokenizers)) return null;
   const list = pre.pretokenizers;
   if (list.length < 2 || !isByteLevel(list[list.length - 1], false)) return null;
-  const splits = list.slice(0, -1);
+  const digits = list.length >= 3 && isType(list[list.length - 2], 'Digits') && (list[list.length - 2] as Json)['individual_digits'] === true;
+  const splits = list.slice(0, digits ? -2 : -1);
   if (!splits.every(isIsolatedSplit)) return null;
   const patterns = splits.map((s) => canonical(((s as Json)['pattern'] as Json)['Regex'] as string));
-  for (const [name, want] of SPLIT_STYLES) {
-    if (want.length === patterns.length && want.every((p, i) => canonical(p) === patterns[i])) return name;
+  for (const { name, splits: want, digits: withDigits } of SPLIT_STYLES) {
+    if ((withDigits ?? false) === digits && want.length === patterns.length && want.every((p, i) => canonical(p) === patterns[i])) return name;
   }
   return null;
 }
@@ -129,7 +194,7 @@ export interface TokenizerStyle {
 }
 
 const SUPPORTED =
-  'supported: byte-level BPE with a bare ByteLevel pre-tokenizer (GPT-2, OLMoE), the Qwen2/Qwen3 or DeepSeek-V3 Split patterns, ' +
+  'supported: byte-level BPE with a bare ByteLevel pre-tokenizer (GPT-2, OLMoE), the Qwen2/Qwen3, DeepSeek-V3 or DeepSeek LLM/MoE/V2 pre-tokenizers, ' +
   'or SentencePiece-style BPE with byte_fallback (Llama-2, Mistral, Mixtral)';
 
 /** Which llama.cpp tokenizer `tj` is; throws UNSUPPORTED naming `file` and what it found. */
@@ -195,6 +260,68 @@ function spmScores(tokens: string[], merges: Array<[string, string]>, file: stri
   return tokens.map((t) => -(first.get(t) ?? 0));
 }
 
+/** GPT-2's byte-level alphabet: character → byte. */
+const BYTE_OF = (() => {
+  const bytes: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) bytes.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) bytes.push(b);
+  for (let b = 0xae; b <= 0xff; b++) bytes.push(b);
+  const map = new Map<string, number>(bytes.map((b) => [String.fromCodePoint(b), b]));
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (!bytes.includes(b)) map.set(String.fromCodePoint(256 + n++), b);
+  return map;
+})();
+
+/** A byte-level token's bytes as a latin1 string, or null when it is not made of byte-level characters. */
+function tokenBytes(t: string): string | null {
+  let out = '';
+  for (const c of t) {
+    const b = BYTE_OF.get(c);
+    if (b === undefined) return null;
+    out += String.fromCharCode(b);
+  }
+  return out;
+}
+
+/** Every suffix and every prefix of the UTF-8 encodings (latin1 strings) of the numeric characters (\p{N}). */
+let numericAffixCache: { suffixes: Set<string>; prefixes: Set<string> } | null = null;
+function numericAffixes(): { suffixes: Set<string>; prefixes: Set<string> } {
+  if (numericAffixCache) return numericAffixCache;
+  const suffixes = new Set<string>();
+  const prefixes = new Set<string>();
+  const isNumber = /^\p{N}$/u;
+  for (let cp = 0; cp <= 0x10ffff; cp++) {
+    if (cp >= 0xd800 && cp <= 0xdfff) continue;
+    const ch = String.fromCodePoint(cp);
+    if (!isNumber.test(ch)) continue;
+    const utf8 = Buffer.from(ch, 'utf8').toString('latin1');
+    for (let i = 0; i < utf8.length; i++) suffixes.add(utf8.slice(i));
+    for (let i = 1; i <= utf8.length; i++) prefixes.add(utf8.slice(0, i));
+  }
+  return (numericAffixCache = { suffixes, prefixes });
+}
+
+/**
+ * deepseek-llm: tokenizer.json splits numeric characters apart (Digits with individual_digits), llama.cpp keeps a run
+ * of them whole (\p{N}+) and lets BPE merge inside it. The first merge across a character boundary inside a run would
+ * join the end of one numeric character to the start of another; when no merge does, both give the same tokens.
+ * Checked here: a merge such as "1" + "9" is refused, naming it.
+ */
+function checkNumericMerges(merges: Array<[string, string]>, file: string): void {
+  const { suffixes, prefixes } = numericAffixes();
+  merges.forEach(([a, b], rank) => {
+    const x = tokenBytes(a);
+    const y = tokenBytes(b);
+    if (x === null || y === null || !suffixes.has(x) || !prefixes.has(y)) return;
+    const text = JSON.stringify(Buffer.from(x + y, 'latin1').toString('utf8'));
+    throw fail(
+      'UNSUPPORTED',
+      `--format gguf: ${file}: merge ${rank} "${a} ${b}" joins two numeric characters (${text}): tokenizer.json's Digits(individual_digits) ` +
+        `splits numbers into single characters first, llama.cpp's "deepseek-llm" pre-tokenizer keeps them whole (\\p{N}+), so numbers would tokenize differently`,
+    );
+  });
+}
+
 /** A token's text in tokenizer_config.json (`"<s>"` or `{content: "<s>"}`). */
 function tokenText(v: unknown): string | null {
   if (typeof v === 'string') return v;
@@ -230,6 +357,7 @@ export function tokenizerMetadata(dir: string, vocabSize: number, config: Record
     }
   }
   const merges = mergePairs(m);
+  if (style.pre === 'deepseek-llm') checkNumericMerges(merges, file);
   const meta: Array<[string, GgufValue]> = [['tokenizer.ggml.model', str(style.model)]];
   if (style.model === 'gpt2') {
     meta.push(
@@ -287,7 +415,7 @@ function templateStartsWith(pp: unknown, token: string): boolean {
 function preTokenizerJson(name: string): object | null {
   const byteLevel = (useRegex: boolean) => ({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: useRegex });
   if (name === 'gpt-2' || name === 'olmo' || name === 'default') return byteLevel(true);
-  const splits = SPLIT_STYLES.find(([n]) => n === name)?.[1];
+  const splits = name === 'deepseek-llm' ? DEEPSEEK_LLM_AS_LLAMA_CPP : SPLIT_STYLES.find((s) => s.name === name)?.splits;
   if (!splits) return null;
   return {
     type: 'Sequence',
@@ -302,7 +430,7 @@ export function tokenizerJsonFromGguf(g: GgufFile): object {
   if (model !== 'gpt2' && model !== 'llama') throw fail('UNSUPPORTED', `${g.path}: tokenizer.ggml.model "${String(model)}" cannot be read ("gpt2" and "llama" can)`);
   const preTokenizer = model === 'gpt2' ? preTokenizerJson(pre) : null;
   if (model === 'gpt2' && !preTokenizer)
-    throw fail('UNSUPPORTED', `${g.path}: pre-tokenizer "${pre}" cannot be read (gpt-2, olmo, ${SPLIT_STYLES.map(([n]) => n).join(', ')} can)`);
+    throw fail('UNSUPPORTED', `${g.path}: pre-tokenizer "${pre}" cannot be read (gpt-2, olmo, ${SPLIT_STYLES.map((s) => s.name).join(', ')} can)`);
   const tokens = g.get('tokenizer.ggml.tokens') as string[] | undefined;
   const types = (g.get('tokenizer.ggml.token_type') as number[] | undefined) ?? [];
   if (!Array.isArray(tokens)) throw fail('BAD_CHECKPOINT', `${g.path}: tokenizer.ggml.tokens is missing`);
