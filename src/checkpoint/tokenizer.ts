@@ -27,6 +27,20 @@ function readJson(file: string): unknown {
   }
 }
 
+/**
+ * tokenizer.json's `Digits` pre-tokenizer as transformers (the Rust tokenizers) runs it: it isolates every numeric
+ * character (`char::is_numeric`: Unicode N*, e.g. ½ ² ٣ ①), while @huggingface/tokenizers' Digits matches only 0–9.
+ * Rewritten as the equivalent isolated Split on \p{N} (DeepSeek LLM/MoE/V2 tokenizers have one).
+ */
+export function withTransformersDigits<T>(pre: T): T {
+  if (pre === null || typeof pre !== 'object') return pre;
+  const o = pre as Record<string, unknown>;
+  if (o['type'] === 'Digits')
+    return { type: 'Split', pattern: { Regex: o['individual_digits'] ? '\\p{N}' : '\\p{N}+' }, behavior: 'Isolated', invert: false } as T;
+  if (o['type'] === 'Sequence' && Array.isArray(o['pretokenizers'])) return { ...o, pretokenizers: o['pretokenizers'].map(withTransformersDigits) } as T;
+  return pre;
+}
+
 export function loadTokenizer(dir: string): TextTokenizer {
   const gguf = ggufPath(dir);
   if (gguf) {
@@ -51,7 +65,8 @@ export function loadTokenizer(dir: string): TextTokenizer {
   const config = fs.existsSync(configFile) ? readJson(configFile) : {};
   let tok: Tokenizer;
   try {
-    tok = new Tokenizer(readJson(file) as object, config as object);
+    const tj = readJson(file) as Record<string, unknown>;
+    tok = new Tokenizer({ ...tj, pre_tokenizer: withTransformersDigits(tj['pre_tokenizer'] ?? null) }, config as object);
   } catch (e) {
     throw fail('BAD_CHECKPOINT', `${file} could not be loaded: ${(e as Error).message}`);
   }

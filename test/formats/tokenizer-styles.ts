@@ -170,5 +170,3 @@ export const DEEPSEEK_TEXT = [
   '中\u2009文 中\u3000文 。\u3000， ，\u3000\u3000x a\u0085b a\uFEFFb 中\u202F文 한\u3000국 x\u00A0y 中\u3000\n',
 ].join('');
 
-/** Non-ASCII numeric characters (½ ² ٣ ① …): tokenizer.json's Digits in @huggingface/tokenizers isolates only 0-9. */
-export const NON_ASCII_NUMBER = /(?![0-9])\p{N}/gu;
