@@ -14,7 +14,6 @@ import { createEngine } from '../engine/engine.js';
 import { sequenceBatches } from '../engine/forward.js';
 import { modelFingerprint, openModel } from '../engine/model.js';
 import { consecutiveWindows, readTextData } from '../eval/data.js';
-import { layerModuleGroups } from '../pipeline/modules.js';
 import { quantizeModel, type QuantizeOptions } from '../pipeline/quantize.js';
 import { readCalibrationDir } from '../calibration/calibration-dir.js';
 import { forwardFlops } from './flops.js';
@@ -121,8 +120,8 @@ async function calibrateStage(model: string, data: string, samples: number, seqL
 
 async function quantizeStage(model: string, calib: string, method: string, mode: string, out: string): Promise<QuantizeStageResult> {
   const trueSequential = mode !== 'one-pass';
-  const stamps: number[] = [];
-  let total = 0;
+  // When each decoder layer is handed to the writer (layer 0 includes opening the model and the calibration).
+  const layerEnds: number[] = [];
   fs.rmSync(out, { recursive: true, force: true });
   const t0 = performance.now();
   const q = await quantizeModel({
@@ -133,25 +132,18 @@ async function quantizeStage(model: string, calib: string, method: string, mode:
     trueSequential,
     device: 'cpu',
     timings: true,
-    onProgress: (stage, _d, t) => {
-      if (stage !== 'quantize') return;
-      stamps.push(performance.now());
-      total = t;
-    },
+    onLayer: () => layerEnds.push(performance.now()),
   });
   const seconds = (performance.now() - t0) / 1000;
-  // Ticks per layer, as the sequential driver counts them: (module groups + final pass (+ shared capture pass)) × batches.
   const m = openModel(model);
   const c = readCalibrationDir(calib, modelFingerprint(m));
-  const B = sequenceBatches(c.windows.length, c.windows[0]!.length, c.batchTokens).length;
-  const counts = m.spec.layers.map((l) => (layerModuleGroups(m.spec, l, { quantizeRouter: false }).length + (trueSequential ? 1 : 2)) * B);
   m.checkpoint.close();
   fs.rmSync(out, { recursive: true, force: true });
   return {
     stage: 'quantize',
     seconds,
-    // Layer 0 includes opening the model and the calibration; writing the output comes after the last layer.
-    layerSeconds: stamps.length === total ? layerTimes(t0, stamps, counts) : null,
+    // Writing the output comes after the last layer.
+    layerSeconds: layerEnds.map((t, i) => (t - (i === 0 ? t0 : layerEnds[i - 1]!)) / 1000),
     tokens: c.windows.length * c.windows[0]!.length,
     peakRssMb: peakRssMb(),
     method,

@@ -59,6 +59,8 @@ export interface SequentialOptions extends QuantConfig {
    */
   onPass?(p: { layer: number; group: ModuleGroupName | null; expertHessians: number; expertHessianBytes: number }): void;
   onProgress?(done: number, total: number): void;
+  /** A decoder layer is quantized and handed to the writer. */
+  onLayer?(index: number): void;
 }
 
 /** Routed experts with a Hessian in `h`, and the bytes of those Hessians. */
@@ -300,6 +302,7 @@ export async function quantizeSequential(
       await pass(layer, null);
       attentionCache = null;
       await onLayerDone(layer);
+      opts.onLayer?.(layer.index);
       for (const group of groups) for (const m of group.modules) weights.deleteOverride(m.weight);
       forward.releaseLayer(layer);
       spill?.reset();

@@ -65,6 +65,8 @@ export interface QuantizeOptions extends EngineOptions {
    */
   maxMemory?: number;
   onProgress?(stage: string, done: number, total: number): void;
+  /** A decoder layer is quantized and handed to the writer (quantize stage). */
+  onLayer?(index: number): void;
   onNote?(note: string): void;
   /** Called once the device is known (e.g. to print it). */
   onDevice?(note: string): void;
@@ -269,6 +271,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           spillDir: tmp,
           onPass: (p) => (maxExpertHessianBytes = Math.max(maxExpertHessianBytes, p.expertHessianBytes)),
           onProgress: (d, t) => o.onProgress?.('quantize', d, t),
+          ...(o.onLayer ? { onLayer: o.onLayer } : {}),
         },
         (m, q) => {
           const stored = writer.add(m, q);

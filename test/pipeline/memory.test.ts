@@ -83,8 +83,10 @@ describe('quantize under a memory budget', () => {
       expect(m).toMatchObject({ budget_source: 'max-memory', experts: 8, expert_chunk: 8, spill_dequantized: false });
       expect(m.max_expert_hessian_bytes).toBeGreaterThanOrEqual(8 * m.per_expert_hessian_bytes); // the old way: every expert at once
       const maxMemory = m.fixed_bytes + Math.floor(1.5 * m.per_expert_hessian_bytes);
-      const small = await run(`${method}-${trueSequential}-chunk1`, { method, trueSequential, maxMemory });
+      const layers: number[] = [];
+      const small = await run(`${method}-${trueSequential}-chunk1`, { method, trueSequential, maxMemory, onLayer: (i) => layers.push(i) });
       expect(small.memory).toMatchObject({ expert_chunk: 1, spill_dequantized: true });
+      expect(layers).toEqual(Array.from({ length: JSON.parse(fs.readFileSync(path.join(MIXTRAL, 'config.json'), 'utf8')).num_hidden_layers }, (_, i) => i));
       // No pass held more expert Hessians than the budget leaves (one gate/up input's; down inputs are smaller: a few).
       expect(small.memory!.max_expert_hessian_bytes).toBeLessThanOrEqual(maxMemory - m.fixed_bytes);
       same(whole.out, small.out);
