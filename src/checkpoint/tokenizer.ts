@@ -41,13 +41,19 @@ export function withTransformersDigits<T>(pre: T): T {
   return pre;
 }
 
+/** Every tokenizer.json (a checkpoint's, or one rebuilt from a GGUF file) is run through here. */
+function newTokenizer(json: object, config: object): Tokenizer {
+  const pre = (json as { pre_tokenizer?: unknown }).pre_tokenizer ?? null;
+  return new Tokenizer({ ...json, pre_tokenizer: withTransformersDigits(pre) }, config);
+}
+
 export function loadTokenizer(dir: string): TextTokenizer {
   const gguf = ggufPath(dir);
   if (gguf) {
     const g = GgufFile.open(gguf);
     try {
       const json = tokenizerJsonFromGguf(g) as { model: { vocab: object }; added_tokens: Array<{ id: number; special: boolean }> };
-      const tok = new Tokenizer(json, {});
+      const tok = newTokenizer(json, {});
       return {
         specialIds: json.added_tokens.filter((t) => t.special).map((t) => t.id),
         hash: createHash('sha256').update(JSON.stringify(json)).digest('hex'),
@@ -65,8 +71,7 @@ export function loadTokenizer(dir: string): TextTokenizer {
   const config = fs.existsSync(configFile) ? readJson(configFile) : {};
   let tok: Tokenizer;
   try {
-    const tj = readJson(file) as Record<string, unknown>;
-    tok = new Tokenizer({ ...tj, pre_tokenizer: withTransformersDigits(tj['pre_tokenizer'] ?? null) }, config as object);
+    tok = newTokenizer(readJson(file) as object, config as object);
   } catch (e) {
     throw fail('BAD_CHECKPOINT', `${file} could not be loaded: ${(e as Error).message}`);
   }

@@ -40,6 +40,8 @@ export interface ModelWriter {
   keepsFloat(m: Pick<LinearModule, 'weight' | 'N' | 'K'>): boolean;
   /** Before any work, for each linear to quantize: throws (one line, naming it) when the format cannot store it. */
   check?(m: Pick<LinearModule, 'prefix' | 'N' | 'K'>): void;
+  /** Before any work, given the linears to quantize: a note for the user about the output (e.g. GPTQ's shorter last groups), or null. */
+  note?(todo: Array<Pick<LinearModule, 'prefix' | 'K'>>): string | null;
   /** The grid a format solves on when it is not the min-max grid of bits / group / sym (GGUF block types). */
   solve?: (m: LinearModule, W: Float32Array, H: Float32Array | null, pool: SessionPool) => Promise<QuantizedLinear>;
   /** Store a final quantized linear; returns the bytes it takes in the output. */

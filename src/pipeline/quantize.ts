@@ -166,26 +166,6 @@ function checkModulePlan(
   return todo;
 }
 
-/**
- * GPTQ output with linears whose K the group size does not divide: a note (before the work) that their last group
- * is shorter — valid GPTQ, loaded by transformers / GPTQModel, but vLLM's GPTQ and Marlin kernels refuse it — with
- * the largest power-of-two group size ≤ the chosen one that divides every K. Null when there are none.
- */
-export function partialGroupNote(todo: Array<Pick<LinearModule, 'prefix' | 'K'>>, groupSize: number): string | null {
-  if (groupSize <= 0) return null;
-  const partial = todo.filter((m) => m.K > groupSize && m.K % groupSize !== 0);
-  if (partial.length === 0) return null;
-  const first = partial[0]!;
-  let fit = groupSize;
-  while (fit > 1 && todo.some((m) => m.K > fit && m.K % fit !== 0)) fit = 2 ** Math.floor(Math.log2(fit - 1));
-  return (
-    `--group-size ${groupSize} does not divide K of ${partial.length} linear${partial.length > 1 ? 's' : ''} ` +
-    `(e.g. ${first.prefix}, K=${first.K}): their last group is shorter (${first.K % groupSize} columns there), valid GPTQ ` +
-    `that transformers/GPTQModel load; vLLM's GPTQ kernels need a group size that divides K` +
-    (fit > 1 ? ` (--group-size ${fit} would)` : '')
-  );
-}
-
 export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult> {
   const cfg = settings(o);
   const { method, bits, format } = cfg;
@@ -225,8 +205,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     let result!: QuantizeResult;
     try {
       const todo = checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N), writer.check?.bind(writer));
-      const partialNote = cfg.format === 'gptq' || cfg.format === 'gptq_v2' ? partialGroupNote(todo, cfg.groupSize) : null;
-      if (partialNote) o.onNote?.(partialNote);
+      const planNote = writer.note?.(todo);
+      if (planNote) o.onNote?.(planNote);
       if (skip) writer.leaveFloat?.((weight) => skip!.test(weight.replace(/\.weight$/, '')));
       const fingerprint = modelFingerprint(eng.model);
       // Tensors outside the decoder layers (embeddings, final norm, lm_head, extras) are only copied, at the very end;

@@ -14,7 +14,8 @@ import { calibrate } from '../../src/calibration/calibrate.js';
 import { int32Of, toFloat32 } from '../../src/checkpoint/dtypes.js';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { createEngine } from '../../src/engine/engine.js';
-import { partialGroupNote, quantizeModel } from '../../src/pipeline/quantize.js';
+import { partialGroupNote } from '../../src/formats/gptq/index.js';
+import { quantizeModel } from '../../src/pipeline/quantize.js';
 import { WIKI } from '../paths.js';
 import { maxAbsDiff } from './helpers.js';
 

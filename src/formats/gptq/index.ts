@@ -8,6 +8,7 @@ import { fail } from '../../errors.js';
 import { packGptq, packFactorOf, type GptqFormat } from '../../quantization/pack.js';
 import { versions } from '../../version.js';
 import { QuantizedCheckpointWriter } from '../checkpoint-writer.js';
+import type { LinearModule } from '../../pipeline/modules.js';
 import type { OutputFormat } from '../types.js';
 
 export const gptqFormat: OutputFormat = {
@@ -22,6 +23,7 @@ export const gptqFormat: OutputFormat = {
       // N: routers (60 experts) and Qwen2-MoE's 1-wide shared_expert_gate under --quantize-router stay in float.
       keepsFloat: (m) => m.N % nMultiple !== 0,
       // K (the group size need not divide it: a shorter last group is fine) must still fill whole packed words.
+      note: (todo) => partialGroupNote(todo, s.groupSize),
       check(m) {
         if (m.K % nMultiple !== 0) {
           throw fail(
@@ -79,3 +81,23 @@ export const gptqFormat: OutputFormat = {
     };
   },
 };
+
+/**
+ * GPTQ output with linears whose K the group size does not divide: a note (before the work) that their last group
+ * is shorter — valid GPTQ, loaded by transformers / GPTQModel, but vLLM's GPTQ and Marlin kernels refuse it — with
+ * the largest power-of-two group size ≤ the chosen one that divides every K. Null when there are none.
+ */
+export function partialGroupNote(todo: Array<Pick<LinearModule, 'prefix' | 'K'>>, groupSize: number): string | null {
+  if (groupSize <= 0) return null;
+  const partial = todo.filter((m) => m.K > groupSize && m.K % groupSize !== 0);
+  if (partial.length === 0) return null;
+  const first = partial[0]!;
+  let fit = groupSize;
+  while (fit > 1 && todo.some((m) => m.K > fit && m.K % fit !== 0)) fit = 2 ** Math.floor(Math.log2(fit - 1));
+  return (
+    `--group-size ${groupSize} does not divide K of ${partial.length} linear${partial.length > 1 ? 's' : ''} ` +
+    `(e.g. ${first.prefix}, K=${first.K}): their last group is shorter (${first.K % groupSize} columns there), valid GPTQ ` +
+    `that transformers/GPTQModel load; vLLM's GPTQ kernels need a group size that divides K` +
+    (fit > 1 ? ` (--group-size ${fit} would)` : '')
+  );
+}
