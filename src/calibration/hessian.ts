@@ -5,7 +5,8 @@
  *   xtx  = Σ x xᵀ            (plain GPTQ Hessian, up to the constant 2/N GPTQ uses — GPTQ is scale-invariant)
  *   xtcx = Σ c · x xᵀ        (AGQ: each row weighted by its affinity c, MoEQuant Eq. 19: H = Xᵀ diag(c) X)
  * The products run in onnxruntime as one Gemm(Xᵀ, X) + acc per batch (MLAS kernels; no JavaScript loop over d²
- * entries per token); the accumulator tensor is fed back in and replaced by the output.
+ * entries per token), written into the accumulator in place (the output tensor is the input C): no d² buffer is
+ * allocated or copied per batch.
  */
 import type * as ort from 'onnxruntime-node';
 import { attr, GraphBuilder, OnnxType } from '../graph/builder.js';
@@ -35,8 +36,8 @@ function gramGraph(d: number, plain: boolean, weighted: boolean): Uint8Array {
  * per batch instead of two.
  */
 export class HessianAccumulator {
-  private plainAcc: ort.Tensor | null;
-  private weightedAcc: ort.Tensor | null;
+  private readonly plainAcc: ort.Tensor | null;
+  private readonly weightedAcc: ort.Tensor | null;
   /** Rows accumulated. */
   tokens = 0;
   /** Σ c over accumulated rows (weighted accumulators). */
@@ -59,16 +60,15 @@ export class HessianAccumulator {
     if (n === 0) return;
     const session = await this.pool.get(`gram:${this.dim}:${this.plain}:${this.weighted}`, () => gramGraph(this.dim, this.plain, this.weighted));
     const feeds: Record<string, ort.Tensor> = { x: tensor.f32(rows, [n, this.dim]) };
-    if (this.plainAcc) feeds['acc'] = this.plainAcc;
+    const outputs: Record<string, ort.Tensor> = {};
+    if (this.plainAcc) feeds['acc'] = outputs['out'] = this.plainAcc;
     if (this.weighted) {
       if (!c || c.length !== n) throw new Error(`HessianAccumulator: ${n} rows need ${n} weights`);
       feeds['c'] = tensor.f32(c, [n]);
-      feeds['acc_w'] = this.weightedAcc!;
+      feeds['acc_w'] = outputs['out_w'] = this.weightedAcc!;
       for (const v of c) this.weightSum += v;
     }
-    const out = await this.pool.run(session, feeds);
-    if (this.plain) this.plainAcc = out['out']!;
-    if (this.weighted) this.weightedAcc = out['out_w']!;
+    await this.pool.run(session, feeds, outputs);
     this.tokens += n;
   }
 

@@ -168,10 +168,14 @@ export class SessionPool {
     return s;
   }
 
-  /** Run a session, timing it. */
-  async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
+  /**
+   * Run a session, timing it. `outputs`: tensors onnxruntime writes the named outputs into (views allowed) instead of
+   * allocating them and copying the results out; an output may alias an input when the op reads that input before
+   * writing (Gemm's C: accumulate in place).
+   */
+  async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, outputs?: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
     const t0 = performance.now();
-    const out = await session.run(feeds);
+    const out = outputs ? await session.run(feeds, outputs) : await session.run(feeds);
     const ms = performance.now() - t0;
     this.runMs += ms;
     this.runs++;

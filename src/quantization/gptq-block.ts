@@ -5,7 +5,7 @@
  */
 import type { SessionPool } from '../graph/session.js';
 import { lazyUpdate, type GemmArray } from './ort-gemm.js';
-import { quantizeValue } from './quantizer.js';
+import { quantizeValue, type GroupParams } from './quantizer.js';
 import type { BlockGrid } from '../formats/gguf/quants.js';
 
 /** Inputs of {@link quantizeBlock}; arrays are modified in place where noted. */
@@ -20,18 +20,14 @@ export interface BlockArgs {
   U: GemmArray;
   K: number;
   N: number;
-  /** Groups per row of `scales` / `zeros`. */
-  G: number;
   /** First position of the block. */
   i1: number;
   /** Columns in the block. */
   B: number;
   /** Group of each position. */
   gPos: Int32Array;
-  /** [N, G] fp16-exact scales (already set for every group the block uses). */
-  scales: Float32Array;
-  /** [N, G] zero points. */
-  zeros: Uint8Array;
+  /** Parameters of each group (fp16-exact scales, zero points; already set for every group the block uses). */
+  groups: readonly GroupParams[];
   maxq: number;
   /** GGUF: the block grid levels and values come from (indexed by natural column perm[p]); scales/zeros unused. */
   grid?: BlockGrid;
@@ -69,19 +65,19 @@ export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: Sessio
  * independent, so the work runs in chunks of rows that stay in cache. Returns Σ err² / 2.
  */
 function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
-  const { W1, Err1, qT, U, K, N, G, i1, gPos, scales, zeros, maxq } = a;
+  const { W1, Err1, qT, U, K, N, i1, gPos, groups, maxq } = a;
   let loss = 0;
   for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) {
     const n1 = Math.min(n0 + ROW_CHUNK, N);
     for (let i = s0; i < s1; i++) {
       const p = i1 + i;
-      const g = gPos[p]!;
+      const { scale, zero } = groups[gPos[p]!]!;
       const d = U[p * K + p]!;
       const row = i * N;
       for (let n = n0; n < n1; n++) {
         const w = W1[row + n]!;
-        const s = scales[n * G + g]!;
-        const z = zeros[n * G + g]!;
+        const s = scale[n]!;
+        const z = zero[n]!;
         const level = quantizeValue(w, s, z, maxq);
         qT[p * N + n] = level;
         const e = (w - (level - z) * s) / d;

@@ -141,7 +141,6 @@ export async function gptqQuantize(
   let damp = opts.damp ?? 0.01;
   if (!Number.isFinite(damp) || damp < 0) throw fail('BAD_OPTION', `--damp ${damp} must be a non-negative number`);
   checkFinite(W, 'weight');
-  checkFinite(H, 'Hessian');
   const { bits, sym } = opts;
   const maxq = maxQ(bits);
   // ⌈K/g⌉ groups: when g does not divide K the last group is shorter (its parameters from its K mod g columns).
@@ -153,7 +152,10 @@ export async function gptqQuantize(
 
   const scales = new Float32Array(N * G);
   const zeros = new Uint8Array(N * G);
+  // By group as well, for the column loop: one contiguous [N] row of scales / zeros per group.
+  const byGroup: GroupParams[] = new Array<GroupParams>(G);
   const storeParams = (p: GroupParams, g: number): void => {
+    byGroup[g] = p;
     for (let n = 0; n < N; n++) {
       scales[n * G + g] = p.scale[n]!;
       zeros[n * G + g] = p.zero[n]!;
@@ -202,15 +204,23 @@ export async function gptqQuantize(
   // It depends on H and these options only, so solves that share a Hessian can share it (GptqFactors).
   const factor = async (): Promise<{ U: GemmArray; damp: number }> => {
     // Damped, permuted H, stored reversed in both indices (see linalg.ts: U = J·chol(J·H·J)⁻¹·J).
+    // H is checked here, once per factorization: solves sharing it (GptqFactors) share the check too.
+    checkFinite(H, 'Hessian');
     const HT = K <= jsMaxN || precision === 'float64' ? Float64Array : Float32Array;
     const Hrev = new HT(K * K);
     const last = K - 1;
-    for (let p = 0; p < K; p++) {
-      const src = perm[p]! * K;
-      const dst = (last - p) * K + last;
-      for (let r = 0; r < K; r++) Hrev[dst - r] = H[src + perm[r]!]!;
-      Hrev[dst - p] = diag[perm[p]!]!;
+    if (opts.actOrder) {
+      for (let p = 0; p < K; p++) {
+        const src = perm[p]! * K;
+        const dst = (last - p) * K + last;
+        for (let r = 0; r < K; r++) Hrev[dst - r] = H[src + perm[r]!]!;
+      }
+    } else {
+      // Natural order: reversing both indices of a row-major matrix is reversing its flat buffer.
+      Hrev.set(H);
+      Hrev.reverse();
     }
+    for (let p = 0; p < K; p++) Hrev[(last - p) * (K + 1)] = diag[perm[p]!]!;
     let mean = 0;
     for (let i = 0; i < K; i++) mean += diag[i]!;
     mean /= K;
@@ -249,14 +259,12 @@ export async function gptqQuantize(
         else storeParams(findParams(WT, N, 1, N, p, Math.min(p + groupSize, K), bits, sym), p / groupSize);
       }
     }
-    const W1 = Float64Array.from(WT.subarray(i1 * N, i2 * N));
+    const W1 = new Float64Array(WT.subarray(i1 * N, i2 * N));
     const Err1 = new T(B * N);
-    loss += await quantizeBlock({ W1, Err1, qT, U, K, N, G, i1, B, gPos, scales, zeros, maxq, grid, perm }, subBlock, pool);
+    loss += await quantizeBlock({ W1, Err1, qT, U, K, N, i1, B, gPos, groups: byGroup, maxq, grid, perm }, subBlock, pool);
     if (i2 >= K) break;
-    // onnxruntime Gemm: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
-    const tail = WT.subarray(i2 * N);
-    const updated = await lazyUpdate(pool, U, K, [i1, i2], [i2, K], Err1, N, tail);
-    tail.set(updated);
+    // onnxruntime Gemm, in place: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
+    await lazyUpdate(pool, U, K, [i1, i2], [i2, K], Err1, N, WT.subarray(i2 * N));
   }
 
   // Unpermute (JavaScript): q[n, perm[p]] = qT[p, n]; g_idx[perm[p]] = group of position p.

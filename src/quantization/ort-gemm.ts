@@ -33,6 +33,11 @@ export interface GemmArgs<T extends GemmArray> {
   alpha?: number;
   /** Default 1 when `c` is given. */
   beta?: number;
+  /**
+   * Write Y [M, N] here (a view is fine) instead of a new array; may be `c` itself, so that C += alpha·op(A)·op(B)
+   * happens in place without copying C in or Y out.
+   */
+  out?: T;
 }
 
 function gemmGraph(double: boolean, transA: boolean, transB: boolean, alpha: number, beta: number, hasC: boolean): Uint8Array {
@@ -53,8 +58,8 @@ function gemmGraph(double: boolean, transA: boolean, transB: boolean, alpha: num
 }
 
 /**
- * Runs one Gemm in onnxruntime and returns the new [M, N] result (a fresh array of the operands' type).
- * alpha and beta travel as float attributes, so use values exact in float32 (±1, 0).
+ * Runs one Gemm in onnxruntime and returns the [M, N] result: `args.out` when given, else a fresh array of the
+ * operands' type. alpha and beta travel as float attributes, so use values exact in float32 (±1, 0).
  */
 export async function gemm<T extends GemmArray>(pool: SessionPool, args: GemmArgs<T>): Promise<T> {
   const double = args.a instanceof Float64Array;
@@ -73,6 +78,11 @@ export async function gemm<T extends GemmArray>(pool: SessionPool, args: GemmArg
     b: new ort.Tensor(type, args.b, [...args.bDims]),
   };
   if (args.c) feeds['c'] = new ort.Tensor(type, args.c, [M, N]);
+  if (args.out) {
+    if (args.out.length !== M * N) throw new Error(`gemm: output has ${args.out.length} values, expected ${M}×${N}`);
+    await pool.run(session, feeds, { y: new ort.Tensor(type, args.out, [M, N]) });
+    return args.out;
+  }
   const out = await pool.run(session, feeds);
   return out['y']!.data as T;
 }
@@ -89,8 +99,8 @@ function flush32(bits: Uint32Array): void {
 
 /**
  * GPTQ's lazy update of later columns by finished ones: −U[r0:r1, c0:c1]ᵀ · Err (Err [r1−r0, N], rows as columns of
- * W), plus `addend` [c1−c0, N] when given, in the element type of Err. Subnormal entries of U (far off-diagonal)
- * would slow the float32 Gemm ~30× and change nothing, so they are flushed.
+ * W), in the element type of Err; with `addend` [c1−c0, N] the update is added to it in place (and it is returned).
+ * Subnormal entries of U (far off-diagonal) would slow the float32 Gemm ~30× and change nothing, so they are flushed.
  */
 export async function lazyUpdate<T extends GemmArray>(
   pool: SessionPool,
@@ -108,5 +118,5 @@ export async function lazyUpdate<T extends GemmArray>(
   const Ublk = new Elem((r1 - r0) * (c1 - c0));
   for (let r = r0; r < r1; r++) Ublk.set(U.subarray(r * K + c0, r * K + c1), (r - r0) * (c1 - c0));
   if (Ublk instanceof Float32Array) flushSubnormals(Ublk);
-  return gemm(pool, { a: Ublk, aDims: [r1 - r0, c1 - c0], b: err, bDims: [r1 - r0, N], transA: true, alpha: -1, ...(addend ? { c: addend, beta: 1 } : {}) });
+  return gemm(pool, { a: Ublk, aDims: [r1 - r0, c1 - c0], b: err, bDims: [r1 - r0, N], transA: true, alpha: -1, ...(addend ? { c: addend, beta: 1, out: addend } : {}) });
 }
