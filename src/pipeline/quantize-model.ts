@@ -189,11 +189,14 @@ export async function quantizeSequential(
         fallback = 'no calibration tokens reached this expert';
       }
       const cfg: QuantConfig = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym };
-      const q = opts.solve
-        ? await opts.solve(m, W, method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx)
+      const solveH = method === 'agq' && m.agqWeighted ? weightedH : acc.xtx;
+      // The error is measured on the inputs the module sees in the model: affinity-weighted for routed experts.
+      const errorH = m.agqWeighted ? weightedH : acc.xtx;
+      const q: QuantizedLinear & { hessianError?: number } = opts.solve
+        ? await opts.solve(m, W, method === 'rtn' ? null : solveH)
         : method === 'rtn'
           ? rtnQuantize(W, m.N, m.K, cfg)
-          : await gptqQuantize(W, m.N, m.K, method === 'agq' && m.agqWeighted ? weightedH : acc.xtx, {
+          : await gptqQuantize(W, m.N, m.K, solveH, {
               ...cfg,
               damp: opts.damp,
               blockSize: opts.blockSize,
@@ -212,7 +215,8 @@ export async function quantizeSequential(
         group_size: q.groupSize,
         ...(q.K % q.groupSize !== 0 ? { last_group: q.K % q.groupSize } : {}),
         tokens: acc.tokens,
-        rel_error: acc.tokens ? await relativeError(pool, W, q.dequantized, m.N, m.K, m.agqWeighted ? weightedH : acc.xtx) : NaN,
+        // A GPTQ solve of this very H already knows ‖ΔX‖² (GptqResult.hessianError).
+        rel_error: acc.tokens ? await relativeError(pool, W, q.dequantized, m.N, m.K, errorH, solveH === errorH ? q.hessianError : undefined) : NaN,
         seconds,
         fallback,
       };

@@ -108,6 +108,12 @@ export interface GptqResult extends QuantizedLinear {
   loss: number;
   /** Dampening fraction actually used (larger than requested when H needed more to be positive definite). */
   damp: number;
+  /**
+   * tr(Δ·H·Δᵀ) = ‖(W − Ŵ)·X‖² for the given H (Δ = W − Ŵ, Ŵ = `dequantized`), from the solve's own errors instead
+   * of a K×K product: GPTQ leaves W − Q = Err·U with U·H_d·Uᵀ = I for the damped H_d, so tr(Δ·H_d·Δᵀ) = Σ err²
+   * = 2·loss, and H_d − H is diagonal (dampening, 1 on dead columns). Exact up to float32 rounding of the updates.
+   */
+  hessianError: number;
 }
 
 const DAMP_RETRIES = 3;
@@ -200,6 +206,11 @@ export async function gptqQuantize(
     }
   }
 
+  // Dampening adds d · mean(diag H) (dead columns counted as 1) to the diagonal.
+  let mean = 0;
+  for (let i = 0; i < K; i++) mean += diag[i]!;
+  mean /= K;
+
   // ---- U: JavaScript float64 (small K) or blocked with onnxruntime Gemm (linalg.ts) ----
   // It depends on H and these options only, so solves that share a Hessian can share it (GptqFactors).
   const factor = async (): Promise<{ U: GemmArray; damp: number }> => {
@@ -221,9 +232,6 @@ export async function gptqQuantize(
       Hrev.reverse();
     }
     for (let p = 0; p < K; p++) Hrev[(last - p) * (K + 1)] = diag[perm[p]!]!;
-    let mean = 0;
-    for (let i = 0; i < K; i++) mean += diag[i]!;
-    mean /= K;
     let d = damp;
     let applied = 0;
     for (let attempt = 0; attempt <= DAMP_RETRIES; attempt++) {
@@ -279,22 +287,22 @@ export async function gptqQuantize(
     }
   }
 
+  const dequantized = grid ? grid.dequantize(q) : dequantize(N, K, q, scales, zeros, gIdx);
+  // tr(Δ·H·Δᵀ) = tr(Δz·H_d·Δzᵀ) − λ‖Δz‖² − Σ_dead ‖Δz[:, k]‖² (Δz = Wz − Ŵ; H's dead rows and columns are zero).
+  const lambda = damp * mean;
+  let dz2 = 0;
+  let deadDz2 = 0;
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const v = Wz[n * K + k]! - dequantized[n * K + k]!;
+      dz2 += v * v;
+      if (dead[k]) deadDz2 += v * v;
+    }
+  }
+  const hessianError = Math.max(0, 2 * loss - lambda * dz2 - deadDz2);
   if (grid) {
     const none = new Float32Array(0);
-    return { N, K, bits, groupSize, sym, q, scales: none, zeros: new Uint8Array(0), gIdx, dequantized: grid.dequantize(q), grid, loss, damp };
+    return { N, K, bits, groupSize, sym, q, scales: none, zeros: new Uint8Array(0), gIdx, dequantized, grid, loss, damp, hessianError };
   }
-  return {
-    N,
-    K,
-    bits,
-    groupSize,
-    sym,
-    q,
-    scales,
-    zeros,
-    gIdx,
-    dequantized: dequantize(N, K, q, scales, zeros, gIdx),
-    loss,
-    damp,
-  };
+  return { N, K, bits, groupSize, sym, q, scales, zeros, gIdx, dequantized, loss, damp, hessianError };
 }

@@ -92,6 +92,8 @@ describe('GGUF block types', () => {
       const H = gram(correlatedX(4 * K, K, 0.7, 24), 4 * K, K);
       const g2 = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: 32, sym: false, grid: new BlockGrid(type, N, K) }, pool);
       expect(hError(W, g2.dequantized, H, N, K)).toBeLessThan(0.9 * hError(W, rtn.dequantized, H, N, K));
+      // The solve's own tr(ΔHΔᵀ) holds on a block grid too (quant-report's rel_error uses it).
+      expect(Math.abs(g2.hessianError / hError(W, g2.dequantized, H, N, K) - 1)).toBeLessThan(1e-4);
       const back = dequantizeRows(type, g2.grid!.pack(g2.q), N, K);
       expect(differ(back, g2.dequantized)).toBe(0);
       const g3 = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: 32, sym: false, actOrder: true, grid: new BlockGrid(type, N, K) }, pool);

@@ -56,6 +56,18 @@ describe('gptqQuantize vs an unblocked float64 reference', () => {
     });
   }
 
+  it('hessianError is tr(ΔHΔᵀ) of the result, for every case above (dead columns, act-order, groups), float32 and float64', async () => {
+    // The pipeline reports rel_error from it instead of a K×K product; a solver whose updates drifted from
+    // W − Q = Err·U would fail here.
+    for (const [, opts] of cases) {
+      for (const precision of ['float32', 'float64'] as const) {
+        const res = await gptqQuantize(W, N, K, H, { ...opts, precision }, pool);
+        const direct = outputError(W, res.dequantized, H, N, K);
+        expect(Math.abs(res.hessianError / direct - 1)).toBeLessThan(precision === 'float64' ? 1e-9 : 1e-4);
+      }
+    }
+  });
+
   it('float32 Gemm (default) agrees up to rare rounding flips', async () => {
     const opts: GptqOptions = { bits: 4, groupSize: 32, sym: false, blockSize: 32, actOrder: true };
     const ref = referenceGptq(W, N, K, H, opts);
