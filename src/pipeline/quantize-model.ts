@@ -189,12 +189,10 @@ export async function quantizeSequential(
         fallback = 'no calibration tokens reached this expert';
       }
       const cfg: QuantConfig = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym };
-      const solveH = method === 'agq' && m.agqWeighted ? weightedH : acc.xtx;
-      // The error is measured on the inputs the module sees in the model: affinity-weighted for routed experts.
-      const errorH = m.agqWeighted ? weightedH : acc.xtx;
+      const solveH = method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx;
       const q: QuantizedLinear & { hessianError?: number } = opts.solve
-        ? await opts.solve(m, W, method === 'rtn' ? null : solveH)
-        : method === 'rtn'
+        ? await opts.solve(m, W, solveH)
+        : !solveH
           ? rtnQuantize(W, m.N, m.K, cfg)
           : await gptqQuantize(W, m.N, m.K, solveH, {
               ...cfg,
@@ -205,6 +203,13 @@ export async function quantizeSequential(
               factors,
             }, pool);
       const seconds = (performance.now() - t0) / 1000;
+      // rel_error: on the inputs the module sees in the model (affinity-weighted for routed experts); a GPTQ solve
+      // of that very H already knows ‖ΔX‖² (GptqResult.hessianError).
+      let relError = NaN;
+      if (acc.tokens) {
+        const errorH = m.agqWeighted ? weightedH : acc.xtx;
+        relError = await relativeError(pool, W, q.dequantized, m.N, m.K, errorH, solveH === errorH ? q.hessianError : undefined);
+      }
       const record: ModuleRecord = {
         module: m.prefix,
         layer: layer.index,
@@ -215,8 +220,7 @@ export async function quantizeSequential(
         group_size: q.groupSize,
         ...(q.K % q.groupSize !== 0 ? { last_group: q.K % q.groupSize } : {}),
         tokens: acc.tokens,
-        // A GPTQ solve of this very H already knows ‖ΔX‖² (GptqResult.hessianError).
-        rel_error: acc.tokens ? await relativeError(pool, W, q.dequantized, m.N, m.K, errorH, solveH === errorH ? q.hessianError : undefined) : NaN,
+        rel_error: relError,
         seconds,
         fallback,
       };
