@@ -100,9 +100,20 @@ export function groupCount(K: number, groupSize: number): number {
 /** Throws NUMERIC when `W` holds a NaN or infinity. `what` names the tensor in the message. */
 export function checkFinite(W: ArrayLike<number>, what: string): void {
   // x·0 is NaN exactly for NaN and ±Inf: one branch-free pass, then a second only to name the first bad index.
-  let probe = 0;
-  for (let i = 0; i < W.length; i++) probe += W[i]! * 0;
-  if (probe === 0) return;
+  // Four independent sums so the adds do not wait on each other.
+  let p0 = 0;
+  let p1 = 0;
+  let p2 = 0;
+  let p3 = 0;
+  const n4 = W.length - (W.length % 4);
+  for (let i = 0; i < n4; i += 4) {
+    p0 += W[i]! * 0;
+    p1 += W[i + 1]! * 0;
+    p2 += W[i + 2]! * 0;
+    p3 += W[i + 3]! * 0;
+  }
+  for (let i = n4; i < W.length; i++) p0 += W[i]! * 0;
+  if (p0 + p1 + p2 + p3 === 0) return;
   for (let i = 0; i < W.length; i++) {
     if (!Number.isFinite(W[i]!)) throw fail('NUMERIC', `${what} has a non-finite value (${W[i]}) at flat index ${i}`);
   }
