@@ -18,7 +18,7 @@
  *   - onnxruntime Gemm: U (see linalg.ts: one blocked Cholesky + triangular inverse; plain JavaScript float64 for
  *     K ≤ 256), the update of a block's later columns after each sub-block, and the lazy-batch update of the tail
  *     after each block, W[:, i2:] −= Err1 · U[i1:i2, i2:]
- *     (Gemm transA=1, alpha=−1, beta=1 on WT), in float32 by default like the PyTorch reference.
+ *     (Gemm transA=1, alpha=−1, beta=1, written into WT in place), in float32 by default like the PyTorch reference.
  *
  * Reference behaviours kept on purpose (so results match AutoGPTQ / GPTQModel / IST-DASLab):
  *   - groupSize −1: one set of per-row parameters from the original W, before dead columns are zeroed;
