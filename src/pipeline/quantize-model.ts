@@ -246,6 +246,7 @@ export async function quantizeSequential(
   // One-pass mode: groups in one run share the layer's single capture pass; the others get a pass per run.
   const totalPasses = runs.reduce((s, r) => s + r.reduce((n, g) => n + Math.max(1, g.length), 0) + (opts.trueSequential ? 1 : 2), 0) * batches.length;
   const spill = opts.memory?.spill && opts.spillDir ? new SpillFile(path.join(opts.spillDir, '.dequantized-experts.f32')) : null;
+  const applySpilled = (weight: string, read: (into: Float32Array) => Float32Array) => () => weights.setSpilledOverride(weight, read);
   try {
     for (const layer of spec.layers) {
       attentionCache = null;
@@ -253,11 +254,9 @@ export async function quantizeSequential(
       // One-pass mode: every Hessian comes from the unquantized layer, so results wait (`staged`) until the final pass.
       const staged: Array<() => void> = [];
       const keep = (m: LinearModule, data: Float32Array) => {
-        let apply: () => void = () => weights.overrides.set(m.weight, data);
-        if (spill && m.kind === 'routed_expert') {
-          const read = spill.write(data);
-          apply = () => weights.setSpilledOverride(m.weight, read);
-        }
+        // A spilled expert's apply must not close over `data`: staged closures would keep every dequantized expert
+        // of the layer in memory (a closure made next to one that reads `data` shares its scope).
+        const apply = spill && m.kind === 'routed_expert' ? applySpilled(m.weight, spill.write(data)) : () => weights.overrides.set(m.weight, data);
         if (opts.trueSequential) apply();
         else staged.push(apply);
       };
