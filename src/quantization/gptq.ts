@@ -291,14 +291,9 @@ export async function gptqQuantize(
   // tr(Δ·H·Δᵀ) = tr(Δz·H_d·Δzᵀ) − λ‖Δz‖² − Σ_dead ‖Δz[:, k]‖² (Δz = Wz − Ŵ; H's dead rows and columns are zero).
   const lambda = damp * mean;
   let dz2 = 0;
+  for (let i = 0; i < N * K; i++) dz2 += (Wz[i]! - dequantized[i]!) ** 2;
   let deadDz2 = 0;
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) {
-      const v = Wz[n * K + k]! - dequantized[n * K + k]!;
-      dz2 += v * v;
-      if (dead[k]) deadDz2 += v * v;
-    }
-  }
+  for (let k = 0; k < K; k++) if (dead[k]) for (let n = 0; n < N; n++) deadDz2 += (Wz[n * K + k]! - dequantized[n * K + k]!) ** 2;
   const hessianError = Math.max(0, 2 * loss - lambda * dz2 - deadDz2);
   if (grid) {
     const none = new Float32Array(0);

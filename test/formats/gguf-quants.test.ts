@@ -5,7 +5,7 @@ import { SafetensorsFile } from '../../src/checkpoint/safetensors.js';
 import { BlockGrid, dequantizeRows, rtnGrid, type QuantType } from '../../src/formats/gguf/quants.js';
 import { SessionPool } from '../../src/graph/session.js';
 import { gptqQuantize } from '../../src/quantization/gptq.js';
-import { correlatedX, gram, randn } from '../quantization/helpers.js';
+import { correlatedX, gram, outputError as hError, randn } from '../quantization/helpers.js';
 
 const pool = new SessionPool('cpu');
 afterAll(() => pool.release());
@@ -16,21 +16,6 @@ function differ(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let n = a.length === b.length ? 0 : Infinity;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) n++;
   return n;
-}
-
-/** Σ_n (w − ŵ)ᵀ H (w − ŵ) over rows. */
-function hError(W: Float32Array, Q: Float32Array, H: Float32Array, N: number, K: number): number {
-  let s = 0;
-  const d = new Float64Array(K);
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) d[k] = W[n * K + k]! - Q[n * K + k]!;
-    for (let i = 0; i < K; i++) {
-      let r = 0;
-      for (let j = 0; j < K; j++) r += H[i * K + j]! * d[j]!;
-      s += d[i]! * r;
-    }
-  }
-  return s;
 }
 
 describe('GGUF block types', () => {
