@@ -79,6 +79,8 @@ export interface QuantizeMemoryInput {
   expertChunkBytes: number;
   /** Bytes the output writer holds per quantized weight until its layer is written (GPTQ 4-bit ≈ 0.53). */
   outputBytesPerWeight: number;
+  /** Solves wanted in parallel worker threads (pipeline/solve-pool.ts); fewer when the budget needs it. Default 1. */
+  solveThreads?: number;
 }
 
 export interface QuantizeMemoryPlan {
@@ -97,7 +99,15 @@ export interface QuantizeMemoryPlan {
   peak: number;
   /** Experts per pass for a routed expert's Hessian of `bytes` (the down input's is smaller than gate/up's). */
   chunkFor(bytes: number): number;
+  /** Solves in parallel worker threads (1: in the main thread). */
+  solveThreads: number;
 }
+
+/**
+ * A solve worker's own bytes before any task (a V8 isolate, onnxruntime's sessions of the solve graphs; measured
+ * about 40 MB on the real-shape runs, rounded up).
+ */
+export const SOLVE_WORKER_BYTES = 96 * 2 ** 20;
 
 /**
  * How a quantize run fits `budget`: first the dequantized experts go to a temporary file (cheap: read back once
@@ -108,11 +118,11 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
   const { spec } = m;
   const H = spec.hiddenSize;
   const sums = (weightBy: string | undefined) => (weightBy && !m.weightedOnly ? 2 : 1);
-  let fixed = 0;
+  // Per layer: what it holds besides its solves, and one solve (the largest).
+  const layerParts: Array<{ base: number; solve: number; workerSolve: number; activations: number; weights: number }> = [];
   let perExpert = 0;
   let experts = 0;
   let overrides = 0;
-  let parts = { activations: 0, weights: 0, solve: 0 };
   for (const layer of spec.layers) {
     const E = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExperts : 0;
     const k = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExpertsUsed : 1;
@@ -125,6 +135,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     let layerExpertWeights = 0;
     let params = 0;
     let solve = 0;
+    let workerSolve = 0;
     let otherHessians = 0;
     let expertHessian = 0;
     const seen = new Set<string>();
@@ -137,6 +148,8 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
       const K = t.shape[1]!;
       // One solve: the weight, its working copy, the result and its levels; the Hessian, its damped copy and factor.
       solve = Math.max(solve, n * 4 * 4 + K * K * 4 * 4);
+      // In a worker: plus its copies of the weight and of the Hessians it solves with and measures rel_error on.
+      workerSolve = Math.max(workerSolve, n * 4 * 5 + K * K * 4 * 6);
       if (seen.has(t.linear.hessian)) continue;
       seen.add(t.linear.hessian);
       const h = K * K * 4 * sums(t.linear.weightBy);
@@ -146,13 +159,17 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     // Non-expert weights: original and dequantized; expert weights: one streaming chunk and its reused buffers.
     const weights = (m.residentBytes ?? 2 * nonExpertWeights + 2 * Math.min(m.expertChunkBytes, layerExpertWeights)) + params * m.outputBytesPerWeight;
     // A Hessian being replaced by its next sum exists twice for a moment.
-    const layerFixed = BASE_BYTES + activations + weights + solve + otherHessians + expertHessian;
-    if (layerFixed > fixed) parts = { activations, weights, solve };
-    fixed = Math.max(fixed, layerFixed);
+    layerParts.push({ base: BASE_BYTES + activations + weights + otherHessians + expertHessian, solve, workerSolve, activations, weights });
     perExpert = Math.max(perExpert, expertHessian);
     experts = Math.max(experts, E);
     overrides = Math.max(overrides, layerExpertWeights);
   }
+  // Parallel solves first give way to the budget, then the experts' Hessians go in chunks.
+  const fixedFor = (threads: number) =>
+    Math.max(...layerParts.map((l) => l.base + (threads > 1 ? threads * (l.workerSolve + SOLVE_WORKER_BYTES) : l.solve)));
+  let solveThreads = Math.max(1, m.solveThreads ?? 1);
+  while (solveThreads > 1 && fixedFor(solveThreads) + (experts > 0 ? perExpert : 0) > budget) solveThreads--;
+  const fixed = fixedFor(solveThreads);
   const make = (chunk: number, spill: boolean, avail: number): QuantizeMemoryPlan => ({
     budget,
     fixed,
@@ -162,12 +179,14 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     spill,
     peak: fixed + chunk * perExpert + (spill ? 0 : overrides),
     chunkFor: (bytes) => Math.max(1, Math.min(experts, Math.floor(avail / Math.max(1, bytes)))),
+    solveThreads,
   });
   if (experts === 0 || fixed + experts * perExpert + overrides <= budget) return make(experts, false, Infinity);
   const avail = budget - fixed;
   const chunk = Math.min(experts, Math.floor(avail / perExpert));
   if (chunk < 1) {
     const mb = (n: number) => `${Math.ceil(n / 2 ** 20)} MiB`;
+    const parts = layerParts.reduce((a, l) => (l.base + l.solve > a.base + a.solve ? l : a));
     throw fail(
       'BAD_OPTION',
       `--max-memory ${gib(budget)} is too small: a layer needs about ${gib(fixed)} (activations of ${m.tokens.toLocaleString('en-US')} calibration tokens ${gib(parts.activations)}, weights ${gib(parts.weights)}, one solve ${mb(parts.solve)}) plus ${mb(perExpert)} per expert's Hessian; give at least ${gib(fixed + perExpert)} or use fewer calibration tokens`,

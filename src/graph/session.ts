@@ -176,15 +176,18 @@ export class SessionPool {
   async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, outputs?: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
     const t0 = performance.now();
     const out = outputs ? await session.run(feeds, outputs) : await session.run(feeds);
-    const ms = performance.now() - t0;
+    this.record(this.keys.get(session) ?? '?', performance.now() - t0, 1);
+    return out;
+  }
+
+  /** Count time spent in onnxruntime (here, or in a worker's pool on this pool's behalf). */
+  record(key: string, ms: number, runs: number): void {
     this.runMs += ms;
-    this.runs++;
-    const key = this.keys.get(session) ?? '?';
+    this.runs += runs;
     const k = this.byKey.get(key) ?? { ms: 0, runs: 0 };
     k.ms += ms;
-    k.runs++;
+    k.runs += runs;
     this.byKey.set(key, k);
-    return out;
   }
 
   async release(): Promise<void> {

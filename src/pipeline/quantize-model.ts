@@ -18,12 +18,13 @@ import { LayerHessians } from '../calibration/hessian-collector.js';
 import type { Engine } from '../engine/engine.js';
 import { sequenceBatches, type ActivationsEvent, type AttentionOutputs } from '../engine/forward.js';
 import { tensor } from '../graph/session.js';
-import { GptqFactors, gptqQuantize } from '../quantization/gptq.js';
-import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
+import type { QuantConfig, QuantizedLinear } from '../quantization/quantizer.js';
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
 import { relativeError } from './error.js';
 import { chunkModules, layerModuleGroups, type LinearModule } from './modules.js';
 import { SpillFile } from './spill.js';
+import { runSolveTask, type SolvedModule, type SolveSettings, type SolveTask } from './solve.js';
+import { runInOrder, type SolvePool } from './solve-pool.js';
 
 export type Method = 'rtn' | 'gptq' | 'agq';
 
@@ -52,6 +53,8 @@ export interface SequentialOptions extends QuantConfig {
    * memory. Default: every expert at once, in memory. Results are the same either way.
    */
   memory?: { chunkFor(bytes: number): number; spill: boolean };
+  /** Worker threads for the GPTQ / AGQ solves (solve-pool.ts); default: every solve in this thread. */
+  solvers?: SolvePool;
   spillDir?: string;
   /**
    * Each capture pass: its group (null: one-pass mode's shared pass), how many routed experts' Hessians it fills and
@@ -173,14 +176,17 @@ export async function quantizeSequential(
     }
   };
 
-  /** Solve the modules of one run from its Hessians, in order; `keep` puts each result where later passes see it. */
+  /**
+   * Solve the modules of one run from its Hessians; `keep` puts each result where later passes see it. Modules of
+   * one Hessian form a task (they share its factorization); tasks run in the solve workers when there are any, and
+   * their results are handed on in module order either way.
+   */
+  const settings: SolveSettings = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym, damp: opts.damp, blockSize: opts.blockSize, actOrder: opts.actOrder };
+  const solver = opts.solvers ?? null;
   const solveRun = async (layer: LayerSpec, todo: LinearModule[], hessians: LayerHessians, keep: (m: LinearModule, data: Float32Array) => void) => {
-    // Modules quantized from the same Hessian (an expert's gate and up, q/k/v) share its factorization.
-    const factors = new GptqFactors();
+    const tasks: Array<{ modules: LinearModule[]; method: Method; fallback: string | null; tokens: number; task: SolveTask }> = [];
     for (const m of todo) {
       const acc = hessians.slots.get(m.hessian)!.acc;
-      const W = weights.get(m.weight);
-      const t0 = performance.now();
       const weightedH = acc.weighted ? acc.xtcx! : acc.xtx;
       let method: Method = opts.method;
       let fallback: string | null = null;
@@ -188,48 +194,63 @@ export async function quantizeSequential(
         method = 'rtn';
         fallback = 'no calibration tokens reached this expert';
       }
-      const cfg: QuantConfig = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym };
       const solveH = method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx;
-      const q: QuantizedLinear & { hessianError?: number } = opts.solve
-        ? await opts.solve(m, W, solveH)
-        : !solveH
-          ? rtnQuantize(W, m.N, m.K, cfg)
-          : await gptqQuantize(W, m.N, m.K, solveH, {
-              ...cfg,
-              damp: opts.damp,
-              blockSize: opts.blockSize,
-              actOrder: opts.actOrder,
-              staticGroups: opts.actOrder,
-              factors,
-            }, pool);
-      const seconds = (performance.now() - t0) / 1000;
-      // rel_error: on the inputs the module sees in the model (affinity-weighted for routed experts); a GPTQ solve
-      // of that very H already knows ‖ΔX‖² (GptqResult.hessianError).
-      let relError = NaN;
-      if (acc.tokens) {
-        const errorH = m.agqWeighted ? weightedH : acc.xtx;
-        relError = await relativeError(pool, W, q.dequantized, m.N, m.K, errorH, solveH === errorH ? q.hessianError : undefined);
+      // rel_error: on the inputs the module sees in the model (affinity-weighted for routed experts).
+      const errorH = !acc.tokens ? null : m.agqWeighted ? weightedH : acc.xtx;
+      const last = tasks[tasks.length - 1];
+      if (last && last.task.H === solveH && last.method === method && (last.task.errorH === 'solve' ? solveH : last.task.errorH) === errorH && last.modules[0]!.K === m.K) {
+        last.modules.push(m);
+        continue;
       }
-      const record: ModuleRecord = {
-        module: m.prefix,
-        layer: layer.index,
-        kind: m.kind,
-        expert: m.expert ?? null,
-        method,
-        bits: opts.bits,
-        group_size: q.groupSize,
-        ...(q.K % q.groupSize !== 0 ? { last_group: q.K % q.groupSize } : {}),
-        tokens: acc.tokens,
-        rel_error: relError,
-        seconds,
-        fallback,
-      };
-      // The original is read per module and given back (streaming stores): a layer's experts never all sit in memory.
-      if (q.dequantized !== W) weights.release([m.weight]);
-      keep(m, q.dequantized);
-      records.push(record);
-      onQuantized(m, q, record);
+      tasks.push({ modules: [m], method, fallback, tokens: acc.tokens, task: { H: solveH, errorH: errorH && errorH === solveH ? 'solve' : errorH, modules: [], settings } });
     }
+    const solveOne = async (t: (typeof tasks)[number]): Promise<SolvedModule[]> => {
+      // The originals are read per task and given back once solved (streaming stores): a layer's experts never all sit in memory.
+      const W = t.modules.map((m) => weights.get(m.weight));
+      t.task.modules = t.modules.map((m, i) => ({ W: W[i]!, N: m.N, K: m.K }));
+      const results = opts.solve ? await solveWithFormat(t.modules, t.task) : solver && t.task.H ? await solver.solve(t.task) : await runSolveTask(t.task, pool);
+      t.task.modules = [];
+      // (A format may keep a module as it is: its result is then the original buffer, which must not be reused.)
+      weights.release(t.modules.filter((m, i) => results[i]!.q.dequantized !== W[i]).map((m) => m.weight));
+      return results;
+    };
+    // The output format's own solve (GGUF block grids): in this thread, rel_error as for the built-in solves.
+    const solveWithFormat = async (modules: LinearModule[], task: SolveTask): Promise<SolvedModule[]> => {
+      const out: SolvedModule[] = [];
+      for (let i = 0; i < modules.length; i++) {
+        const { W, N, K } = task.modules[i]!;
+        const t0 = performance.now();
+        const q: QuantizedLinear & { hessianError?: number } = await opts.solve!(modules[i]!, W, task.H);
+        const seconds = (performance.now() - t0) / 1000;
+        const errorH = task.errorH === 'solve' ? task.H : task.errorH;
+        const relError = errorH ? await relativeError(pool, W, q.dequantized, N, K, errorH, errorH === task.H ? q.hessianError : undefined) : NaN;
+        out.push({ q, relError, seconds });
+      }
+      return out;
+    };
+    await runInOrder(tasks, solver && !opts.solve ? solver.size : 1, solveOne, (results, t) => {
+      for (let i = 0; i < results.length; i++) {
+        const m = t.modules[i]!;
+        const { q, relError, seconds } = results[i]!;
+        const record: ModuleRecord = {
+          module: m.prefix,
+          layer: layer.index,
+          kind: m.kind,
+          expert: m.expert ?? null,
+          method: t.method,
+          bits: opts.bits,
+          group_size: q.groupSize,
+          ...(q.K % q.groupSize !== 0 ? { last_group: q.K % q.groupSize } : {}),
+          tokens: t.tokens,
+          rel_error: relError,
+          seconds,
+          fallback: t.fallback,
+        };
+        keep(m, q.dequantized);
+        records.push(record);
+        onQuantized(m, q, record);
+      }
+    });
   };
 
   // AGQ solves and scores routed (and gated shared) experts with Σ c x xᵀ alone: skip their plain sums.

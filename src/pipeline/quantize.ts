@@ -5,6 +5,7 @@
  * Everything is built in a temporary directory and renamed into place when complete.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { calibrationSettings, runCalibration, type CalibrateOptions, type RoutingBiasMode } from '../calibration/calibrate.js';
 import { OutputDir } from '../output/output-dir.js';
@@ -22,6 +23,7 @@ import { writeBalanceReport } from '../report/index.js';
 import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../report/quant-report.js';
 import { readCalibrationDir, type CalibrationInput } from '../calibration/calibration-dir.js';
 import { autoMemoryBudget, gib, planQuantizeMemory, AUTO_BUDGET_FRACTION, type QuantizeMemoryPlan } from '../calibration/memory.js';
+import { SolvePool } from './solve-pool.js';
 import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
 
 export interface QuantizeOptions extends EngineOptions {
@@ -64,6 +66,12 @@ export interface QuantizeOptions extends EngineOptions {
    * collects and whether dequantized experts wait in a scratch file. Default: autoMemoryBudget() (calibration/memory.ts).
    */
   maxMemory?: number;
+  /**
+   * GPTQ / AGQ solves in parallel worker threads (--solve-threads; 1: in the main thread). Default on the CPU: one
+   * per core when the model's linears are large enough to pay for the threads (PARALLEL_SOLVE_MIN_WEIGHTS), else 1.
+   * The memory plan may lower it. Results do not change.
+   */
+  solveThreads?: number;
   onProgress?(stage: string, done: number, total: number): void;
   /** A decoder layer is quantized and handed to the writer (quantize stage). */
   onLayer?(index: number): void;
@@ -97,7 +105,15 @@ export interface MemoryReport {
   per_expert_hessian_bytes: number;
   /** Most bytes of routed experts' Hessians any capture pass held (at most expert_chunk × per_expert_hessian_bytes). */
   max_expert_hessian_bytes: number;
+  /** Solves run in parallel worker threads (1: in the main thread). */
+  solve_threads: number;
 }
+
+/**
+ * Below this many weights in the largest linear, solves stay in the main thread by default: a solve takes
+ * milliseconds there, less than a worker takes to start.
+ */
+export const PARALLEL_SOLVE_MIN_WEIGHTS = 1 << 20;
 
 /** The options with their defaults filled in, checked. */
 function settings(o: QuantizeOptions) {
@@ -203,6 +219,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     const leaveOut = (prefix: string, N: number) =>
       Boolean(skip?.test(prefix)) || writer.keepsFloat({ weight: `${prefix}.weight`, N, K: shapes.get(prefix)?.[1] ?? 0 });
     let result!: QuantizeResult;
+    let solvers: SolvePool | null = null;
     try {
       const todo = checkModulePlan(eng.model.spec, cfg, o.skip, (m) => leaveOut(m.prefix, m.N), writer.check?.bind(writer));
       const planNote = writer.note?.(todo);
@@ -219,6 +236,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       // The memory plan, before any work: a budget too small for one expert fails here.
       const tokens = given ? given.windows.length * given.windows[0]!.length : inline!.samples * inline!.seqLen;
       const budget = o.maxMemory ?? autoMemoryBudget();
+      // Worker threads solve on the CPU provider with the built-in grid; GPU devices and GGUF grids solve here.
+      const parallelSolves = eng.pool.device === 'cpu' && method !== 'rtn' && !writer.solve;
+      const cores = o.threads ?? Math.max(1, os.availableParallelism());
+      const largestLinear = Math.max(0, ...eng.model.expected.filter((t) => t.layer !== null && t.shape.length === 2).map((t) => t.shape[0]! * t.shape[1]!));
       const plan = planQuantizeMemory(budget, {
         spec: eng.model.spec,
         tokens,
@@ -228,7 +249,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         expertChunkBytes: eng.forward.expertChunkBytes,
         // What the writer holds per weight until the layer is written: float32, or the levels plus scales/zeros.
         outputBytesPerWeight: format === 'dequantized' ? 4 : bits / 8 + 4 / (cfg.groupSize > 0 ? cfg.groupSize : 128),
+        solveThreads: parallelSolves ? (o.solveThreads ?? (largestLinear >= PARALLEL_SOLVE_MIN_WEIGHTS ? cores : 1)) : 1,
       });
+      if (plan.solveThreads > 1) solvers = new SolvePool(plan.solveThreads, Math.max(1, Math.floor(cores / plan.solveThreads)), eng.pool);
       o.onNote?.(memoryNote(plan, o.maxMemory === undefined));
       if (!calibDir) {
         calibDir = path.join(tmp, '.calibration');
@@ -248,6 +271,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           leaveOut: (m) => leaveOut(m.prefix, m.N),
           ...(writer.solve ? { solve: (m: LinearModule, W: Float32Array, H: Float32Array | null) => writer.solve!(m, W, H, eng.pool) } : {}),
           memory: plan,
+          ...(solvers ? { solvers } : {}),
           spillDir: tmp,
           onPass: (p) => (maxExpertHessianBytes = Math.max(maxExpertHessianBytes, p.expertHessianBytes)),
           onProgress: (d, t) => o.onProgress?.('quantize', d, t),
@@ -309,11 +333,14 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           fixed_bytes: plan.fixed,
           per_expert_hessian_bytes: plan.perExpert,
           max_expert_hessian_bytes: maxExpertHessianBytes,
+          solve_threads: plan.solveThreads,
         },
       };
     } catch (e) {
       writer.abort();
       throw e;
+    } finally {
+      await solvers?.close();
     }
     if (process.env['MOE_QUANT_PROFILE'])
       for (const [k, v] of [...eng.pool.byKey].sort((a, b) => b[1].ms - a[1].ms)) o.onNote?.(`ort ${k}: ${(v.ms / 1000).toFixed(2)} s in ${v.runs} runs`);
@@ -339,7 +366,8 @@ function memoryNote(p: QuantizeMemoryPlan, auto: boolean): string {
       : p.chunk >= p.experts
         ? `all ${p.experts} experts' Hessians at once per layer`
         : `experts' Hessians in chunks of ${p.chunk} (of ${p.experts}) per layer`;
-  return `memory: budget ${gib(p.budget)}${source} → ${experts}${p.spill ? ', dequantized experts in a scratch file' : ''}; estimated peak ${gib(p.peak)}`;
+  const solves = p.solveThreads > 1 ? `, ${p.solveThreads} solves in parallel threads` : '';
+  return `memory: budget ${gib(p.budget)}${source} → ${experts}${p.spill ? ', dequantized experts in a scratch file' : ''}${solves}; estimated peak ${gib(p.peak)}`;
 }
 
 /**

@@ -40,6 +40,7 @@ interface QuantizeCliOptions {
   force?: boolean;
   timings?: boolean;
   maxMemory?: number;
+  solveThreads?: number;
   json?: boolean;
 }
 
@@ -116,6 +117,11 @@ export function registerQuantize(program: Command): void {
       '--max-memory <size>',
       `memory one layer may use while it is quantized (e.g. 4G, 4096M, bytes): decides how many experts' Hessians a pass collects and whether dequantized experts wait in a scratch file; results do not change (default: ${Math.round(AUTO_BUDGET_FRACTION * 100)}% of the memory available at start)`,
       size,
+    )
+    .option(
+      '--solve-threads <n>',
+      'GPTQ/AGQ solves running in parallel worker threads on the CPU, 1 = in the main thread; results do not change (default: one per core when the largest linear has ≥ 1M weights and --max-memory allows, else 1; GPU devices and GGUF solve in the main thread)',
+      positiveInt('--solve-threads'),
     )
     .option('--force', 'replace an existing --out directory even if it is not a moe-quant output')
     .option(

@@ -1,0 +1,58 @@
+/**
+ * One solve task: the modules quantized from one Hessian (an expert's gate and up, attention's q/k/v, one down_proj)
+ * and their rel_error. The same function runs in the main thread or in a solve worker (solve-pool.ts); everything
+ * it needs travels in the task, so the result does not depend on where it ran.
+ */
+import type { SessionPool } from '../graph/session.js';
+import { GptqFactors, gptqQuantize } from '../quantization/gptq.js';
+import { rtnQuantize, type QuantConfig, type QuantizedLinear } from '../quantization/quantizer.js';
+import { relativeError } from './error.js';
+
+export interface SolveSettings extends QuantConfig {
+  damp: number;
+  blockSize: number;
+  actOrder: boolean;
+}
+
+export interface SolveTask {
+  /** Hessian the modules are solved with; null: round-to-nearest. */
+  H: Float32Array | null;
+  /** Hessian rel_error is measured on (null: no calibration tokens, rel_error NaN); `'solve'`: the same as H. */
+  errorH: Float32Array | 'solve' | null;
+  /** The modules' original weights [N, K], all with the same K. */
+  modules: Array<{ W: Float32Array; N: number; K: number }>;
+  settings: SolveSettings;
+}
+
+export interface SolvedModule {
+  q: QuantizedLinear;
+  /** ‖WX − ŴX‖ / ‖WX‖ on the inputs of errorH. */
+  relError: number;
+  /** Wall time of the solve (not of rel_error). */
+  seconds: number;
+}
+
+/** Solve every module of `task` in order; modules of one Hessian share its factorization. */
+export async function runSolveTask(task: SolveTask, pool: SessionPool): Promise<SolvedModule[]> {
+  const { H, settings: s } = task;
+  const errorH = task.errorH === 'solve' ? H : task.errorH;
+  const factors = new GptqFactors();
+  const out: SolvedModule[] = [];
+  for (const { W, N, K } of task.modules) {
+    const t0 = performance.now();
+    const cfg: QuantConfig = { bits: s.bits, groupSize: s.groupSize, sym: s.sym };
+    const q: QuantizedLinear & { hessianError?: number } = H
+      ? await gptqQuantize(W, N, K, H, { ...cfg, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, staticGroups: s.actOrder, factors }, pool)
+      : rtnQuantize(W, N, K, cfg);
+    const seconds = (performance.now() - t0) / 1000;
+    // A GPTQ solve of that very H already knows ‖ΔX‖² (GptqResult.hessianError).
+    const relError = errorH ? await relativeError(pool, W, q.dequantized, N, K, errorH, errorH === H ? q.hessianError : undefined) : NaN;
+    out.push({ q, relError, seconds });
+  }
+  return out;
+}
+
+/** The buffers of a task's results, to move (not copy) them between threads. */
+export function resultBuffers(results: SolvedModule[]): ArrayBuffer[] {
+  return results.flatMap(({ q }) => [q.q, q.scales, q.zeros, q.gIdx, q.dequantized].map((a) => a.buffer as ArrayBuffer));
+}
