@@ -139,6 +139,9 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     let otherHessians = 0;
     let expertHessian = 0;
     const seen = new Set<string>();
+    // A module group of one linear (o_proj, a dense down_proj) solves alone in the main thread (pipeline/quantize-model.ts).
+    const groupSizes = new Map<string, number>();
+    for (const t of layerTensors(spec, layer)) if (t.linear) groupSizes.set(t.linear.group, (groupSizes.get(t.linear.group) ?? 0) + 1);
     for (const t of layerTensors(spec, layer)) {
       const n = t.shape.reduce((a, b) => a * b, 1);
       if (t.kind === 'routed_expert') layerExpertWeights += n * 4;
@@ -149,7 +152,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
       // One solve: the weight, its working copy, the result and its levels; the Hessian, its damped copy and factor.
       solve = Math.max(solve, n * 4 * 4 + K * K * 4 * 4);
       // In a worker: plus its copies of the weight and of the Hessians it solves with and measures rel_error on.
-      workerSolve = Math.max(workerSolve, n * 4 * 5 + K * K * 4 * 6);
+      if (groupSizes.get(t.linear.group)! > 1) workerSolve = Math.max(workerSolve, n * 4 * 5 + K * K * 4 * 6);
       if (seen.has(t.linear.hessian)) continue;
       seen.add(t.linear.hessian);
       const h = K * K * 4 * sums(t.linear.weightBy);
@@ -166,7 +169,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
   }
   // Parallel solves first give way to the budget, then the experts' Hessians go in chunks.
   const fixedFor = (threads: number) =>
-    Math.max(...layerParts.map((l) => l.base + (threads > 1 ? threads * (l.workerSolve + SOLVE_WORKER_BYTES) : l.solve)));
+    Math.max(...layerParts.map((l) => l.base + (threads > 1 ? Math.max(l.solve, threads * l.workerSolve) + threads * SOLVE_WORKER_BYTES : l.solve)));
   let solveThreads = Math.max(1, m.solveThreads ?? 1);
   while (solveThreads > 1 && fixedFor(solveThreads) + (experts > 0 ? perExpert : 0) > budget) solveThreads--;
   const fixed = fixedFor(solveThreads);

@@ -204,11 +204,16 @@ export async function quantizeSequential(
       }
       tasks.push({ modules: [m], method, fallback, tokens: acc.tokens, task: { H: solveH, errorH: errorH && errorH === solveH ? 'solve' : errorH, modules: [], settings } });
     }
+    // Workers pay off with at least as many tasks as workers: fewer (attention's q/k/v, a dense FFN's gate/up) are cut
+    // into a task per module (each factorizes H itself); a lone task runs here, on all the main pool's threads.
+    const workers = solver && !opts.solve ? solver.size : 1;
+    if (workers > 1 && tasks.length < workers) tasks.splice(0, tasks.length, ...tasks.flatMap((t) => t.modules.map((m) => ({ ...t, modules: [m], task: { ...t.task } }))));
+    const parallel = workers > 1 && tasks.length > 1;
     const solveOne = async (t: (typeof tasks)[number]): Promise<SolvedModule[]> => {
       // The originals are read per task and given back once solved (streaming stores): a layer's experts never all sit in memory.
       const W = t.modules.map((m) => weights.get(m.weight));
       t.task.modules = t.modules.map((m, i) => ({ W: W[i]!, N: m.N, K: m.K }));
-      const results = opts.solve ? await solveWithFormat(t.modules, t.task) : solver && t.task.H ? await solver.solve(t.task) : await runSolveTask(t.task, pool);
+      const results = opts.solve ? await solveWithFormat(t.modules, t.task) : parallel && t.task.H ? await solver!.solve(t.task) : await runSolveTask(t.task, pool);
       t.task.modules = [];
       // (A format may keep a module as it is: its result is then the original buffer, which must not be reused.)
       weights.release(t.modules.filter((m, i) => results[i]!.q.dequantized !== W[i]).map((m) => m.weight));
@@ -228,7 +233,7 @@ export async function quantizeSequential(
       }
       return out;
     };
-    await runInOrder(tasks, solver && !opts.solve ? solver.size : 1, solveOne, (results, t) => {
+    await runInOrder(tasks, parallel ? workers : 1, solveOne, (results, t) => {
       for (let i = 0; i < results.length; i++) {
         const m = t.modules[i]!;
         const { q, relError, seconds } = results[i]!;

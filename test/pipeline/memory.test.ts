@@ -53,6 +53,12 @@ describe('memory plan', () => {
     expect(p.peak).toBeLessThanOrEqual(4 * 2 ** 30);
     expect(p.chunkFor(768 * 768 * 4)).toBeGreaterThan(p.chunk); // down inputs are smaller: more per pass
     expect(planQuantizeMemory(6 * 2 ** 30, input).chunk).toBeGreaterThan(p.chunk);
+    // Parallel solves cost memory: granted when the budget has it, given up before a pass holds no expert at all.
+    expect(big.solveThreads).toBe(1);
+    const two = planQuantizeMemory(64 * 2 ** 30, { ...input, solveThreads: 2 });
+    expect(two.solveThreads).toBe(2);
+    expect(two.fixed).toBeGreaterThan(big.fixed);
+    expect(planQuantizeMemory(p.fixed + p.perExpert, { ...input, solveThreads: 2 }).solveThreads).toBe(1);
     // GPTQ keeps Σxxᵀ too: twice the bytes per expert.
     expect(planQuantizeMemory(4 * 2 ** 30, { ...input, weightedOnly: false }).perExpert).toBe(2 * p.perExpert);
     expect(() => planQuantizeMemory(p.fixed + p.perExpert - 1, input)).toThrow(/--max-memory .* is too small: .* per expert's Hessian; give at least/);
@@ -82,6 +88,11 @@ describe('quantize under a memory budget', () => {
       const m = whole.memory!;
       expect(m).toMatchObject({ budget_source: 'max-memory', experts: 8, expert_chunk: 8, spill_dequantized: false });
       expect(m.max_expert_hessian_bytes).toBeGreaterThanOrEqual(8 * m.per_expert_hessian_bytes); // the old way: every expert at once
+      // Solves in two worker threads: the same bytes.
+      const workers = await run(`${method}-${trueSequential}-workers`, { method, trueSequential, maxMemory: 2 ** 40, solveThreads: 2 });
+      expect(workers.memory!.solve_threads).toBe(2);
+      expect(m.solve_threads).toBe(1); // tiny linears: in the main thread by default
+      same(whole.out, workers.out);
       const maxMemory = m.fixed_bytes + Math.floor(1.5 * m.per_expert_hessian_bytes);
       const layers: number[] = [];
       const small = await run(`${method}-${trueSequential}-chunk1`, { method, trueSequential, maxMemory, onLayer: (i) => layers.push(i) });
