@@ -7,6 +7,7 @@ import type { SessionPool } from '../graph/session.js';
 import { lazyUpdate, type GemmArray } from './ort-gemm.js';
 import { quantizeValue, type GroupParams } from './quantizer.js';
 import type { BlockGrid } from '../formats/gguf/quants.js';
+import type { ColumnWorkspace } from './wasm/columns.js';
 
 /** Inputs of {@link quantizeBlock}; arrays are modified in place where noted. */
 export interface BlockArgs {
@@ -33,6 +34,11 @@ export interface BlockArgs {
   grid?: BlockGrid;
   /** Position → natural column (with `grid`). */
   perm?: Int32Array;
+  /**
+   * The WebAssembly column step (min-max grid only): W1, Err1, the block's levels, U's block and the group parameters
+   * then live in its memory (ws.layout), and levels reach qT when the block is done.
+   */
+  ws?: ColumnWorkspace;
 }
 
 /** Rows of W per pass over a block: 128 rows × 128 columns of float64 stay in L2. */
@@ -65,8 +71,14 @@ export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: Sessio
  * independent, so the work runs in chunks of rows that stay in cache. Returns Σ err² / 2.
  */
 function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
-  const { W1, Err1, qT, U, K, N, i1, gPos, groups, maxq } = a;
+  const { W1, Err1, qT, U, K, N, i1, gPos, groups, maxq, ws } = a;
   let loss = 0;
+  if (ws) {
+    const group = (i: number) => gPos[i1 + i]!;
+    const diag = (i: number) => U[(i1 + i) * (K + 1)]!;
+    for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) loss = ws.columns(s0, s1, n0, Math.min(n0 + ROW_CHUNK, N), group, diag, maxq, loss);
+    return loss / 2;
+  }
   for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) {
     const n1 = Math.min(n0 + ROW_CHUNK, N);
     for (let i = s0; i < s1; i++) {

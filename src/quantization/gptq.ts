@@ -33,6 +33,7 @@ import { fail } from '../errors.js';
 import type { SessionPool } from '../graph/session.js';
 import { cholInverse, type LinalgOptions } from './linalg.js';
 import { quantizeBlock } from './gptq-block.js';
+import { ColumnWorkspace } from './wasm/columns.js';
 import { lazyUpdate, type GemmArray } from './ort-gemm.js';
 import type { BlockGrid } from '../formats/gguf/quants.js';
 import {
@@ -72,6 +73,8 @@ export interface GptqOptions extends QuantConfig {
    * `q` are the grid's levels and `grid` the fitted grid; scales and zeros are empty.
    */
   grid?: BlockGrid;
+  /** The column step in WebAssembly (default) or JavaScript; the same results bit for bit (tested). */
+  wasm?: boolean;
 }
 
 /**
@@ -132,6 +135,24 @@ export async function gptqQuantize(
   opts: GptqOptions,
   pool: SessionPool,
 ): Promise<GptqResult> {
+  // The column step runs in WebAssembly on the min-max grid (GGUF grids keep the JavaScript loop).
+  const ws = opts.grid || opts.wasm === false ? null : ColumnWorkspace.acquire();
+  try {
+    return await solve(W, N, K, H, opts, pool, ws);
+  } finally {
+    ws?.release();
+  }
+}
+
+async function solve(
+  W: Float32Array,
+  N: number,
+  K: number,
+  H: Float32Array,
+  opts: GptqOptions,
+  pool: SessionPool,
+  ws: ColumnWorkspace | null,
+): Promise<GptqResult> {
   // ---- JavaScript: validation and set-up ----
   if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw fail('BAD_OPTION', `invalid layer shape N=${N}, K=${K}`);
   if (W.length !== N * K) throw fail('BAD_OPTION', `weight has ${W.length} values, expected N*K = ${N}*${K}`);
@@ -158,10 +179,13 @@ export async function gptqQuantize(
 
   const scales = new Float32Array(N * G);
   const zeros = new Uint8Array(N * G);
+  const views = ws?.layout(Math.min(blockSize, K), N, G, T === Float32Array);
   // By group as well, for the column loop: one contiguous [N] row of scales / zeros per group.
   const byGroup: GroupParams[] = new Array<GroupParams>(G);
   const storeParams = (p: GroupParams, g: number): void => {
     byGroup[g] = p;
+    views?.scales.set(p.scale, g * N);
+    views?.zeros.set(p.zero, g * N);
     for (let n = 0; n < N; n++) {
       scales[n * G + g] = p.scale[n]!;
       zeros[n * G + g] = p.zero[n]!;
@@ -267,9 +291,22 @@ export async function gptqQuantize(
         else storeParams(findParams(WT, N, 1, N, p, Math.min(p + groupSize, K), bits, sym), p / groupSize);
       }
     }
-    const W1 = new Float64Array(WT.subarray(i1 * N, i2 * N));
-    const Err1 = new T(B * N);
-    loss += await quantizeBlock({ W1, Err1, qT, U, K, N, i1, B, gPos, groups: byGroup, maxq, grid, perm }, subBlock, pool);
+    let W1: Float64Array;
+    let Err1: GemmArray;
+    if (views) {
+      W1 = views.W1.subarray(0, B * N);
+      W1.set(WT.subarray(i1 * N, i2 * N));
+      Err1 = views.Err1.subarray(0, B * N);
+      // The block's square of U (above the diagonal: the column step's OBS updates), in float64.
+      const Ub = views.U;
+      const stride = Math.min(blockSize, K);
+      for (let i = 0; i < B; i++) for (let j = i + 1, src = (i1 + i) * K + i1; j < B; j++) Ub[i * stride + j] = U[src + j]!;
+    } else {
+      W1 = new Float64Array(WT.subarray(i1 * N, i2 * N));
+      Err1 = new T(B * N);
+    }
+    loss += await quantizeBlock({ W1, Err1, qT, U, K, N, i1, B, gPos, groups: byGroup, maxq, grid, perm, ...(ws ? { ws } : {}) }, subBlock, pool);
+    if (views) qT.set(views.q.subarray(0, B * N), i1 * N);
     if (i2 >= K) break;
     // onnxruntime Gemm, in place: W[:, i2:] −= Err1 · U[i1:i2, i2:], i.e. WT[i2:, :] −= U[i1:i2, i2:]ᵀ · Err1ᵀ.
     await lazyUpdate(pool, U, K, [i1, i2], [i2, K], Err1, N, WT.subarray(i2 * N));

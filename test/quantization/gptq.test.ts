@@ -237,3 +237,34 @@ describe('gptqQuantize with a group size that does not divide K (shorter last gr
     }
   });
 });
+
+describe('gptqQuantize: the WebAssembly column step', () => {
+  // Odd N (a scalar last element), N over one 128-row chunk, several sub-blocks and a short last block, dead columns.
+  const cases: Array<[string, number, number, GptqOptions]> = [
+    ['groups of 32', 37, 200, { bits: 4, groupSize: 32, sym: false }],
+    ['act-order, static groups, float64', 130, 256, { bits: 3, groupSize: 64, sym: true, actOrder: true, staticGroups: true, precision: 'float64' }],
+    ['act-order, dynamic groups', 160, 300, { bits: 4, groupSize: 128, sym: false, actOrder: true }],
+    ['one group per row, 8 bits', 64, 96, { bits: 8, groupSize: -1, sym: false }],
+  ];
+  for (const [name, N, K, opts] of cases) {
+    it(`${name}: bit for bit the JavaScript step's levels, weights, loss and hessianError`, async () => {
+      const { W, H } = problem(N, K, N + K, [3, K - 2]);
+      const js = await gptqQuantize(W, N, K, H, { ...opts, wasm: false }, pool);
+      const wasm = await gptqQuantize(W, N, K, H, opts, pool);
+      expect(Buffer.from(wasm.q).equals(Buffer.from(js.q))).toBe(true);
+      expect(Buffer.from(wasm.dequantized.buffer).equals(Buffer.from(js.dequantized.buffer))).toBe(true);
+      expect(wasm.loss).toBe(js.loss);
+      expect(wasm.hessianError).toBe(js.hessianError);
+      expect(Array.from(wasm.gIdx)).toEqual(Array.from(js.gIdx));
+    });
+  }
+
+  it('solves in flight together in one thread each get their own workspace', async () => {
+    const a = problem(48, 256, 7);
+    const b = problem(40, 192, 8);
+    const opts: GptqOptions = { bits: 4, groupSize: 64, sym: false };
+    const [x, y] = await Promise.all([gptqQuantize(a.W, 48, 256, a.H, opts, pool), gptqQuantize(b.W, 40, 192, b.H, opts, pool)]);
+    expect(Buffer.from(x.q).equals(Buffer.from((await gptqQuantize(a.W, 48, 256, a.H, { ...opts, wasm: false }, pool)).q))).toBe(true);
+    expect(Buffer.from(y.q).equals(Buffer.from((await gptqQuantize(b.W, 40, 192, b.H, { ...opts, wasm: false }, pool)).q))).toBe(true);
+  });
+});
