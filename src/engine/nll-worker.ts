@@ -5,7 +5,7 @@
  * main thread reports them exactly as a single engine would.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { MoeQuantError } from '../errors.js';
+import { errorReply } from '../worker-client.js';
 import { comparePositions } from './compare.js';
 import { createEngine, type Engine } from './engine.js';
 import type { NllWorkerInit, NllWorkerReply, NllWorkerRequest } from './parallel-nll.js';
@@ -18,9 +18,7 @@ function reply(m: NllWorkerReply, transfer: ArrayBuffer[] = []): void {
 }
 
 function replyError(e: unknown): void {
-  if (e instanceof MoeQuantError) reply({ type: 'error', code: e.code, message: e.message });
-  else if (e instanceof Error) reply({ type: 'error', code: null, message: e.message, stack: e.stack });
-  else reply({ type: 'error', code: null, message: String(e) });
+  reply(errorReply(e));
 }
 
 let engine: Engine | null = null;

@@ -15,7 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { fail, type ErrorCode } from '../errors.js';
+import { fail } from '../errors.js';
+import { WorkerClient, type ErrorReply } from '../worker-client.js';
 import type { ResolvedDevice } from '../graph/session.js';
 import { compareSteps, type CompareOptions, type ComparedPositions } from './compare.js';
 import type { EngineOptions } from './engine.js';
@@ -41,7 +42,7 @@ export type NllWorkerReply =
   | { type: 'progress'; done: number }
   | { type: 'result'; nll: Float32Array; ortMs: number }
   | { type: 'compared'; positions: ComparedPositions; ortMs: number }
-  | { type: 'error'; code: ErrorCode | null; message: string; stack?: string };
+  | ErrorReply;
 
 export interface WorkerPlan {
   workers: number;
@@ -111,68 +112,8 @@ function workerScript(): string {
   return file;
 }
 
-interface Pending {
-  resolve(reply: NllWorkerReply): void;
-  reject(e: Error): void;
-  onProgress?(done: number): void;
-}
-
 /** One worker thread with its engine; requests run one at a time. */
-class NllWorker {
-  private pending: Pending | null = null;
-  private exited = false;
-
-  constructor(private readonly worker: Worker) {
-    worker.on('message', (m: NllWorkerReply) => {
-      const p = this.pending;
-      if (!p) return;
-      if (m.type === 'progress') return p.onProgress?.(m.done);
-      this.pending = null;
-      if (m.type === 'error') p.reject(replyError(m));
-      else p.resolve(m);
-    });
-    worker.on('error', (e) => this.abort(e instanceof Error ? e : new Error(String(e))));
-    worker.on('exit', (code) => {
-      this.exited = true;
-      this.abort(new Error(`parallel worker exited (code ${code})`));
-    });
-  }
-
-  private abort(e: Error): void {
-    const p = this.pending;
-    this.pending = null;
-    p?.reject(e);
-  }
-
-  /** Wait for the next reply (the first one is 'ready'). */
-  next(request?: NllWorkerRequest, onProgress?: (done: number) => void): Promise<NllWorkerReply> {
-    if (this.exited) return Promise.reject(new Error('parallel worker has exited'));
-    return new Promise((resolve, reject) => {
-      this.pending = { resolve, reject, onProgress };
-      if (request) this.worker.postMessage(request);
-    });
-  }
-
-  /**
-   * Let the worker release its engine and exit; a busy one (a sibling failed mid-run) stops at its next layer-batch
-   * (never terminated inside an onnxruntime run, which aborts the process). Terminated only if it hangs.
-   */
-  async close(): Promise<void> {
-    if (this.exited) return;
-    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.postMessage({ type: 'close' } satisfies NllWorkerRequest);
-    const timer = setTimeout(() => void this.worker.terminate(), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
-}
-
-function replyError(m: Extract<NllWorkerReply, { type: 'error' }>): Error {
-  if (m.code) return fail(m.code, m.message);
-  const e = new Error(`parallel worker: ${m.message}`);
-  if (m.stack) e.stack = m.stack;
-  return e;
-}
+type NllWorker = WorkerClient<NllWorkerRequest, NllWorkerReply>;
 
 export interface ParallelNllResult {
   /** −log p(next token) per position [N·S], last position of each window NaN (as ForwardEngine.run). */
@@ -209,7 +150,7 @@ export class ParallelNll {
   ): Promise<ParallelNll> {
     const script = workerScript();
     const init: NllWorkerInit = { model, reference: reference?.model, engine: { ...engine, device: 'cpu', threads: plan.threadsPerWorker } };
-    const workers = Array.from({ length: plan.workers }, () => new NllWorker(new Worker(script, { workerData: init })));
+    const workers = Array.from({ length: plan.workers }, (): NllWorker => new WorkerClient(new Worker(script, { workerData: init }), 'parallel worker', ['progress']));
     const pool = new ParallelNll(workers, numLayers, reference ?? null);
     try {
       await Promise.all(workers.map((w) => w.next()));
@@ -244,8 +185,8 @@ export class ParallelNll {
       shares.map((share, i) => {
         if (share.length === 0) return null;
         // Windows are views of the whole tokenized file; copy the share so only it is sent.
-        return this.workers[i]!.next(request(share.map((w) => w.slice())), (d) => {
-          done[i] = d;
+        return this.workers[i]!.next(request(share.map((w) => w.slice())), (m) => {
+          if (m.type === 'progress') done[i] = m.done;
           onProgress?.(
             done.reduce((a, b) => a + b, 0),
             total,
@@ -304,6 +245,6 @@ export class ParallelNll {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close()));
+    await Promise.all(this.workers.map((w) => w.close({ type: 'close' })));
   }
 }

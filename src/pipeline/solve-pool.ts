@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { fail, type ErrorCode } from '../errors.js';
 import type { SessionPool } from '../graph/session.js';
+import { WorkerClient, type ErrorReply } from '../worker-client.js';
 import type { SolvedModule, SolveTask } from './solve.js';
 
 export interface SolveWorkerInit {
@@ -22,7 +22,7 @@ export type SolveRequest = { type: 'solve'; task: SolveTask } | { type: 'close' 
 export type SolveReply =
   /** `ort`: [graph key, milliseconds, runs] the task spent in onnxruntime. */
   | { type: 'done'; results: SolvedModule[]; ort: Array<[string, number, number]> }
-  | { type: 'error'; code: ErrorCode | null; message: string; stack?: string };
+  | ErrorReply;
 
 /** The worker entry, built to dist/ (under vitest this module runs from src/*.ts; `npm test` builds first). */
 function workerScript(): string {
@@ -32,62 +32,13 @@ function workerScript(): string {
   return file;
 }
 
-class SolveWorker {
-  private pending: { resolve(r: SolvedModule[]): void; reject(e: Error): void } | null = null;
-  private exited = false;
-
-  constructor(
-    private readonly worker: Worker,
-    private readonly timings: SessionPool | undefined,
-  ) {
-    worker.on('message', (m: SolveReply) => {
-      const p = this.pending;
-      this.pending = null;
-      if (!p) return;
-      if (m.type === 'done') {
-        for (const [key, ms, runs] of m.ort) if (runs > 0) this.timings?.record(key, ms, runs);
-        p.resolve(m.results);
-      } else if (m.code) p.reject(fail(m.code, m.message));
-      else {
-        const e = new Error(`solve worker: ${m.message}`);
-        if (m.stack) e.stack = m.stack;
-        p.reject(e);
-      }
-    });
-    worker.on('error', (e) => this.abort(e instanceof Error ? e : new Error(String(e))));
-    worker.on('exit', (code) => {
-      this.exited = true;
-      this.abort(new Error(`solve worker exited (code ${code})`));
-    });
-  }
-
-  private abort(e: Error): void {
-    const p = this.pending;
-    this.pending = null;
-    p?.reject(e);
-  }
-
-  solve(task: SolveTask): Promise<SolvedModule[]> {
-    if (this.exited) return Promise.reject(new Error('solve worker has exited'));
-    return new Promise((resolve, reject) => {
-      this.pending = { resolve, reject };
-      // The task's arrays are copied (the caller keeps its weights and Hessians); a view would copy its whole buffer.
-      const own = <A extends Float32Array | null | 'solve'>(a: A): A => (a instanceof Float32Array && a.byteLength !== a.buffer.byteLength ? (a.slice() as A) : a);
-      const sent: SolveTask = { ...task, H: own(task.H), errorH: own(task.errorH), modules: task.modules.map((m) => ({ ...m, W: own(m.W) })) };
-      this.worker.postMessage({ type: 'solve', task: sent } satisfies SolveRequest);
-    });
-  }
-
-  /** Let the worker release its sessions and exit (never terminated inside an onnxruntime run); terminated if it hangs. */
-  async close(): Promise<void> {
-    if (this.exited) return;
-    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.postMessage({ type: 'close' } satisfies SolveRequest);
-    const timer = setTimeout(() => void this.worker.terminate(), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
+/** The copies a worker gets: a view would send its whole buffer. */
+function sendable(task: SolveTask): SolveTask {
+  const own = <A extends Float32Array | null | 'solve'>(a: A): A => (a instanceof Float32Array && a.byteLength !== a.buffer.byteLength ? (a.slice() as A) : a);
+  return { ...task, H: own(task.H), errorH: own(task.errorH), modules: task.modules.map((m) => ({ ...m, W: own(m.W) })) };
 }
+
+type SolveWorker = WorkerClient<SolveRequest, SolveReply>;
 
 /** `size` workers, started on first use; a task goes to the first free one. */
 export class SolvePool {
@@ -105,7 +56,7 @@ export class SolvePool {
   private start(): void {
     const script = workerScript();
     const init: SolveWorkerInit = { threads: this.threadsPerWorker };
-    this.workers = Array.from({ length: this.size }, () => new SolveWorker(new Worker(script, { workerData: init }), this.timings));
+    this.workers = Array.from({ length: this.size }, (): SolveWorker => new WorkerClient(new Worker(script, { workerData: init }), 'solve worker'));
     this.free.push(...this.workers);
   }
 
@@ -113,7 +64,11 @@ export class SolvePool {
     if (!this.workers) this.start();
     const w = this.free.pop() ?? (await new Promise<SolveWorker>((resolve) => this.waiting.push(resolve)));
     try {
-      return await w.solve(task);
+      // The task's arrays are copied: the caller keeps its weights and Hessians.
+      const reply = await w.next({ type: 'solve', task: sendable(task) });
+      if (reply.type !== 'done') throw new Error(`solve worker: unexpected reply ${reply.type}`);
+      for (const [key, ms, runs] of reply.ort) if (runs > 0) this.timings?.record(key, ms, runs);
+      return reply.results;
     } finally {
       const next = this.waiting.shift();
       if (next) next(w);
@@ -122,7 +77,7 @@ export class SolvePool {
   }
 
   async close(): Promise<void> {
-    if (this.workers) await Promise.all(this.workers.map((w) => w.close()));
+    if (this.workers) await Promise.all(this.workers.map((w) => w.close({ type: 'close' })));
     this.workers = null;
     this.free.length = 0;
   }

@@ -3,7 +3,7 @@
  * Errors go back as messages (MoeQuantError keeps its code).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { MoeQuantError } from '../errors.js';
+import { errorReply } from '../worker-client.js';
 import { SessionPool } from '../graph/session.js';
 import { resultBuffers, runSolveTask } from './solve.js';
 import type { SolveReply, SolveRequest, SolveWorkerInit } from './solve-pool.js';
@@ -24,10 +24,6 @@ port.on('message', async (m: SolveRequest) => {
     const ort: Array<[string, number, number]> = [...pool.byKey].map(([k, v]) => [k, v.ms - (before.get(k)?.ms ?? 0), v.runs - (before.get(k)?.runs ?? 0)]);
     port.postMessage({ type: 'done', results, ort } satisfies SolveReply, resultBuffers(results));
   } catch (e) {
-    const reply: SolveReply =
-      e instanceof MoeQuantError
-        ? { type: 'error', code: e.code, message: e.message }
-        : { type: 'error', code: null, message: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined };
-    port.postMessage(reply);
+    port.postMessage(errorReply(e) satisfies SolveReply);
   }
 });

@@ -138,21 +138,23 @@ export async function gptqQuantize(
   // The column step runs in WebAssembly on the min-max grid (GGUF grids keep the JavaScript loop).
   const ws = opts.grid || opts.wasm === false ? null : ColumnWorkspace.acquire();
   try {
-    return await solve(W, N, K, H, opts, pool, ws);
+    return await solve({ W, N, K, H, opts, pool, ws });
   } finally {
     ws?.release();
   }
 }
 
-async function solve(
-  W: Float32Array,
-  N: number,
-  K: number,
-  H: Float32Array,
-  opts: GptqOptions,
-  pool: SessionPool,
-  ws: ColumnWorkspace | null,
-): Promise<GptqResult> {
+interface SolveArgs {
+  W: Float32Array;
+  N: number;
+  K: number;
+  H: Float32Array;
+  opts: GptqOptions;
+  pool: SessionPool;
+  ws: ColumnWorkspace | null;
+}
+
+async function solve({ W, N, K, H, opts, pool, ws }: SolveArgs): Promise<GptqResult> {
   // ---- JavaScript: validation and set-up ----
   if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw fail('BAD_OPTION', `invalid layer shape N=${N}, K=${K}`);
   if (W.length !== N * K) throw fail('BAD_OPTION', `weight has ${W.length} values, expected N*K = ${N}*${K}`);
