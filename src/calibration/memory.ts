@@ -167,7 +167,8 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     experts = Math.max(experts, E);
     overrides = Math.max(overrides, layerExpertWeights);
   }
-  // Parallel solves first give way to the budget, then the experts' Hessians go in chunks.
+  // Parallel solves count in the fixed part (fewer experts' Hessians per pass); fewer of them only when not even one
+  // expert's Hessian would fit beside them.
   const fixedFor = (threads: number) =>
     Math.max(...layerParts.map((l) => l.base + (threads > 1 ? Math.max(l.solve, threads * l.workerSolve) + threads * SOLVE_WORKER_BYTES : l.solve)));
   let solveThreads = Math.max(1, m.solveThreads ?? 1);
