@@ -1,6 +1,6 @@
 /**
- * The sequential part of GPTQ: the columns inside one lazy-batch block (JavaScript float64, with the updates between
- * sub-blocks on onnxruntime Gemm).
+ * The sequential part of GPTQ: the columns inside one lazy-batch block (float64, in WebAssembly — wasm/columns.ts —
+ * or JavaScript, with the updates between sub-blocks on onnxruntime Gemm).
  * Notation as in gptq.ts: W1 (the block's columns, stored as rows [B, N]), Err1, U = upper factor of H⁻¹, d = U[p,p].
  */
 import type { SessionPool } from '../graph/session.js';
@@ -46,7 +46,7 @@ const ROW_CHUNK = 128;
 
 /**
  * One lazy-batch block, recursively blocked once more: the columns of each sub-block of `subBlock` columns run in
- * JavaScript (float64, {@link quantizeColumns}); the update of the block's later columns by a finished sub-block,
+ * float64 ({@link quantizeColumns}); the update of the block's later columns by a finished sub-block,
  * W1[s1:, :] −= U[s0:s1, s1:]ᵀ · Err1[s0:s1, :], is one onnxruntime Gemm (in the element type of Err1). Same
  * arithmetic as the unblocked loop in another order; it moves ~(1 − subBlock/B) of the block's FMAs out of
  * JavaScript. Returns Σ err² / 2.
@@ -66,9 +66,10 @@ export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: Sessio
 }
 
 /**
- * JavaScript, float64: columns s0..s1−1 of one block (W1 holds the block's columns as rows, [B, N]). For each
- * column: q = quant(w), err = (w − q)/d, W1[i+1:s1, :] −= U[i, i+1:s1] ⊗ err, Err1[i, :] = err. Output rows are
- * independent, so the work runs in chunks of rows that stay in cache. Returns Σ err² / 2.
+ * Float64: columns s0..s1−1 of one block (W1 holds the block's columns as rows, [B, N]). For each column:
+ * q = quant(w), err = (w − q)/d, W1[i+1:s1, :] −= U[i, i+1:s1] ⊗ err, Err1[i, :] = err. Output rows are
+ * independent, so the work runs in chunks of rows that stay in cache. With a workspace (`a.ws`) the same steps run
+ * in WebAssembly, otherwise in the JavaScript below. Returns Σ err² / 2.
  */
 function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
   const { W1, Err1, qT, U, K, N, i1, gPos, groups, maxq, ws } = a;

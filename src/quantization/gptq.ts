@@ -12,9 +12,10 @@
  *   perm, invperm   → `perm` (act-order: columns by descending diag(H), stable)
  *
  * Where it runs:
- *   - JavaScript: validation, dead columns, damping, permutation, group parameters (`findParams`), the column loop
- *     inside each sub-block of 32 columns (gptq-block.ts: quantize, err = (w − q)/d, OBS update of the sub-block's
- *     later columns) in float64.
+ *   - JavaScript: validation, dead columns, damping, permutation, group parameters (`findParams`).
+ *   - WebAssembly SIMD (wasm/columns.wat; JavaScript on GGUF grids or with `wasm: false`, bit for bit the same): the
+ *     column loop inside each sub-block of 32 columns (gptq-block.ts: quantize, err = (w − q)/d, OBS update of the
+ *     sub-block's later columns) in float64.
  *   - onnxruntime Gemm: U (see linalg.ts: one blocked Cholesky + triangular inverse; plain JavaScript float64 for
  *     K ≤ 256), the update of a block's later columns after each sub-block, and the lazy-batch update of the tail
  *     after each block, W[:, i2:] −= Err1 · U[i1:i2, i2:]
