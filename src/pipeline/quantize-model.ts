@@ -20,7 +20,6 @@ import { sequenceBatches, type ActivationsEvent, type AttentionOutputs } from '.
 import { tensor } from '../graph/session.js';
 import type { QuantConfig, QuantizedLinear } from '../quantization/quantizer.js';
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
-import { relativeError } from './error.js';
 import { chunkModules, layerModuleGroups, type LinearModule } from './modules.js';
 import { SpillFile } from './spill.js';
 import { runSolveTask, type SolvedModule, type SolveSettings, type SolveTask } from './solve.js';
@@ -184,8 +183,15 @@ export async function quantizeSequential(
   const settings: SolveSettings = { bits: opts.bits, groupSize: opts.groupSize, sym: opts.sym, damp: opts.damp, blockSize: opts.blockSize, actOrder: opts.actOrder };
   const solver = opts.solvers ?? null;
   const solveRun = async (layer: LayerSpec, todo: LinearModule[], hessians: LayerHessians, keep: (m: LinearModule, data: Float32Array) => void) => {
-    const tasks: Array<{ modules: LinearModule[]; method: Method; fallback: string | null; tokens: number; task: SolveTask }> = [];
+    type Task = { modules: LinearModule[]; method: Method; fallback: string | null; tokens: number; H: Float32Array | null; errorH: SolveTask['errorH'] };
+    const tasks: Task[] = [];
     for (const m of todo) {
+      // Modules read from one Hessian (an expert's gate and up, q/k/v) make one task.
+      const last = tasks[tasks.length - 1]?.modules[0];
+      if (last && last.hessian === m.hessian && last.agqWeighted === m.agqWeighted) {
+        tasks[tasks.length - 1]!.modules.push(m);
+        continue;
+      }
       const acc = hessians.slots.get(m.hessian)!.acc;
       const weightedH = acc.weighted ? acc.xtcx! : acc.xtx;
       let method: Method = opts.method;
@@ -194,44 +200,26 @@ export async function quantizeSequential(
         method = 'rtn';
         fallback = 'no calibration tokens reached this expert';
       }
-      const solveH = method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx;
+      const H = method === 'rtn' ? null : method === 'agq' && m.agqWeighted ? weightedH : acc.xtx;
       // rel_error: on the inputs the module sees in the model (affinity-weighted for routed experts).
       const errorH = !acc.tokens ? null : m.agqWeighted ? weightedH : acc.xtx;
-      const last = tasks[tasks.length - 1];
-      if (last && last.task.H === solveH && last.method === method && (last.task.errorH === 'solve' ? solveH : last.task.errorH) === errorH && last.modules[0]!.K === m.K) {
-        last.modules.push(m);
-        continue;
-      }
-      tasks.push({ modules: [m], method, fallback, tokens: acc.tokens, task: { H: solveH, errorH: errorH && errorH === solveH ? 'solve' : errorH, modules: [], settings } });
+      tasks.push({ modules: [m], method, fallback, tokens: acc.tokens, H, errorH: errorH && errorH === H ? 'solve' : errorH });
     }
     // Workers pay off with at least as many tasks as workers: fewer (attention's q/k/v, a dense FFN's gate/up) are cut
     // into a task per module (each factorizes H itself); a lone task runs here, on all the main pool's threads.
     const workers = solver && !opts.solve ? solver.size : 1;
-    if (workers > 1 && tasks.length < workers) tasks.splice(0, tasks.length, ...tasks.flatMap((t) => t.modules.map((m) => ({ ...t, modules: [m], task: { ...t.task } }))));
+    if (workers > 1 && tasks.length < workers) tasks.splice(0, tasks.length, ...tasks.flatMap((t) => t.modules.map((m) => ({ ...t, modules: [m] }))));
     const parallel = workers > 1 && tasks.length > 1;
-    const solveOne = async (t: (typeof tasks)[number]): Promise<SolvedModule[]> => {
+    const solveOne = async (t: Task): Promise<SolvedModule[]> => {
       // The originals are read per task and given back once solved (streaming stores): a layer's experts never all sit in memory.
       const W = t.modules.map((m) => weights.get(m.weight));
-      t.task.modules = t.modules.map((m, i) => ({ W: W[i]!, N: m.N, K: m.K }));
-      const results = opts.solve ? await solveWithFormat(t.modules, t.task) : parallel && t.task.H ? await solver!.solve(t.task) : await runSolveTask(t.task, pool);
-      t.task.modules = [];
+      const task: SolveTask = { H: t.H, errorH: t.errorH, modules: t.modules.map((m, i) => ({ W: W[i]!, N: m.N, K: m.K })), settings };
+      // An output format's own solve (GGUF block grids) runs here; so do round-to-nearest and lone tasks.
+      const custom = opts.solve ? (i: number, w: Float32Array, H: Float32Array | null) => opts.solve!(t.modules[i]!, w, H) : undefined;
+      const results = parallel && task.H ? await solver!.solve(task) : await runSolveTask(task, pool, custom);
       // (A format may keep a module as it is: its result is then the original buffer, which must not be reused.)
       weights.release(t.modules.filter((m, i) => results[i]!.q.dequantized !== W[i]).map((m) => m.weight));
       return results;
-    };
-    // The output format's own solve (GGUF block grids): in this thread, rel_error as for the built-in solves.
-    const solveWithFormat = async (modules: LinearModule[], task: SolveTask): Promise<SolvedModule[]> => {
-      const out: SolvedModule[] = [];
-      for (let i = 0; i < modules.length; i++) {
-        const { W, N, K } = task.modules[i]!;
-        const t0 = performance.now();
-        const q: QuantizedLinear & { hessianError?: number } = await opts.solve!(modules[i]!, W, task.H);
-        const seconds = (performance.now() - t0) / 1000;
-        const errorH = task.errorH === 'solve' ? task.H : task.errorH;
-        const relError = errorH ? await relativeError(pool, W, q.dequantized, N, K, errorH, errorH === task.H ? q.hessianError : undefined) : NaN;
-        out.push({ q, relError, seconds });
-      }
-      return out;
     };
     await runInOrder(tasks, parallel ? workers : 1, solveOne, (results, t) => {
       for (let i = 0; i < results.length; i++) {

@@ -32,18 +32,26 @@ export interface SolvedModule {
   seconds: number;
 }
 
-/** Solve every module of `task` in order; modules of one Hessian share its factorization. */
-export async function runSolveTask(task: SolveTask, pool: SessionPool): Promise<SolvedModule[]> {
+/** An output format's own solve of module `index` of a task (GGUF: on its block grid); `H` null: round-to-nearest. */
+export type CustomSolve = (index: number, W: Float32Array, H: Float32Array | null) => Promise<QuantizedLinear & { hessianError?: number }>;
+
+/**
+ * Solve every module of `task` in order (modules of one Hessian share its factorization), with the min-max grid of
+ * the settings or, given `custom`, the output format's own solve; rel_error either way.
+ */
+export async function runSolveTask(task: SolveTask, pool: SessionPool, custom?: CustomSolve): Promise<SolvedModule[]> {
   const { H, settings: s } = task;
   const errorH = task.errorH === 'solve' ? H : task.errorH;
   const factors = new GptqFactors();
+  const cfg: QuantConfig = { bits: s.bits, groupSize: s.groupSize, sym: s.sym };
   const out: SolvedModule[] = [];
-  for (const { W, N, K } of task.modules) {
+  for (const [i, { W, N, K }] of task.modules.entries()) {
     const t0 = performance.now();
-    const cfg: QuantConfig = { bits: s.bits, groupSize: s.groupSize, sym: s.sym };
-    const q: QuantizedLinear & { hessianError?: number } = H
-      ? await gptqQuantize(W, N, K, H, { ...cfg, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, staticGroups: s.actOrder, factors }, pool)
-      : rtnQuantize(W, N, K, cfg);
+    const q: QuantizedLinear & { hessianError?: number } = custom
+      ? await custom(i, W, H)
+      : H
+        ? await gptqQuantize(W, N, K, H, { ...cfg, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, staticGroups: s.actOrder, factors }, pool)
+        : rtnQuantize(W, N, K, cfg);
     const seconds = (performance.now() - t0) / 1000;
     // A GPTQ solve of that very H already knows ‖ΔX‖² (GptqResult.hessianError).
     const relError = errorH ? await relativeError(pool, W, q.dequantized, N, K, errorH, errorH === H ? q.hessianError : undefined) : NaN;

@@ -75,9 +75,7 @@ function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
   const { W1, Err1, qT, U, K, N, i1, gPos, groups, maxq, ws } = a;
   let loss = 0;
   if (ws) {
-    const group = (i: number) => gPos[i1 + i]!;
-    const diag = (i: number) => U[(i1 + i) * (K + 1)]!;
-    for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) loss = ws.columns(s0, s1, n0, Math.min(n0 + ROW_CHUNK, N), group, diag, maxq, loss);
+    for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) loss = ws.columns(s0, s1, n0, Math.min(n0 + ROW_CHUNK, N), i1, gPos, U, K, maxq, loss);
     return loss / 2;
   }
   for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) {

@@ -76,11 +76,12 @@ export class ColumnWorkspace {
   }
 
   /**
-   * Columns s0..s1−1 of the block, rows n0..n1−1: quantize column i on group g's grid (d = U[p, p]) and subtract
-   * U[i, j]·err from the later columns j < s1 of the sub-block. Returns loss + Σ err² in the order the JavaScript
-   * loop of gptq-block.ts summed it.
+   * Columns s0..s1−1 of the block starting at position i1, rows n0..n1−1: quantize column i on the grid of group
+   * gPos[i1 + i] with d = U[p, p] (U the full K×K factor) and subtract U[i, j]·err from the later columns j < s1 of
+   * the sub-block (from the block's copy of U). Returns loss + Σ err² in the order the JavaScript loop of
+   * gptq-block.ts sums it.
    */
-  columns(s0: number, s1: number, n0: number, n1: number, group: (i: number) => number, diag: (i: number) => number, maxq: number, loss: number): number {
+  columns(s0: number, s1: number, n0: number, n1: number, i1: number, gPos: Int32Array, U: ArrayLike<number>, K: number, maxq: number, loss: number): number {
     const v = this.views!;
     const { B, N } = this;
     const w = v.W1.byteOffset;
@@ -89,9 +90,9 @@ export class ColumnWorkspace {
     const err32 = esz === 4 ? 1 : 0;
     const count = n1 - n0;
     for (let i = s0; i < s1; i++) {
-      const g = group(i);
+      const g = gPos[i1 + i]!;
       const row = i * N + n0;
-      loss = this.k.quantize(w + 8 * row, e + esz * row, v.q.byteOffset + row, v.scales.byteOffset + 4 * (g * N + n0), v.zeros.byteOffset + g * N + n0, count, diag(i), maxq, err32, loss);
+      loss = this.k.quantize(w + 8 * row, e + esz * row, v.q.byteOffset + row, v.scales.byteOffset + 4 * (g * N + n0), v.zeros.byteOffset + g * N + n0, count, U[(i1 + i) * (K + 1)]!, maxq, err32, loss);
       if (i + 1 < s1) this.k.update(w + 8 * (row + N), w + 8 * row, v.U.byteOffset + 8 * (i * B + i + 1), s1 - i - 1, count, N);
     }
     return loss;
