@@ -119,7 +119,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
   const H = spec.hiddenSize;
   const sums = (weightBy: string | undefined) => (weightBy && !m.weightedOnly ? 2 : 1);
   // Per layer: what it holds besides its solves, and one solve (the largest).
-  const layerParts: Array<{ base: number; solve: number; workerSolve: number; activations: number; weights: number }> = [];
+  const layerParts: Array<{ base: number; solve: number; workerSolve: number; byRows: number; activations: number; weights: number }> = [];
   let perExpert = 0;
   let experts = 0;
   let overrides = 0;
@@ -136,10 +136,12 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     let params = 0;
     let solve = 0;
     let workerSolve = 0;
+    let byRows = 0;
     let otherHessians = 0;
     let expertHessian = 0;
     const seen = new Set<string>();
-    // A module group of one linear (o_proj, a dense down_proj) solves alone in the main thread (pipeline/quantize-model.ts).
+    // A module group of one linear (o_proj, a dense down_proj) is cut into row ranges between the workers
+    // (pipeline/solve.ts solveRowRanges).
     const groupSizes = new Map<string, number>();
     for (const t of layerTensors(spec, layer)) if (t.linear) groupSizes.set(t.linear.group, (groupSizes.get(t.linear.group) ?? 0) + 1);
     for (const t of layerTensors(spec, layer)) {
@@ -153,6 +155,8 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
       solve = Math.max(solve, n * 4 * 4 + K * K * 4 * 4);
       // In a worker: plus its copies of the weight and of the Hessians it solves with and measures rel_error on.
       if (groupSizes.get(t.linear.group)! > 1) workerSolve = Math.max(workerSolve, n * 4 * 5 + K * K * 4 * 6);
+      // Cut into row ranges: U and its shared copy here; the weight, the ranges' working copies, results and the join.
+      else byRows = Math.max(byRows, K * K * 4 * 2 + n * 4 * 9);
       if (seen.has(t.linear.hessian)) continue;
       seen.add(t.linear.hessian);
       const h = K * K * 4 * sums(t.linear.weightBy);
@@ -162,7 +166,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     // Non-expert weights: original and dequantized; expert weights: one streaming chunk and its reused buffers.
     const weights = (m.residentBytes ?? 2 * nonExpertWeights + 2 * Math.min(m.expertChunkBytes, layerExpertWeights)) + params * m.outputBytesPerWeight;
     // A Hessian being replaced by its next sum exists twice for a moment.
-    layerParts.push({ base: BASE_BYTES + activations + weights + otherHessians + expertHessian, solve, workerSolve, activations, weights });
+    layerParts.push({ base: BASE_BYTES + activations + weights + otherHessians + expertHessian, solve, workerSolve, byRows, activations, weights });
     perExpert = Math.max(perExpert, expertHessian);
     experts = Math.max(experts, E);
     overrides = Math.max(overrides, layerExpertWeights);
@@ -170,7 +174,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
   // Parallel solves count in the fixed part (fewer experts' Hessians per pass); fewer of them only when not even one
   // expert's Hessian would fit beside them.
   const fixedFor = (threads: number) =>
-    Math.max(...layerParts.map((l) => l.base + (threads > 1 ? Math.max(l.solve, threads * l.workerSolve) + threads * SOLVE_WORKER_BYTES : l.solve)));
+    Math.max(...layerParts.map((l) => l.base + (threads > 1 ? Math.max(l.solve, threads * l.workerSolve, l.byRows) + threads * SOLVE_WORKER_BYTES : l.solve)));
   let solveThreads = Math.max(1, m.solveThreads ?? 1);
   while (solveThreads > 1 && fixedFor(solveThreads) + (experts > 0 ? perExpert : 0) > budget) solveThreads--;
   const fixed = fixedFor(solveThreads);

@@ -22,7 +22,7 @@ import type { QuantConfig, QuantizedLinear } from '../quantization/quantizer.js'
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
 import { chunkModules, layerModuleGroups, type LinearModule } from './modules.js';
 import { SpillFile } from './spill.js';
-import { runSolveTask, type SolvedModule, type SolveSettings, type SolveTask } from './solve.js';
+import { runSolveTask, solveRowRanges, type SolvedModule, type SolveSettings, type SolveTask } from './solve.js';
 import { runInOrder, type SolvePool } from './solve-pool.js';
 
 export type Method = 'rtn' | 'gptq' | 'agq';
@@ -206,17 +206,19 @@ export async function quantizeSequential(
       tasks.push({ modules: [m], method, fallback, tokens: acc.tokens, H, errorH: errorH && errorH === H ? 'solve' : errorH });
     }
     // Workers pay off with at least as many tasks as workers: fewer (attention's q/k/v, a dense FFN's gate/up) are cut
-    // into a task per module (each factorizes H itself); a lone task runs here, on all the main pool's threads.
+    // into a task per module (each factorizes H itself); a lone module (o_proj, a dense down_proj) is factorized here
+    // and its rows are cut between the workers.
     const workers = solver && !opts.solve ? solver.size : 1;
     if (workers > 1 && tasks.length < workers) tasks.splice(0, tasks.length, ...tasks.flatMap((t) => t.modules.map((m) => ({ ...t, modules: [m] }))));
     const parallel = workers > 1 && tasks.length > 1;
+    const byRows = workers > 1 && tasks.length === 1 && tasks[0]!.H !== null;
     const solveOne = async (t: Task): Promise<SolvedModule[]> => {
       // The originals are read per task and given back once solved (streaming stores): a layer's experts never all sit in memory.
       const W = t.modules.map((m) => weights.get(m.weight));
       const task: SolveTask = { H: t.H, errorH: t.errorH, modules: t.modules.map((m, i) => ({ W: W[i]!, N: m.N, K: m.K })), settings };
       // An output format's own solve (GGUF block grids) runs here; so do round-to-nearest and lone tasks.
       const custom = opts.solve ? (i: number, w: Float32Array, H: Float32Array | null) => opts.solve!(t.modules[i]!, w, H) : undefined;
-      const results = parallel && task.H ? await solver!.solve(task) : await runSolveTask(task, pool, custom);
+      const results = parallel && task.H ? await solver!.solve(task) : byRows ? [await solveRowRanges(task, pool, solver!)] : await runSolveTask(task, pool, custom);
       // (A format may keep a module as it is: its result is then the original buffer, which must not be reused.)
       weights.release(t.modules.filter((m, i) => results[i]!.q.dequantized !== W[i]).map((m) => m.weight));
       return results;

@@ -34,8 +34,14 @@ function workerScript(): string {
 
 /** The copies a worker gets: a view would send its whole buffer. */
 function sendable(task: SolveTask): SolveTask {
-  const own = <A extends Float32Array | null | 'solve'>(a: A): A => (a instanceof Float32Array && a.byteLength !== a.buffer.byteLength ? (a.slice() as A) : a);
-  return { ...task, H: own(task.H), errorH: own(task.errorH), modules: task.modules.map((m) => ({ ...m, W: own(m.W) })) };
+  const own = (a: Float32Array): Float32Array => (a.byteLength !== a.buffer.byteLength ? a.slice() : a);
+  return {
+    ...task,
+    // (A factorization's U lies on a SharedArrayBuffer: sent, it is shared, not copied.)
+    H: task.H instanceof Float32Array ? own(task.H) : task.H,
+    errorH: task.errorH instanceof Float32Array ? own(task.errorH) : task.errorH,
+    modules: task.modules.map((m) => ({ ...m, W: own(m.W) })),
+  };
 }
 
 type SolveWorker = WorkerClient<SolveRequest, SolveReply>;

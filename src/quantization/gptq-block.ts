@@ -19,6 +19,11 @@ export interface BlockArgs {
   qT: Uint8Array;
   /** Upper factor of H⁻¹, [K, K] row-major, permuted order. */
   U: GemmArray;
+  /**
+   * Σ err² so far, one float64 sum per ROW_CHUNK rows (added to in place): each sum sees its rows' errors in the same
+   * order however the rows of W are cut into ranges at multiples of ROW_CHUNK (pipeline/solve.ts solveRowRanges).
+   */
+  errSq: Float64Array;
   K: number;
   N: number;
   /** First position of the block. */
@@ -42,44 +47,43 @@ export interface BlockArgs {
 }
 
 /** Rows of W per pass over a block: 128 rows × 128 columns of float64 stay in L2. */
-const ROW_CHUNK = 128;
+export const ROW_CHUNK = 128;
 
 /**
  * One lazy-batch block, recursively blocked once more: the columns of each sub-block of `subBlock` columns run in
  * float64 ({@link quantizeColumns}); the update of the block's later columns by a finished sub-block,
  * W1[s1:, :] −= U[s0:s1, s1:]ᵀ · Err1[s0:s1, :], is one onnxruntime Gemm (in the element type of Err1). Same
  * arithmetic as the unblocked loop in another order; it moves ~(1 − subBlock/B) of the block's FMAs out of
- * JavaScript. Returns Σ err² / 2.
+ * JavaScript. Adds the block's err² to `a.errSq`.
  */
-export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: SessionPool): Promise<number> {
+export async function quantizeBlock(a: BlockArgs, subBlock: number, pool: SessionPool): Promise<void> {
   const { W1, Err1, U, K, N, i1, B } = a;
-  let loss = 0;
   for (let s0 = 0; s0 < B; s0 += subBlock) {
     const s1 = Math.min(s0 + subBlock, B);
-    loss += a.grid ? quantizeColumnsGrid(a, a.grid, s0, s1) : quantizeColumns(a, s0, s1);
+    if (a.grid) quantizeColumnsGrid(a, a.grid, s0, s1);
+    else quantizeColumns(a, s0, s1);
     if (s1 >= B) break;
     const delta = await lazyUpdate(pool, U, K, [i1 + s0, i1 + s1], [i1 + s1, i1 + B], Err1.subarray(s0 * N, s1 * N), N);
     const base = s1 * N;
     for (let x = 0; x < delta.length; x++) W1[base + x] += delta[x]!;
   }
-  return loss;
 }
 
 /**
  * Float64: columns s0..s1−1 of one block (W1 holds the block's columns as rows, [B, N]). For each column:
  * q = quant(w), err = (w − q)/d, W1[i+1:s1, :] −= U[i, i+1:s1] ⊗ err, Err1[i, :] = err. Output rows are
  * independent, so the work runs in chunks of rows that stay in cache. With a workspace (`a.ws`) the same steps run
- * in WebAssembly, otherwise in the JavaScript below. Returns Σ err² / 2.
+ * in WebAssembly, otherwise in the JavaScript below. Adds err² to the chunks' sums.
  */
-function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
-  const { W1, Err1, qT, U, K, N, i1, gPos, groups, maxq, ws } = a;
-  let loss = 0;
+function quantizeColumns(a: BlockArgs, s0: number, s1: number): void {
+  const { W1, Err1, qT, U, K, N, i1, gPos, groups, maxq, ws, errSq } = a;
   if (ws) {
-    for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) loss = ws.columns(s0, s1, n0, Math.min(n0 + ROW_CHUNK, N), i1, gPos, U, K, maxq, loss);
-    return loss / 2;
+    for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) errSq[n0 / ROW_CHUNK] = ws.columns(s0, s1, n0, Math.min(n0 + ROW_CHUNK, N), i1, gPos, U, K, maxq, errSq[n0 / ROW_CHUNK]!);
+    return;
   }
   for (let n0 = 0; n0 < N; n0 += ROW_CHUNK) {
     const n1 = Math.min(n0 + ROW_CHUNK, N);
+    let loss = errSq[n0 / ROW_CHUNK]!;
     for (let i = s0; i < s1; i++) {
       const p = i1 + i;
       const { scale, zero } = groups[gPos[p]!]!;
@@ -122,15 +126,14 @@ function quantizeColumns(a: BlockArgs, s0: number, s1: number): number {
         for (let n = n0; n < n1; n++) W1[r0 + n] -= u0 * W1[row + n]!;
       }
     }
+    errSq[n0 / ROW_CHUNK] = loss;
   }
-  return loss / 2;
 }
 
 /** {@link quantizeColumns} on a GGUF block grid: level and value of each element from the grid. */
-function quantizeColumnsGrid(a: BlockArgs, grid: BlockGrid, s0: number, s1: number): number {
-  const { W1, Err1, qT, U, K, N, i1 } = a;
+function quantizeColumnsGrid(a: BlockArgs, grid: BlockGrid, s0: number, s1: number): void {
+  const { W1, Err1, qT, U, K, N, i1, errSq } = a;
   const perm = a.perm!;
-  let loss = 0;
   for (let i = s0; i < s1; i++) {
     const p = i1 + i;
     const col = perm[p]!;
@@ -141,7 +144,7 @@ function quantizeColumnsGrid(a: BlockArgs, grid: BlockGrid, s0: number, s1: numb
       const level = grid.level(w, n, col);
       qT[p * N + n] = level;
       const e = (w - grid.value(level, n, col)) / d;
-      loss += e * e;
+      errSq[(n / ROW_CHUNK) | 0] += e * e;
       Err1[row + n] = e;
       W1[row + n] = e;
     }
@@ -152,5 +155,4 @@ function quantizeColumnsGrid(a: BlockArgs, grid: BlockGrid, s0: number, s1: numb
       for (let n = 0; n < N; n++) W1[r + n] -= u * W1[row + n]!;
     }
   }
-  return loss / 2;
 }

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { MoeQuantError } from '../../src/errors.js';
 import { SessionPool } from '../../src/graph/session.js';
-import { GptqFactors, gptqQuantize, type GptqOptions } from '../../src/quantization/gptq.js';
+import { GptqFactors, gptqFactorize, gptqQuantize, type GptqOptions } from '../../src/quantization/gptq.js';
 import { rtnQuantize } from '../../src/quantization/quantizer.js';
 import { correlatedX, gram, levelDiff, outputError, randn, referenceGptq } from './helpers.js';
 
@@ -190,6 +190,25 @@ describe('GptqFactors: solves from one Hessian share its factorization', () => {
     expect(a.damp).toBeGreaterThan(0.5);
     expect(b.damp).toBe(a.damp);
     expect(factors.computed).toBe(1);
+  });
+});
+
+describe('gptqFactorize: a solve from a factorization made beforehand', () => {
+  it('gives the same bits as the solve from H, with dead columns, act-order and a raised dampening; other options are refused', async () => {
+    const K = 300;
+    const { W, H } = problem(40, K, 21, [7, 150]);
+    H[9 * K + 9] = -H[9 * K + 9]!; // a negative pivot: needs more dampening
+    const opts: GptqOptions = { bits: 4, groupSize: 64, sym: false, actOrder: true, staticGroups: true, damp: 0.01 };
+    const f = await gptqFactorize(H, K, opts, pool);
+    const fromH = await gptqQuantize(W, 40, K, H, opts, pool);
+    const fromF = await gptqQuantize(W, 40, K, f, opts, pool);
+    expect(fromF.damp).toBe(fromH.damp);
+    expect(fromF.damp).toBeGreaterThan(0.01);
+    for (const k of ['q', 'scales', 'zeros', 'gIdx', 'dequantized'] as const) expect(Buffer.from(fromF[k].buffer).equals(Buffer.from(fromH[k].buffer))).toBe(true);
+    expect(fromF.loss).toBe(fromH.loss);
+    expect(fromF.hessianError).toBe(fromH.hessianError);
+    expect(await errorCode(gptqQuantize(W, 40, K, f, { ...opts, actOrder: false }, pool))).toMatch(/^BAD_OPTION: factorization made with other options/);
+    expect(await errorCode(gptqQuantize(W.subarray(0, 40 * 200), 40, 200, f, opts, pool))).toMatch(/^BAD_OPTION: factorization of K=300/);
   });
 });
 
