@@ -24,6 +24,12 @@ export interface WholeModel {
   forwardTokens: number | null;
   calibrateSeconds: number | null;
   quantizeSeconds: number | null;
+  /**
+   * The PyTorch reference pipeline and our one-capture-pass protocol through the whole model, the same way: a model
+   * with one dense layer among 27 weighs it 1/27, not 1/2 as the two-layer checkpoint's sums do.
+   */
+  referenceQuantizeSeconds: number | null;
+  onePassQuantizeSeconds: number | null;
   /** GB: measured peak RSS (+ the real lm_head in float32 for the forward). */
   forwardGB: number | null;
   calibrateGB: number | null;
@@ -50,6 +56,8 @@ export function wholeModel(r: RealShapeReport): WholeModel | null {
   const f = ok(r.forward) ? r.forward : null;
   const c = ok(r.calibrate) ? r.calibrate : null;
   const q = ok(r.quantize) ? r.quantize : null;
+  const q1 = ok(r.quantizeOnePass) ? r.quantizeOnePass : null;
+  const ref = ok(r.reference) ? r.reference : null;
   let forwardSeconds: number | null = null;
   if (f?.layerSeconds) {
     const rate = (f.flopsPerToken.total * f.tokensPerSec) / 1e9; // GFLOP/s the forward reached
@@ -63,6 +71,8 @@ export function wholeModel(r: RealShapeReport): WholeModel | null {
     forwardTokens: f?.tokens ?? null,
     calibrateSeconds: c?.layerSeconds ? scaleLayers(c.layerSeconds, m.denseLayers, m.layers) : null,
     quantizeSeconds: q?.layerSeconds ? scaleLayers(q.layerSeconds, m.denseLayers, m.layers) : null,
+    referenceQuantizeSeconds: ref?.layerSeconds ? scaleLayers(ref.layerSeconds, m.denseLayers, m.layers) : null,
+    onePassQuantizeSeconds: q1?.layerSeconds ? scaleLayers(q1.layerSeconds, m.denseLayers, m.layers) : null,
     forwardGB: f ? GB(f.peakRssMb) + (m.vocab * m.hidden * 4) / 1e9 : null,
     calibrateGB: c ? GB(c.peakRssMb) : null,
     quantizeGB: q ? GB(q.peakRssMb) : null,

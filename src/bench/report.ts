@@ -202,7 +202,7 @@ export function realTables(r: RealReport, machine: { cpus: number; loadavg1mBefo
   out.push(`Forward (eval path, head 'nll', float32 on CPU): ${f0s ? `${f0s.windows} × ${f0s.seqLen} tokens` : ''}; transformers eager (float32, same windows and batches, first run timed, loading not)`);
   out.push(table(fwdHead, fwd), '');
 
-  const qHead = ['shape', 'calibrate s/layer', 'its RSS', 'MaxVio nat → used (2nd half)', 'quantize s/layer', 'its RSS', 'one-pass s/layer', 'reference s/layer', 'its RSS', 'one-pass / ref'];
+  const qHead = ['shape', 'calibrate s/layer', 'its RSS', 'MaxVio nat → used (2nd half)', 'quantize s/layer', 'its RSS', 'one-pass s/layer', 'reference s/layer', 'its RSS', 'default / ref', 'one-pass / ref'];
   const q = r.shapes.map((s) => {
     const c = s.calibrate;
     const qs = s.quantize;
@@ -219,6 +219,7 @@ export function realTables(r: RealReport, machine: { cpus: number; loadavg1mBefo
       ok(q1) ? secs(q1.layerSeconds) : q1 ? `error: ${q1.error}` : '-',
       ok(ref) ? secs(ref.layerSeconds) : ref ? `error: ${ref.error}` : '-',
       ok(ref) ? mb(ref.peakRssMb) : '-',
+      ok(qs) && ok(ref) ? `${(sum(qs.layerSeconds) / sum(ref.layerSeconds)).toFixed(2)}×` : '-',
       ok(q1) && ok(ref) ? `${(sum(q1.layerSeconds) / sum(ref.layerSeconds)).toFixed(2)}×` : '-',
     ];
   });
@@ -238,8 +239,11 @@ export function realTables(r: RealReport, machine: { cpus: number; loadavg1mBefo
   );
   out.push(
     table(
-      ['model', 'layers', 'forward (same tokens)', 'its GB', 'calibrate', 'its GB', 'quantize', 'its GB'],
-      whole.map((w) => [w.model, String(w.layers), hours(w.forwardSeconds), gb(w.forwardGB), hours(w.calibrateSeconds), gb(w.calibrateGB), hours(w.quantizeSeconds), gb(w.quantizeGB)]),
+      ['model', 'layers', 'forward (same tokens)', 'its GB', 'calibrate', 'its GB', 'quantize', 'its GB', 'reference quantize', 'default / ref', 'one-pass / ref'],
+      whole.map((w) => {
+        const ratio = (a: number | null) => (a !== null && w.referenceQuantizeSeconds ? `${(a / w.referenceQuantizeSeconds).toFixed(2)}×` : '-');
+        return [w.model, String(w.layers), hours(w.forwardSeconds), gb(w.forwardGB), hours(w.calibrateSeconds), gb(w.calibrateGB), hours(w.quantizeSeconds), gb(w.quantizeGB), hours(w.referenceQuantizeSeconds), ratio(w.quantizeSeconds), ratio(w.onePassQuantizeSeconds)];
+      }),
     ),
   );
   return out.filter((l, i) => l !== '' || i > 2).join('\n');

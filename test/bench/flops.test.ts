@@ -5,7 +5,8 @@ import { specFromConfig } from '../../src/architectures/registry.js';
 import { expectedTensors } from '../../src/architectures/shapes.js';
 import { forwardFlops, meanContext } from '../../src/bench/flops.js';
 import { layerTimes } from '../../src/bench/layer-times.js';
-import { scaleLayers } from '../../src/bench/extrapolate.js';
+import { scaleLayers, wholeModel } from '../../src/bench/extrapolate.js';
+import type { RealShapeReport } from '../../src/bench/real.js';
 
 const manifest = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../fixtures/real-shapes/qwen3-30b-a3b-1layer.json'), 'utf8')) as { config: Record<string, unknown> };
 
@@ -42,5 +43,20 @@ describe('whole-model extrapolation', () => {
   it('dense layers from the measured dense layers, MoE layers from the mean of the others', () => {
     expect(scaleLayers([10, 12], 0, 48)).toBe(11 * 48);
     expect(scaleLayers([2, 30, 34], 1, 27)).toBe(2 + 32 * 26);
+  });
+
+  it('whole-model quantize seconds, ours and the reference pipeline, weigh a dense layer by the real model', () => {
+    const r = {
+      shape: 'deepseek-v2-lite',
+      quantize: { layerSeconds: [60, 90], peakRssMb: 1000 },
+      quantizeOnePass: { layerSeconds: [61, 95], peakRssMb: 1000 },
+      reference: { seconds: 300, layerSeconds: [80, 220], peakRssMb: 9000, method: 'agq', hessianDtype: 'float32' },
+    } as unknown as RealShapeReport;
+    const w = wholeModel(r)!;
+    expect(w.quantizeSeconds).toBe(60 + 26 * 90);
+    expect(w.onePassQuantizeSeconds).toBe(61 + 26 * 95);
+    expect(w.referenceQuantizeSeconds).toBe(80 + 26 * 220);
+    // The two-layer sums would say 150 / 300 = 0.5×; the 27-layer model is at 0.41×.
+    expect(w.quantizeSeconds! / w.referenceQuantizeSeconds!).toBeCloseTo(2400 / 5800, 12);
   });
 });
