@@ -32,6 +32,7 @@ export function buildProgram(): Command {
 }
 
 let signalsInstalled = false;
+let exiting = false;
 
 /**
  * SIGINT (Ctrl-C) / SIGTERM: remove the partial output of the run (its temporary directory and lock) and exit
@@ -42,6 +43,9 @@ function installSignalHandlers(): void {
   signalsInstalled = true;
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     process.on(signal, () => {
+      // Once: a signal can arrive twice (Ctrl-C reaches the whole process group, and the launcher forwards it too).
+      if (exiting) return;
+      exiting = true;
       const removed = abortActiveOutputs();
       const kept = removed.flatMap((r) => (r.partial ? [r.partial] : []));
       process.stderr.write(
