@@ -1,5 +1,6 @@
 /** Child-process plumbing shared by the benchmark driver and its workers. */
 import { spawn } from 'node:child_process';
+import { MMAP_THRESHOLD, needsRelaunch } from '../cli/relaunch.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -56,7 +57,9 @@ export function runChild<T>(cmd: string, args: string[], opts: { echo?: boolean;
 
 /** Run a compiled worker of this folder in a fresh Node process (so its peak RSS is its own). */
 export function runNodeWorker<T>(worker: string, args: string[], execArgv: string[] = [], echo = true): Promise<ChildResult<T>> {
-  return runChild<T>(process.execPath, [...execArgv, path.join(BENCH_DIR, worker), ...args], { echo });
+  // With glibc's mmap threshold fixed, as the CLI runs (cli/relaunch.ts).
+  const env = needsRelaunch() ? { ...process.env, MALLOC_MMAP_THRESHOLD_: String(MMAP_THRESHOLD) } : process.env;
+  return runChild<T>(process.execPath, [...execArgv, path.join(BENCH_DIR, worker), ...args], { echo, env });
 }
 
 /** Last few lines of a child's stderr, for error messages. */
