@@ -1,6 +1,5 @@
 /** Child-process plumbing shared by the benchmark driver and its workers. */
 import { spawn } from 'node:child_process';
-import { MMAP_THRESHOLD, needsRelaunch } from '../cli/relaunch.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -57,8 +56,8 @@ export function runChild<T>(cmd: string, args: string[], opts: { echo?: boolean;
 
 /** Run a compiled worker of this folder in a fresh Node process (so its peak RSS is its own). */
 export function runNodeWorker<T>(worker: string, args: string[], execArgv: string[] = [], echo = true): Promise<ChildResult<T>> {
-  // With glibc's mmap threshold fixed, as the CLI runs (cli/relaunch.ts).
-  const env = needsRelaunch() ? { ...process.env, MALLOC_MMAP_THRESHOLD_: String(MMAP_THRESHOLD) } : process.env;
+  // With glibc's mmap threshold fixed, as the CLI runs (see bin/moe-quant).
+  const env = { MALLOC_MMAP_THRESHOLD_: '262144', ...process.env };
   return runChild<T>(process.execPath, [...execArgv, path.join(BENCH_DIR, worker), ...args], { echo, env });
 }
 
