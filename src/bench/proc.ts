@@ -1,5 +1,6 @@
 /** Child-process plumbing shared by the benchmark driver and its workers. */
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -54,10 +55,21 @@ export function runChild<T>(cmd: string, args: string[], opts: { echo?: boolean;
   });
 }
 
+/**
+ * The variables bin/moe-quant's shebang (`#!/usr/bin/env -S NAME=value … node`) starts Node with — glibc's fixed
+ * mmap threshold — read from the launcher itself, so workers run as the CLI does and the value lives in one place.
+ */
+export function launcherEnv(): Record<string, string> {
+  const shebang = fs.readFileSync(path.join(REPO_ROOT, 'bin', 'moe-quant'), 'utf8').split('\n')[0]!;
+  const m = /^#!\/usr\/bin\/env -S ((?:\w+=\S+ )*)node$/.exec(shebang);
+  if (!m) throw new Error(`bin/moe-quant: unexpected first line ${JSON.stringify(shebang)}`);
+  return Object.fromEntries(m[1]!.trim().split(/\s+/).filter(Boolean).map((kv) => kv.split('=', 2) as [string, string]));
+}
+
 /** Run a compiled worker of this folder in a fresh Node process (so its peak RSS is its own). */
 export function runNodeWorker<T>(worker: string, args: string[], execArgv: string[] = [], echo = true): Promise<ChildResult<T>> {
-  // With glibc's mmap threshold fixed, as the CLI runs (see bin/moe-quant).
-  const env = { MALLOC_MMAP_THRESHOLD_: '262144', ...process.env };
+  // As the CLI runs (the caller's own setting wins).
+  const env = { ...launcherEnv(), ...process.env };
   return runChild<T>(process.execPath, [...execArgv, path.join(BENCH_DIR, worker), ...args], { echo, env });
 }
 

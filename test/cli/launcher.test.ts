@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { launcherEnv } from '../../src/bench/proc.js';
 import { BIN, ROOT } from './spawn.js';
 
 describe('bin/moe-quant run as an executable (npx, node_modules/.bin)', () => {
@@ -19,7 +20,9 @@ describe('bin/moe-quant run as an executable (npx, node_modules/.bin)', () => {
       for (let i = 0; i < 1200 && !fs.readdirSync(dir).some((f) => f.startsWith('out.tmp-')); i++) await new Promise((r) => setTimeout(r, 25));
       expect(fs.readdirSync(dir)).toContain(`out.tmp-${child.pid}`);
       expect(fs.readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')[0]).toMatch(/node$/);
-      expect(fs.readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=262144');
+      const threshold = launcherEnv()['MALLOC_MMAP_THRESHOLD_'];
+      expect(threshold).toMatch(/^\d+$/);
+      expect(fs.readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0')).toContain(`MALLOC_MMAP_THRESHOLD_=${threshold}`);
       child.kill('SIGTERM');
       expect(await done).toBe(143);
       expect(fs.readdirSync(dir)).toEqual([]);
