@@ -63,7 +63,8 @@ export function launcherEnv(): Record<string, string> {
   const shebang = fs.readFileSync(path.join(REPO_ROOT, 'bin', 'moe-quant'), 'utf8').split('\n')[0]!;
   const m = /^#!\/usr\/bin\/env -S ((?:\w+=\S+ )*)node$/.exec(shebang);
   if (!m) throw new Error(`bin/moe-quant: unexpected first line ${JSON.stringify(shebang)}`);
-  return Object.fromEntries(m[1]!.trim().split(/\s+/).filter(Boolean).map((kv) => kv.split('=', 2) as [string, string]));
+  const pairs = m[1]!.trim().split(/\s+/).filter(Boolean);
+  return Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 }
 
 /** Run a compiled worker of this folder in a fresh Node process (so its peak RSS is its own). */
