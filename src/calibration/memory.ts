@@ -9,7 +9,8 @@
  * many experts' Hessians are collected together (`fixed`: activations, the layer's non-expert weights, one streaming
  * chunk of expert weights, one GPTQ solve, the packed output of the layer) and one Hessian per routed expert. The
  * budget left after `fixed` decides how many experts' Hessians a pass collects (planQuantizeMemory); the rest of the
- * model never counts, since layers are done one after another.
+ * model never counts, since layers are done one after another. When not even one expert's Hessian fits, the layer's
+ * activations go to a scratch file (read back a batch at a time), so calibration tokens stop counting too.
  */
 import os from 'node:os';
 import { layerTensors } from '../architectures/tensors.js';
@@ -95,6 +96,13 @@ export interface QuantizeMemoryPlan {
   chunk: number;
   /** Dequantized experts of a layer kept in a temporary file (read back per expert chunk) instead of in memory. */
   spill: boolean;
+  /**
+   * The layer's activations of every calibration token (its input or h, the FFN input, router logits and scores)
+   * kept in a temporary file and read back a batch at a time (pipeline/activations.ts) instead of in memory.
+   */
+  spillActivations: boolean;
+  /** Bytes of `fixed` that spilling the activations saves (beyond the batch it reads back). */
+  activationBytes: number;
   /** Estimated peak: fixed + chunk Hessians (+ the layer's dequantized experts when not spilled). */
   peak: number;
   /** Experts per pass for a routed expert's Hessian of `bytes` (the down input's is smaller than gate/up's). */
@@ -119,7 +127,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
   const H = spec.hiddenSize;
   const sums = (weightBy: string | undefined) => (weightBy && !m.weightedOnly ? 2 : 1);
   // Per layer: what it holds besides its solves, and one solve (the largest).
-  const layerParts: Array<{ base: number; solve: number; workerSolve: number; byRows: number; activations: number; weights: number }> = [];
+  const layerParts: Array<{ base: number; solve: number; workerSolve: number; byRows: number; activations: number; spilled: number; weights: number }> = [];
   let perExpert = 0;
   let experts = 0;
   let overrides = 0;
@@ -128,9 +136,12 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     const k = layer.ffn.kind === 'moe' ? layer.ffn.routing.numExpertsUsed : 1;
     const I = layer.ffn.kind === 'moe' ? layer.ffn.expertIntermediateSize : 0;
     // The layer's hidden state (which becomes h = x + attention once the attention is final) and the cached FFN
-    // input; router logits and scores; one batch's transients (expert outputs of every routed row, their captured
-    // inputs, the graphs' intermediates).
-    const activations = m.tokens * (H * 4 * QUANTIZE_ACTIVATION_COPIES + E * 4 * 2) + m.batchTokens * (k * (H + 3 * I) + 8 * H) * 4;
+    // input; router logits and scores — or, spilled, one batch of them read back (x, h and the FFN input); one
+    // batch's transients (expert outputs of every routed row, their captured inputs, the graphs' intermediates).
+    const held = m.tokens * (H * 4 * QUANTIZE_ACTIVATION_COPIES + E * 4 * 2);
+    const transients = m.batchTokens * (k * (H + 3 * I) + 8 * H) * 4;
+    const activations = held + transients;
+    const spilled = Math.min(held, m.batchTokens * (H * 4 * (QUANTIZE_ACTIVATION_COPIES + 1) + E * 4 * 2)) + transients;
     let nonExpertWeights = 0;
     let layerExpertWeights = 0;
     let params = 0;
@@ -166,18 +177,30 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     // Non-expert weights: original and dequantized; expert weights: one streaming chunk and its reused buffers.
     const weights = (m.residentBytes ?? 2 * nonExpertWeights + 2 * Math.min(m.expertChunkBytes, layerExpertWeights)) + params * m.outputBytesPerWeight;
     // A Hessian being replaced by its next sum exists twice for a moment.
-    layerParts.push({ base: BASE_BYTES + activations + weights + otherHessians + expertHessian, solve, workerSolve, byRows, activations, weights });
+    layerParts.push({ base: BASE_BYTES + weights + otherHessians + expertHessian, solve, workerSolve, byRows, activations, spilled, weights });
     perExpert = Math.max(perExpert, expertHessian);
     experts = Math.max(experts, E);
     overrides = Math.max(overrides, layerExpertWeights);
   }
-  // Parallel solves count in the fixed part (fewer experts' Hessians per pass); fewer of them only when not even one
-  // expert's Hessian would fit beside them.
-  const fixedFor = (threads: number) =>
-    Math.max(...layerParts.map((l) => l.base + (threads > 1 ? Math.max(l.solve, threads * l.workerSolve, l.byRows) + threads * SOLVE_WORKER_BYTES : l.solve)));
+  // Parallel solves count in the fixed part (fewer experts' Hessians per pass). When not even one expert's Hessian
+  // fits beside them, first the activations go to a scratch file (a read per batch and pass costs less than a
+  // solve thread), then solve threads are given up.
+  const fixedFor = (threads: number, spillActivations: boolean) =>
+    Math.max(
+      ...layerParts.map(
+        (l) =>
+          l.base +
+          (spillActivations ? l.spilled : l.activations) +
+          (threads > 1 ? Math.max(l.solve, threads * l.workerSolve, l.byRows) + threads * SOLVE_WORKER_BYTES : l.solve),
+      ),
+    );
+  const need = (threads: number, spillActivations: boolean) => fixedFor(threads, spillActivations) + (experts > 0 ? perExpert : 0);
   let solveThreads = Math.max(1, m.solveThreads ?? 1);
-  while (solveThreads > 1 && fixedFor(solveThreads) + (experts > 0 ? perExpert : 0) > budget) solveThreads--;
-  const fixed = fixedFor(solveThreads);
+  let spillActivations = need(solveThreads, false) > budget;
+  while (solveThreads > 1 && need(solveThreads, spillActivations) > budget) solveThreads--;
+  if (spillActivations && need(solveThreads, false) <= budget) spillActivations = false;
+  const fixed = fixedFor(solveThreads, spillActivations);
+  const activationBytes = fixedFor(solveThreads, false) - fixedFor(solveThreads, true);
   const make = (chunk: number, spill: boolean, avail: number): QuantizeMemoryPlan => ({
     budget,
     fixed,
@@ -185,6 +208,8 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     experts,
     chunk,
     spill,
+    spillActivations,
+    activationBytes,
     peak: fixed + chunk * perExpert + (spill ? 0 : overrides),
     chunkFor: (bytes) => Math.max(1, Math.min(experts, Math.floor(avail / Math.max(1, bytes)))),
     solveThreads,
@@ -194,10 +219,10 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
   const chunk = Math.min(experts, Math.floor(avail / perExpert));
   if (chunk < 1) {
     const mb = (n: number) => `${Math.ceil(n / 2 ** 20)} MiB`;
-    const parts = layerParts.reduce((a, l) => (l.base + l.solve > a.base + a.solve ? l : a));
+    const parts = layerParts.reduce((a, l) => (l.base + l.spilled + l.solve > a.base + a.spilled + a.solve ? l : a));
     throw fail(
       'BAD_OPTION',
-      `--max-memory ${gib(budget)} is too small: a layer needs about ${gib(fixed)} (activations of ${m.tokens.toLocaleString('en-US')} calibration tokens ${gib(parts.activations)}, weights ${gib(parts.weights)}, one solve ${mb(parts.solve)}) plus ${mb(perExpert)} per expert's Hessian; give at least ${gib(fixed + perExpert)} or use fewer calibration tokens`,
+      `--max-memory ${gib(budget)} is too small: a layer needs about ${gib(fixed)} (activations ${gib(parts.spilled)} with the ${m.tokens.toLocaleString('en-US')} calibration tokens in a scratch file and ${m.batchTokens.toLocaleString('en-US')} per batch, weights ${gib(parts.weights)}, one solve ${mb(parts.solve)}) plus ${mb(perExpert)} per expert's Hessian; give at least ${gib(fixed + perExpert)} or calibrate with a smaller --batch-tokens`,
     );
   }
   return make(chunk, true, avail);

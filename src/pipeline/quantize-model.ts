@@ -8,18 +8,20 @@
  * Routing in every pass replays the calibration's loss-free biases batch by batch.
  * Weights are swapped through WeightStore overrides (dequantized float32): graphs never change.
  * Memory (opts.memory, from --max-memory): a group's routed experts are taken in runs whose Hessians fit the budget —
- * one capture pass per run, solved and dropped before the next — and dequantized experts can wait in a scratch file
- * instead of memory. Every Hessian sums the same rows in the same order whatever the runs, so results do not change.
+ * one capture pass per run, solved and dropped before the next — and dequantized experts, and the calibration
+ * activations themselves (activations.ts), can wait in scratch files instead of memory. Every Hessian sums the same
+ * rows in the same order whatever the runs, so results do not change.
  */
 import path from 'node:path';
 import type { ModuleGroupName } from '../architectures/tensors.js';
 import type { LayerSpec } from '../architectures/types.js';
 import { LayerHessians } from '../calibration/hessian-collector.js';
 import type { Engine } from '../engine/engine.js';
-import { sequenceBatches, type ActivationsEvent, type AttentionOutputs } from '../engine/forward.js';
+import { sequenceBatches, type ActivationsEvent } from '../engine/forward.js';
 import { tensor } from '../graph/session.js';
 import type { QuantConfig, QuantizedLinear } from '../quantization/quantizer.js';
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
+import { LayerActivations } from './activations.js';
 import { chunkModules, layerModuleGroups, type LinearModule } from './modules.js';
 import { SpillFile } from './spill.js';
 import { runSolveTask, solveRowRanges, type SolvedModule, type SolveSettings, type SolveTask } from './solve.js';
@@ -49,9 +51,10 @@ export interface SequentialOptions extends QuantConfig {
   /**
    * Memory plan (calibration/memory.ts planQuantizeMemory): routed experts whose Hessians one pass collects, for an
    * expert Hessian of `bytes`; and whether a layer's dequantized experts go to a scratch file in `spillDir` instead of
-   * memory. Default: every expert at once, in memory. Results are the same either way.
+   * memory, and whether the calibration activations do (spillActivations). Default: every expert at once, all in
+   * memory. Results are the same either way.
    */
-  memory?: { chunkFor(bytes: number): number; spill: boolean };
+  memory?: { chunkFor(bytes: number): number; spill: boolean; spillActivations?: boolean };
   /** Worker threads for the GPTQ / AGQ solves (solve-pool.ts); default: every solve in this thread. */
   solvers?: SolvePool;
   spillDir?: string;
@@ -105,23 +108,20 @@ export async function quantizeSequential(
   const S = calib.windows[0]!.length;
   const batches = sequenceBatches(calib.windows.length, S, calib.batchTokens);
   const ctx = forward.sequenceContext(S);
-  const x = forward.embed(calib.windows);
   const records: ModuleRecord[] = [];
   const plans = spec.layers.map((l) => layerModuleGroups(spec, l, { quantizeRouter: opts.quantizeRouter }));
   let done = 0;
 
   /**
-   * One pass of `layer` over all batches; capture passes work on copies, the final pass updates x in place.
+   * One pass of `layer` over all batches; capture passes work on copies, the final pass updates x.
    * Once the attention modules of the layer are final, its attention outputs are computed once per batch and
-   * reused by the FFN passes (`attentionCache`): only the FFN half runs again.
+   * kept (`acts.keepAttention`) for the FFN passes: only the FFN half runs again.
    */
-  let attentionCache: AttentionOutputs[] | null = null;
   const pass = async (layer: LayerSpec, hessians: LayerHessians | null, mode: 'layer' | 'attention' | 'inputs' | 'ffn-inputs' = 'layer', onlyExperts?: number[]) => {
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
-      const start = rows[0]! * S * H;
-      const slice = x.subarray(start, start + rows.length * S * H);
       if (mode === 'inputs') {
+        const slice = acts.x(b);
         const inputs = await forward.attentionInputs(layer, slice);
         await hessians!.add({ layerIndex: layer.index, batchIndex: b, tokenOffset: rows[0]! * S, numTokens: rows.length * S, inputs });
         opts.onProgress?.(++done, totalPasses);
@@ -142,10 +142,14 @@ export async function quantizeSequential(
           onActivations: hessians ? (ev: ActivationsEvent) => hessians.add(ev) : undefined,
         },
       };
-      // Capture passes work on a copy, except those that leave x unchanged anyway.
-      const target = hessians && mode === 'layer' ? slice.slice() : slice;
-      if (attentionCache) await forward.ffnStep(layer, target, attentionCache[b]!, stepCtx);
+      // Capture passes work on a copy, except those that leave x unchanged anyway; from kept attention outputs
+      // the FFN only writes x.
+      const cached = acts.hasAttention;
+      const capture = hessians !== null && mode === 'layer';
+      const target = capture ? (cached ? acts.scratch(b) : acts.copy(b)) : acts.x(b);
+      if (cached) await forward.ffnStep(layer, target, acts.attention(b), stepCtx);
       else await forward.layerStep(layer, target, stepCtx);
+      if (!capture && mode === 'layer') acts.put(b, target);
       opts.onProgress?.(++done, totalPasses);
     }
   };
@@ -156,22 +160,15 @@ export async function quantizeSequential(
    * refers to x instead of holding a third [tokens × hidden] copy (the final pass then writes the layer output over h).
    */
   const cacheAttention = async (layer: LayerSpec, final: boolean) => {
-    attentionCache = [];
     for (let b = 0; b < batches.length; b++) {
       const rows = batches[b]!;
-      const start = rows[0]! * S * H;
-      const slice = x.subarray(start, start + rows.length * S * H);
-      const a = await forward.attentionStep(layer, slice, {
+      const a = await forward.attentionStep(layer, acts.x(b), {
         ...ctx,
         bs: tensor.i64From([rows.length, S]),
         batchIndex: b,
         tokenOffset: rows[0]! * S,
       });
-      if (final) {
-        slice.set(a.h.data as Float32Array);
-        a.h = tensor.f32(slice, [a.numTokens, H]);
-      }
-      attentionCache.push(a);
+      acts.keepAttention(b, a, final);
     }
   };
 
@@ -263,9 +260,11 @@ export async function quantizeSequential(
   const totalPasses = runs.reduce((s, r) => s + r.reduce((n, g) => n + Math.max(1, g.length), 0) + (opts.trueSequential ? 1 : 2), 0) * batches.length;
   const spill = opts.memory?.spill && opts.spillDir ? new SpillFile(path.join(opts.spillDir, '.dequantized-experts.f32')) : null;
   const applySpilled = (weight: string, read: (into: Float32Array) => Float32Array) => () => weights.setSpilledOverride(weight, read);
+  let acts!: LayerActivations;
   try {
+    acts = new LayerActivations(forward, calib.windows, batches, H, opts.memory?.spillActivations && opts.spillDir ? opts.spillDir : null);
     for (const layer of spec.layers) {
-      attentionCache = null;
+      acts.clearAttention();
       const layerRuns = runs[layer.index]!;
       // One-pass mode: every Hessian comes from the unquantized layer, so results wait (`staged`) until the final pass.
       const staged: Array<() => void> = [];
@@ -288,7 +287,7 @@ export async function quantizeSequential(
       for (let gi = 0; gi < groups.length; gi++) {
         const group = groups[gi]!;
         // Attention is final once every attention group is done (the router group changes the logits: recompute after).
-        if (opts.trueSequential && !attentionCache && group.modules.every((m) => m.kind !== 'attention'))
+        if (opts.trueSequential && !acts.hasAttention && group.modules.every((m) => m.kind !== 'attention'))
           await cacheAttention(layer, !groups.some((g, j) => j >= gi && g.name === 'router' && layerRuns[j]!.length > 0));
         const groupRuns = layerRuns[gi]!;
         if (groupRuns.length === 0) {
@@ -317,13 +316,13 @@ export async function quantizeSequential(
           }
           await solveRun(layer, todo, hessians, keep);
         }
-        if (group.name === 'router') attentionCache = null; // router logits come from the attention graph
+        if (group.name === 'router') acts.clearAttention(); // router logits come from the attention graph
       }
       shared = null;
       for (const apply of staged) apply();
-      if (!attentionCache) await cacheAttention(layer, true);
+      if (!acts.hasAttention) await cacheAttention(layer, true);
       await pass(layer, null);
-      attentionCache = null;
+      acts.clearAttention();
       await onLayerDone(layer);
       opts.onLayer?.(layer.index);
       for (const group of groups) for (const m of group.modules) weights.deleteOverride(m.weight);
@@ -332,6 +331,7 @@ export async function quantizeSequential(
     }
   } finally {
     spill?.close();
+    acts?.close();
   }
   return records;
 }

@@ -63,7 +63,7 @@ export interface QuantizeOptions extends EngineOptions {
   maxShardBytes?: number;
   /**
    * Bytes a layer may hold while it is quantized (--max-memory); decides how many experts' Hessians one pass
-   * collects and whether dequantized experts wait in a scratch file. Default: autoMemoryBudget() (calibration/memory.ts).
+   * collects and whether dequantized experts and the calibration activations wait in scratch files. Default: autoMemoryBudget() (calibration/memory.ts).
    */
   maxMemory?: number;
   /**
@@ -99,6 +99,10 @@ export interface MemoryReport {
   expert_chunk: number;
   /** Dequantized experts kept in a scratch file in the output's temporary directory. */
   spill_dequantized: boolean;
+  /** The calibration activations kept in scratch files there (read back a batch at a time). */
+  spill_activations: boolean;
+  /** Bytes of activations beyond one batch's, per layer: what spilling them saves (in fixed_bytes unless spilled). */
+  activation_bytes: number;
   estimated_peak_bytes: number;
   /** The estimate's parts: bytes a layer holds whatever the chunk, and one expert's gate/up Hessian. */
   fixed_bytes: number;
@@ -329,6 +333,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           experts: plan.experts,
           expert_chunk: plan.chunk,
           spill_dequantized: plan.spill,
+          spill_activations: plan.spillActivations,
+          activation_bytes: plan.activationBytes,
           estimated_peak_bytes: plan.peak,
           fixed_bytes: plan.fixed,
           per_expert_hessian_bytes: plan.perExpert,
@@ -367,7 +373,9 @@ function memoryNote(p: QuantizeMemoryPlan, auto: boolean): string {
         ? `all ${p.experts} experts' Hessians at once per layer`
         : `experts' Hessians in chunks of ${p.chunk} (of ${p.experts}) per layer`;
   const solves = p.solveThreads > 1 ? `, ${p.solveThreads} solves in parallel threads` : '';
-  return `memory: budget ${gib(p.budget)}${source} → ${experts}${p.spill ? ', dequantized experts in a scratch file' : ''}${solves}; estimated peak ${gib(p.peak)}`;
+  const spilled = [p.spill ? 'dequantized experts' : '', p.spillActivations ? 'calibration activations' : ''].filter(Boolean);
+  const files = spilled.length ? `, ${spilled.join(' and ')} in ${spilled.length > 1 ? 'scratch files' : 'a scratch file'}` : '';
+  return `memory: budget ${gib(p.budget)}${source} → ${experts}${files}${solves}; estimated peak ${gib(p.peak)}`;
 }
 
 /**

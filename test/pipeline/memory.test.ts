@@ -1,6 +1,7 @@
 /**
  * quantize's memory budget (--max-memory): the plan (calibration/memory.ts), and that chunking experts' Hessians and
- * spilling dequantized experts to a scratch file change nothing in the output — byte for byte.
+ * spilling dequantized experts and calibration activations to scratch files change nothing in the output — byte for
+ * byte.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -58,10 +59,25 @@ describe('memory plan', () => {
     const two = planQuantizeMemory(64 * 2 ** 30, { ...input, solveThreads: 2 });
     expect(two.solveThreads).toBe(2);
     expect(two.fixed).toBeGreaterThan(big.fixed);
-    expect(planQuantizeMemory(p.fixed + p.perExpert, { ...input, solveThreads: 2 }).solveThreads).toBe(1);
+    // Short of memory, the activations go to a file before a solve thread is given up.
+    const spilledTwo = planQuantizeMemory(p.fixed + p.perExpert, { ...input, solveThreads: 2 });
+    expect(spilledTwo).toMatchObject({ solveThreads: 2, spillActivations: true });
+
     // GPTQ keeps Σxxᵀ too: twice the bytes per expert.
     expect(planQuantizeMemory(4 * 2 ** 30, { ...input, weightedOnly: false }).perExpert).toBe(2 * p.perExpert);
-    expect(() => planQuantizeMemory(p.fixed + p.perExpert - 1, input)).toThrow(/--max-memory .* is too small: .* per expert's Hessian; give at least/);
+    expect(p.spillActivations).toBe(false); // 16 experts' Hessians fit beside 65,536 tokens of activations
+    // Below the fixed part plus one expert, the activations go to a file: calibration tokens no longer count.
+    const spilled = planQuantizeMemory(p.fixed + p.perExpert - 1, input);
+    expect(spilled).toMatchObject({ spillActivations: true, fixed: p.fixed - p.activationBytes });
+    expect(spilled.chunk).toBeGreaterThan(p.chunk); // the gigabyte of activations makes room for more experts
+    // Then solve threads, down to one.
+    expect(planQuantizeMemory(spilled.fixed + p.perExpert, { ...input, solveThreads: 2 })).toMatchObject({ solveThreads: 1, spillActivations: true, chunk: 1 });
+    expect(p.activationBytes).toBeGreaterThan(128 * 512 * 2048 * 4 * 2 * 0.9); // x and the FFN input, less one batch
+    const moreTokens = planQuantizeMemory(p.fixed + p.perExpert - 1, { ...input, tokens: 1024 * 2048 });
+    expect(moreTokens).toMatchObject({ spillActivations: true, fixed: spilled.fixed });
+    expect(() => planQuantizeMemory(spilled.fixed + p.perExpert - 1, input)).toThrow(
+      /--max-memory .* is too small: .* calibration tokens in a scratch file .* per expert's Hessian; give at least .* --batch-tokens/,
+    );
     try {
       planQuantizeMemory(2 ** 30, input);
     } catch (e) {
@@ -103,6 +119,16 @@ describe('quantize under a memory budget', () => {
       same(whole.out, small.out);
       // No scratch file left behind.
       expect(fs.readdirSync(small.out)).not.toContain('.dequantized-experts.f32');
+      // A budget that one expert's Hessian fits only with the activations out of memory: they go to scratch files
+      // (read back batch by batch: 2 batches of 4 windows here), the same bytes again.
+      expect(m.activation_bytes).toBeGreaterThan(0);
+      const tight = m.fixed_bytes - m.activation_bytes + Math.floor(1.5 * m.per_expert_hessian_bytes);
+      const spilled = await run(`${method}-${trueSequential}-activations`, { method, trueSequential, maxMemory: tight });
+      expect(spilled.memory).toMatchObject({ expert_chunk: 1, spill_dequantized: true, spill_activations: true });
+      expect(spilled.memory!.fixed_bytes).toBe(m.fixed_bytes - m.activation_bytes);
+      same(whole.out, spilled.out);
+      expect(fs.readdirSync(spilled.out).filter((f) => f.endsWith('.f32'))).toEqual([]);
+      expect(small.memory!.spill_activations).toBe(false); // chunks alone were enough there
       if (trueSequential) {
         // Streaming weights (as real sizes do): expert chunks read, released and re-read from the checkpoint and the file.
         const probe = (await run(`${method}-streamed-whole`, { method, trueSequential, maxMemory: 2 ** 40, cacheBytes: 0 })).memory!;
@@ -114,10 +140,24 @@ describe('quantize under a memory budget', () => {
     }, 300_000);
   }
 
+  // MLA with dense layers and shared experts; Qwen3-MoE sharded: activations in files give the same bytes too.
+  for (const fixture of ['tiny-deepseek-v3', 'tiny-qwen3-moe']) {
+    it(`${fixture}: calibration activations in scratch files give byte-identical output`, async () => {
+      const model = path.join(FIXTURES, fixture);
+      const c = await calibrate({ model, data: [C4], out: path.join(tmp, `calib-${fixture}`), samples: 6, seqLen: 64, batchTokens: 128, device: 'cpu' });
+      const go = (name: string, maxMemory: number) => quantizeModel({ model, out: path.join(tmp, name), calib: c.out, device: 'cpu', method: 'agq', maxMemory });
+      const whole = await go(`${fixture}-whole`, 2 ** 40);
+      const m = whole.memory!;
+      const spilled = await go(`${fixture}-spilled`, m.fixed_bytes - m.activation_bytes + m.per_expert_hessian_bytes);
+      expect(spilled.memory).toMatchObject({ spill_activations: true, expert_chunk: 1 });
+      same(whole.out, spilled.out);
+    }, 300_000);
+  }
+
   it('a budget below one expert fails before any work, and writes nothing', async () => {
     const whole = await run('probe', { method: 'agq', maxMemory: 2 ** 40 });
     const out = path.join(tmp, 'too-small');
-    await expect(run('too-small', { method: 'agq', maxMemory: whole.memory!.fixed_bytes })).rejects.toThrow(/--max-memory .* is too small/);
+    await expect(run('too-small', { method: 'agq', maxMemory: whole.memory!.fixed_bytes - whole.memory!.activation_bytes })).rejects.toThrow(/--max-memory .* is too small/);
     expect(fs.existsSync(out)).toBe(false);
   });
 });

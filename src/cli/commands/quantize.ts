@@ -115,7 +115,7 @@ export function registerQuantize(program: Command): void {
     .option('--eval-windows <n>', 'comparison windows', positiveInt('--eval-windows'), 40)
     .option(
       '--max-memory <size>',
-      `memory one layer may use while it is quantized (e.g. 4G, 4096M, bytes): decides how many experts' Hessians a pass collects and whether dequantized experts wait in a scratch file; results do not change (default: ${Math.round(AUTO_BUDGET_FRACTION * 100)}% of the memory available at start)`,
+      `memory one layer may use while it is quantized (e.g. 4G, 4096M, bytes): decides how many experts' Hessians a pass collects and whether dequantized experts, then the calibration activations, wait in scratch files; results do not change (default: ${Math.round(AUTO_BUDGET_FRACTION * 100)}% of the memory available at start)`,
       size,
     )
     .option(
