@@ -21,7 +21,7 @@ import { versions } from '../version.js';
 import type { MoeFfnSpec } from '../architectures/types.js';
 import { SAMPLES_FILE, writeCalibrationDir } from './calibration-dir.js';
 import { hessianBytes, LayerHessians } from './hessian-collector.js';
-import { checkActivationMemory } from './memory.js';
+import { activationsInFile } from './memory.js';
 import { sampleBalanced, type BalancedOptions } from './samplers/balanced.js';
 import { ebssSettings, sampleEbss, type EbssOptions } from './samplers/ebss.js';
 import { sampleText } from './samplers/text.js';
@@ -173,7 +173,7 @@ export async function runCalibration(
 ): Promise<{ report: BalanceReport; seconds: number; sampler: SampledSet; samplerRun: Record<string, unknown> }> {
   const { samples, seqLen, seed, mode, biasRate, biasUpdate, batchTokens, minTokens } = calibrationSettings(opts);
   const { spec } = engine.model;
-  checkActivationMemory(spec, samples, seqLen, opts.onNote);
+  const spill = activationsInFile(spec, samples, seqLen, dir, opts.onNote);
   const bias = mode === 'loss-free' ? new LossFreeBias(biasRate, biasUpdate) : null;
   const set = await sampleWindows(engine, opts, dir);
   const { run: samplerRun, ...info } = set.info as Record<string, unknown> & { run?: Record<string, unknown> };
@@ -191,6 +191,7 @@ export async function runCalibration(
   await engine.forward.run(windows, {
     head: 'none',
     batchTokens,
+    ...(spill ? { spillDir: dir } : {}),
     onProgress: (d, t) => opts.onProgress?.(d, t, 'calibrate'),
     hooks: {
       capture: Boolean(opts.saveHessians),

@@ -1,9 +1,9 @@
 /**
  * Memory estimates made before any work.
  *
- * Calibration: the layer-major forward holds every window's hidden state at once ([samples · seq_len, hidden]
- * float32), and quantize keeps a second copy of a layer's inputs while it re-collects Hessians. An impossible request
- * fails here in milliseconds instead of swapping for hours.
+ * Calibration: the layer-major forward carries every window's hidden state ([samples · seq_len, hidden] float32)
+ * through the layers: in memory, or in a scratch file when that would take more than a quarter of the machine's
+ * memory. A request the disk cannot hold either fails here in milliseconds instead of hours later.
  *
  * Quantize (`--max-memory`): what one decoder layer holds at once, split into a part that does not depend on how
  * many experts' Hessians are collected together (`fixed`: activations, the layer's non-expert weights, one streaming
@@ -12,6 +12,7 @@
  * model never counts, since layers are done one after another. When not even one expert's Hessian fits, the layer's
  * activations go to a scratch file (read back a batch at a time), so calibration tokens stop counting too.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import { layerTensors } from '../architectures/tensors.js';
 import type { ModelSpec } from '../architectures/types.js';
@@ -26,13 +27,37 @@ export function activationBytes(spec: ModelSpec, tokens: number): number {
 
 const gb = (n: number) => `${(n / 1e9).toFixed(n < 1e10 ? 2 : 0)} GB`;
 
-/** Fail when samples × seqLen tokens of activations cannot fit this machine's memory; note it when it is large. */
-export function checkActivationMemory(spec: ModelSpec, samples: number, seqLen: number, onNote?: (s: string) => void, totalMem = os.totalmem()): void {
+/** Share of the machine's memory calibrate's activations may take before they go to a scratch file. */
+export const ACTIVATIONS_IN_MEMORY_FRACTION = 0.25;
+
+/**
+ * Whether calibrate keeps samples × seqLen tokens of activations in a scratch file in `dir` (read back a batch, or a
+ * group of batches, at a time) instead of in memory: when they would take more than a quarter of the machine's
+ * memory. Fails when the disk under `dir` cannot hold them either.
+ */
+export function activationsInFile(
+  spec: ModelSpec,
+  samples: number,
+  seqLen: number,
+  dir: string,
+  onNote?: (s: string) => void,
+  totalMem = os.totalmem(),
+  freeDisk = freeDiskBytes(dir),
+): boolean {
   const tokens = samples * seqLen;
   const need = activationBytes(spec, tokens);
+  if (need <= ACTIVATIONS_IN_MEMORY_FRACTION * totalMem) return false;
   const what = `--samples ${samples} × --seq-len ${seqLen} = ${tokens.toLocaleString('en-US')} tokens need about ${gb(need)} of activations (hidden ${spec.hiddenSize}, float32)`;
-  if (need > 0.8 * totalMem) throw fail('BAD_OPTION', `${what}, more than this machine's ${gb(totalMem)} of memory; use fewer --samples or a shorter --seq-len`);
-  if (need > 0.25 * totalMem) onNote?.(`${what} of this machine's ${gb(totalMem)}`);
+  const file = tokens * spec.hiddenSize * 4;
+  if (file > 0.9 * freeDisk)
+    throw fail('BAD_OPTION', `${what}, more than a quarter of this machine's ${gb(totalMem)} of memory, and ${gb(file)} in a scratch file, more than the ${gb(freeDisk)} free on disk at ${dir}; use fewer --samples or a shorter --seq-len`);
+  onNote?.(`${what}, more than a quarter of this machine's ${gb(totalMem)} of memory: they wait in a ${gb(file)} scratch file in the output's temporary directory, read back a batch at a time`);
+  return true;
+}
+
+function freeDiskBytes(dir: string): number {
+  const s = fs.statfsSync(dir);
+  return s.bavail * s.bsize;
 }
 
 /** [tokens, hidden] float32 copies quantize holds per layer: x (then h) and the cached FFN input. */
@@ -98,7 +123,7 @@ export interface QuantizeMemoryPlan {
   spill: boolean;
   /**
    * The layer's activations of every calibration token (its input or h, the FFN input, router logits and scores)
-   * kept in a temporary file and read back a batch at a time (pipeline/activations.ts) instead of in memory.
+   * kept in a temporary file and read back a batch at a time (engine/activations.ts) instead of in memory.
    */
   spillActivations: boolean;
   /** Bytes of `fixed` that spilling the activations saves (beyond the batch it reads back). */
@@ -222,7 +247,7 @@ export function planQuantizeMemory(budget: number, m: QuantizeMemoryInput): Quan
     const parts = layerParts.reduce((a, l) => (l.base + l.spilled + l.solve > a.base + a.spilled + a.solve ? l : a));
     throw fail(
       'BAD_OPTION',
-      `--max-memory ${gib(budget)} is too small: a layer needs about ${gib(fixed)} (activations ${gib(parts.spilled)} with the ${m.tokens.toLocaleString('en-US')} calibration tokens in a scratch file and ${m.batchTokens.toLocaleString('en-US')} per batch, weights ${gib(parts.weights)}, one solve ${mb(parts.solve)}) plus ${mb(perExpert)} per expert's Hessian; give at least ${gib(fixed + perExpert)} or calibrate with a smaller --batch-tokens`,
+      `--max-memory ${gib(budget)} is too small: a layer needs about ${gib(fixed)} (activations ${gib(parts.spilled)} with the ${m.tokens.toLocaleString('en-US')} calibration tokens in a scratch file and ${m.batchTokens.toLocaleString('en-US')} per batch, weights ${gib(parts.weights)}, one solve ${mb(parts.solve)}) plus ${mb(perExpert)} per expert's Hessian; give at least ${gib(fixed + perExpert)}${parts.spilled >= fixed / 4 ? ' or calibrate with a smaller --batch-tokens' : ''}`,
     );
   }
   return make(chunk, true, avail);

@@ -86,9 +86,9 @@ export async function comparePositions(ref: Engine, model: Engine, windows: Int3
 
   for (const [a, b] of groups(N, groupSize(S, perToken, opts))) {
     const group = windows.slice(a, b);
-    const hRef = (await ref.forward.run(group, { ...none, onProgress: progress(done) })).hidden;
+    const hRef = (await ref.forward.run(group, { ...none, onProgress: progress(done) })).hidden!;
     done += progressSteps(rs.numLayers, group.length, S, none);
-    const h = (await model.forward.run(group, { ...none, onProgress: progress(done) })).hidden;
+    const h = (await model.forward.run(group, { ...none, onProgress: progress(done) })).hidden!;
     done += progressSteps(ms.numLayers, group.length, S, none);
     const weights = {
       'w.ref.norm': weightTensor(ref, rs.finalNorm),

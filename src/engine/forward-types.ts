@@ -64,13 +64,18 @@ export interface RunOptions {
   hooks?: ForwardHooks;
   /** Called after each unit of work (one layer of one batch, or one head batch). */
   onProgress?(done: number, total: number): void;
+  /**
+   * Keep the hidden states in a scratch file in this directory (removed at the end) instead of in memory, reading
+   * back a batch, or a group of batches, at a time (activations.ts): for more tokens than memory holds.
+   */
+  spillDir?: string;
 }
 
 export interface RunResult {
   logits?: Float32Array;
   nll?: Float32Array;
-  /** Final hidden states [N·S × hidden] (before the final norm). */
-  hidden: Float32Array;
+  /** Final hidden states [N·S × hidden] (before the final norm); absent with spillDir. */
+  hidden?: Float32Array;
 }
 
 /**

@@ -28,6 +28,7 @@ import { tensor, type SessionPool } from '../graph/session.js';
 import { dispatch, route, type Routing } from '../routing/router.js';
 import { attentionWindow, causalMask, type AttentionOutputs, type ForwardHooks, type LayerStepContext, type RunOptions, type RunResult } from './forward-types.js';
 import type { WeightStore } from './weights.js';
+import { LayerActivations } from './activations.js';
 
 export * from './forward-types.js';
 
@@ -199,37 +200,52 @@ export class ForwardEngine {
     let done = 0;
     const tick = () => opts.onProgress?.(++done, total);
 
-    const hidden = this.embed(sequences);
-    const common = this.sequenceContext(S);
+    const acts = new LayerActivations(this, sequences, batches, H, opts.spillDir ?? null);
+    try {
+      return await this.runLayers(sequences, batches, acts, opts, tick);
+    } finally {
+      acts.close();
+    }
+  }
 
+  private async runLayers(sequences: Int32Array[], batches: number[][], acts: LayerActivations, opts: RunOptions, tick: () => void): Promise<RunResult> {
+    const spec = this.spec;
+    const N = sequences.length;
+    const S = sequences[0]!.length;
+    const H = spec.hiddenSize;
+    const common = this.sequenceContext(S);
     for (const layer of spec.layers) {
       if (this.runsExpertMajor(layer, opts.hooks)) {
         // Batches in groups whose FFN inputs fit expertMajorBytes: each group reads the layer's experts once.
         const perGroup = Math.max(1, Math.floor(this.expertMajorBytes / (batches[0]!.length * S * H * 4)));
-        for (let b = 0; b < batches.length; b += perGroup)
-          await this.expertMajorLayer(layer as LayerSpec & { ffn: MoeFfnSpec }, hidden, batches.slice(b, b + perGroup), b, S, common, opts.hooks, tick);
+        for (let b = 0; b < batches.length; b += perGroup) {
+          const group = batches.slice(b, b + perGroup);
+          const hidden = acts.x(b, group.length);
+          await this.expertMajorLayer(layer as LayerSpec & { ffn: MoeFfnSpec }, hidden, group, b, S, common, opts.hooks, tick);
+          acts.put(b, hidden, group.length);
+        }
         await opts.hooks?.afterLayer?.(layer.index);
         this.releaseLayer(layer);
         continue;
       }
       for (let b = 0; b < batches.length; b++) {
         const rows = batches[b]!;
-        const T = rows.length * S;
-        const offset = rows[0]! * S * H;
-        await this.layerStep(layer, hidden.subarray(offset, offset + T * H), {
+        const x = acts.x(b);
+        await this.layerStep(layer, x, {
           ...common,
           bs: tensor.i64From([rows.length, S]),
           batchIndex: b,
           tokenOffset: rows[0]! * S,
           hooks: opts.hooks,
         });
+        acts.put(b, x);
         tick();
       }
       await opts.hooks?.afterLayer?.(layer.index);
       this.releaseLayer(layer);
     }
 
-    const result: RunResult = { hidden };
+    const result: RunResult = acts.all ? { hidden: acts.all } : {};
     if (opts.head !== 'none') {
       const head = await this.pool.get(`head:${opts.head}`, () => buildHeadGraph(spec, opts.head as 'logits' | 'nll'));
       const headWeights = { 'w.norm': this.weightTensor(spec.finalNorm), 'w.lmHead': this.weightTensor(spec.lmHead) };
@@ -238,9 +254,11 @@ export class ForwardEngine {
       // The head materialises [rows × vocab] logits (twice with log-softmax): run it on row chunks of at most
       // headBytes so a 150k-token vocabulary does not need gigabytes per batch.
       const chunkRows = Math.max(1, Math.floor(this.headBytes / (spec.vocabSize * 4 * 2)));
-      for (const rows of batches) {
+      for (let b = 0; b < batches.length; b++) {
+        const rows = batches[b]!;
         const T = rows.length * S;
         const start = rows[0]! * S;
+        const hidden = acts.x(b);
         let targets: BigInt64Array | null = null;
         if (opts.head === 'nll') {
           targets = new BigInt64Array(T);
@@ -252,7 +270,7 @@ export class ForwardEngine {
           const r1 = Math.min(T, r0 + chunkRows);
           const feeds: Record<string, ort.Tensor> = {
             ...headWeights,
-            hidden: tensor.f32(hidden.subarray((start + r0) * H, (start + r1) * H), [r1 - r0, H]),
+            hidden: tensor.f32(hidden.subarray(r0 * H, r1 * H), [r1 - r0, H]),
           };
           if (targets) {
             feeds['targets'] = tensor.i64(targets.subarray(r0, r1), [r1 - r0]);
@@ -288,7 +306,7 @@ export class ForwardEngine {
    */
   private async expertMajorLayer(
     layer: LayerSpec & { ffn: MoeFfnSpec },
-    allHidden: Float32Array,
+    hidden: Float32Array,
     batches: number[][],
     firstBatch: number,
     S: number,
@@ -299,10 +317,8 @@ export class ForwardEngine {
     const f = layer.ffn;
     const H = this.spec.hiddenSize;
     const E = f.routing.numExperts;
-    // Token indices below are relative to the group's first token.
+    // Token indices below are relative to the group's first token (`hidden`: the group's rows).
     const base = batches[0]![0]! * S;
-    const last = batches[batches.length - 1]!;
-    const hidden = allHidden.subarray(base * H, (last[last.length - 1]! + 1) * S * H);
     const ffnIn = new Float32Array(hidden.length);
     // Per expert, per batch: its token rows (global indices, ascending) and combine weights.
     const rowParts: Int32Array[][] = Array.from({ length: E }, () => []);

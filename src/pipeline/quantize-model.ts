@@ -21,9 +21,9 @@ import { sequenceBatches, type ActivationsEvent } from '../engine/forward.js';
 import { tensor } from '../graph/session.js';
 import type { QuantConfig, QuantizedLinear } from '../quantization/quantizer.js';
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
-import { LayerActivations } from './activations.js';
+import { LayerActivations } from '../engine/activations.js';
 import { chunkModules, layerModuleGroups, type LinearModule } from './modules.js';
-import { SpillFile } from './spill.js';
+import { SpillFile } from '../engine/spill.js';
 import { runSolveTask, solveRowRanges, type SolvedModule, type SolveSettings, type SolveTask } from './solve.js';
 import { runInOrder, type SolvePool } from './solve-pool.js';
 

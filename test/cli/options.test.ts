@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli/main.js';
-import { checkActivationMemory } from '../../src/calibration/memory.js';
+import { activationsInFile } from '../../src/calibration/memory.js';
 import { openModel } from '../../src/engine/model.js';
 import { versions } from '../../src/version.js';
 import { C4, FIXTURES, WIKI } from '../paths.js';
@@ -92,14 +92,17 @@ describe('quantize checks every input before quantizing', () => {
   it('--samples beyond the machine: an estimate and an error instead of growing memory', async () => {
     const o = out();
     const r = await runCli('calibrate', '--model', MIXTRAL, '--device', 'cpu', '--samples', '100000000', '--seq-len', '512', '--out', o);
-    oneLineError(r, /--samples 100000000 × --seq-len 512 = 51,200,000,000 tokens need about \d+ GB of activations \(hidden 128, float32\), more than this machine's/);
+    oneLineError(r, /--samples 100000000 × --seq-len 512 = 51,200,000,000 tokens need about \d+ GB of activations \(hidden 128, float32\), more than a quarter of this machine's .* memory, and \d+ GB in a scratch file, more than the .* free on disk at /);
     expect(fs.existsSync(o)).toBe(false);
     const spec = openModel(MIXTRAL).spec;
     const notes: string[] = [];
-    checkActivationMemory(spec, 128, 512, (s) => notes.push(s), 1e9);
+    const note = (s: string) => notes.push(s);
+    expect(activationsInFile(spec, 128, 512, os.tmpdir(), note, 1e9, 1e12)).toBe(false);
     expect(notes).toEqual([]);
-    checkActivationMemory(spec, 512, 512, (s) => notes.push(s), 1e9);
-    expect(notes[0]).toMatch(/need about 0\.40 GB of activations .* of this machine's 1\.00 GB/);
+    // 512 × 512 tokens: 0.40 GB of activations, over a quarter of 1 GB: to a 0.13 GB file.
+    expect(activationsInFile(spec, 512, 512, os.tmpdir(), note, 1e9, 1e12)).toBe(true);
+    expect(notes[0]).toMatch(/need about 0\.40 GB of activations .* of this machine's 1\.00 GB of memory: they wait in a 0\.13 GB scratch file/);
+    expect(() => activationsInFile(spec, 512, 512, os.tmpdir(), note, 1e9, 1e8)).toThrow(/more than the 0\.10 GB free on disk/);
   });
 });
 

@@ -3,6 +3,8 @@
  * and all batches' tokens pass through it in segments. Same results as the resident one-graph path, same routing
  * events in the same order, selection bias honoured, progress counted as before.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { moeLayers, type MoeFfnSpec } from '../../src/architectures/types.js';
@@ -41,16 +43,17 @@ describe('expert-major streaming', () => {
         const get = engine.weights.get.bind(engine.weights);
         engine.weights.get = (name: string) => (reads.set(name, (reads.get(name) ?? 0) + 1), get(name));
 
-        const run = async (e: Engine) => {
+        const run = async (e: Engine, spillDir?: string) => {
           const events: MoeRoutingEvent[] = [];
           const ticks: number[] = [];
           const out = await e.forward.run(seqs, {
+            ...(spillDir ? { spillDir } : {}),
             head: 'logits',
             batchTokens: 24, // batches of one sequence (16 tokens): 4 batches
             onProgress: (d) => ticks.push(d),
             hooks: { selectionBias: (l) => bias(e.model.spec.layers[l]!.ffn.kind === 'moe' ? f.routing.numExperts : 0), onRouting: (ev) => events.push(ev) },
           });
-          return { logits: out.logits!, events, ticks };
+          return { logits: out.logits!, hidden: out.hidden, events, ticks };
         };
         const want = await run(resident);
         const got = await run(engine);
@@ -77,6 +80,22 @@ describe('expert-major streaming', () => {
         expect(maxAbsDiff(grouped.logits, want.logits)).toBeLessThan(1e-4); // other GEMM row blocks: float rounding
         expect(grouped.events.map((e) => [e.batchIndex, e.tokenOffset])).toEqual(got.events.map((e) => [e.batchIndex, e.tokenOffset]));
         expect(grouped.ticks).toEqual(got.ticks);
+
+        // Hidden states in a scratch file (calibrate with more tokens than memory holds): bit for bit the same, on
+        // both paths; the file is gone afterwards.
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-quant-spill-'));
+        try {
+          for (const [e, plain] of [[engine, grouped], [resident, want]] as const) {
+            const spilled = await run(e, dir);
+            expect(spilled.hidden).toBeUndefined();
+            expect(Buffer.from(spilled.logits.buffer).equals(Buffer.from(plain.logits.buffer))).toBe(true);
+            expect(spilled.events.map((ev) => [ev.batchIndex, ev.tokenOffset, ...ev.routing.experts])).toEqual(plain.events.map((ev) => [ev.batchIndex, ev.tokenOffset, ...ev.routing.experts]));
+            expect(spilled.ticks).toEqual(plain.ticks);
+            expect(fs.readdirSync(dir)).toEqual([]);
+          }
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
       } finally {
         await resident.close();
         await engine.close();

@@ -1,17 +1,18 @@
 /**
- * The calibration activations quantize carries through a decoder layer, batch by batch: the layer's input x (which
- * becomes h = x + attention once the attention is final, then the layer's output) and, once the attention is final,
- * each batch's attention outputs (h, the FFN input, router logits and scores) so that FFN passes skip the attention.
+ * The hidden states a layer-by-layer run carries through the decoder, batch by batch: a layer's input x (for
+ * quantize: which becomes h = x + attention once the attention is final, then the layer's output) and, for quantize
+ * once the attention is final, each batch's attention outputs (h, the FFN input, router logits and scores) so that
+ * FFN passes skip the attention.
  *
  * In memory (the default) x is one [tokens × hidden] array and batches are views of it. With a scratch directory
- * (the memory plan's spillActivations) both live in files and a batch is read back when a pass needs it: memory then
- * holds one batch, whatever the number of calibration tokens. Raw bytes, so what comes back is bit for bit what went
- * in and the output does not change.
+ * (calibrate's activation check, quantize's memory plan) both live in files and batches are read back when a pass
+ * needs them: memory then holds a batch (or a group of them), whatever the number of calibration tokens. Raw bytes,
+ * so what comes back is bit for bit what went in and results do not change.
  */
 import path from 'node:path';
 import type * as ort from 'onnxruntime-node';
-import type { AttentionOutputs } from '../engine/forward-types.js';
-import type { ForwardEngine } from '../engine/forward.js';
+import type { AttentionOutputs } from './forward-types.js';
+import type { ForwardEngine } from './forward.js';
 import { tensor } from '../graph/session.js';
 import { SpillFile } from './spill.js';
 
@@ -29,10 +30,11 @@ interface StoredAttention {
 }
 
 export class LayerActivations {
-  /** In memory: x of every token. */
-  private readonly all: Float32Array | null;
+  /** In memory: x of every token (null when in a file). */
+  readonly all: Float32Array | null;
   private readonly xFile: SpillFile | null;
-  private readonly attentionFile: SpillFile | null;
+  private attentionFile: SpillFile | null = null;
+  private readonly spillDir: string | null;
   private cached: AttentionOutputs[] | null = null;
   private stored: StoredAttention[] | null = null;
   /** Tokens per window. */
@@ -47,14 +49,14 @@ export class LayerActivations {
     spillDir: string | null,
   ) {
     this.S = windows[0]!.length;
+    this.spillDir = spillDir;
     if (!spillDir) {
       this.all = forward.embed(windows);
-      this.xFile = this.attentionFile = null;
+      this.xFile = null;
       return;
     }
     this.all = null;
     this.xFile = new SpillFile(path.join(spillDir, '.activations.f32'));
-    this.attentionFile = new SpillFile(path.join(spillDir, '.attention.f32'));
     try {
       for (let b = 0; b < batches.length; b++) this.put(b, forward.embed(windows.slice(batches[b]![0]!, batches[b]![0]! + batches[b]!.length)));
     } catch (e) {
@@ -67,15 +69,19 @@ export class LayerActivations {
     return this.xFile !== null;
   }
 
-  private range(b: number): [number, number] {
-    const rows = this.batches[b]!;
-    const start = rows[0]! * this.S * this.H;
-    return [start, start + rows.length * this.S * this.H];
+  /** Float offsets of batches b … b + count − 1 (consecutive windows). */
+  private range(b: number, count = 1): [number, number] {
+    const first = this.batches[b]!;
+    const last = this.batches[b + count - 1]!;
+    return [first[0]! * this.S * this.H, (last[last.length - 1]! + 1) * this.S * this.H];
   }
 
-  /** Batch b's x: a view that writes through (memory) or a copy read back from the file (put() stores it). */
-  x(b: number): Float32Array {
-    const [start, end] = this.range(b);
+  /**
+   * x of batches b … b + count − 1: a view that writes through (memory) or a copy read back from the file (put()
+   * stores it).
+   */
+  x(b: number, count = 1): Float32Array {
+    const [start, end] = this.range(b, count);
     if (this.all) return this.all.subarray(start, end);
     return this.xFile!.readAt(start * 4, new Float32Array(end - start));
   }
@@ -91,10 +97,10 @@ export class LayerActivations {
     return new Float32Array(end - start);
   }
 
-  /** Store `data` as batch b's x (nothing to do for a view from x()). */
-  put(b: number, data: Float32Array): void {
-    const [start, end] = this.range(b);
-    if (data.length !== end - start) throw new Error(`LayerActivations: batch ${b} has ${end - start} values, got ${data.length}`);
+  /** Store `data` as the x of batches b … b + count − 1 (nothing to do for a view from x()). */
+  put(b: number, data: Float32Array, count = 1): void {
+    const [start, end] = this.range(b, count);
+    if (data.length !== end - start) throw new Error(`LayerActivations: batches ${b}+${count} have ${end - start} values, got ${data.length}`);
     if (this.all) {
       if (data.buffer !== this.all.buffer || data.byteOffset !== this.all.byteOffset + start * 4) this.all.set(data, start);
       return;
@@ -130,7 +136,7 @@ export class LayerActivations {
       (this.cached ??= []).push(a);
       return;
     }
-    const file = this.attentionFile!;
+    const file = (this.attentionFile ??= new SpillFile(path.join(this.spillDir!, '.attention.f32')));
     if (final) this.put(b, a.h.data as Float32Array);
     (this.stored ??= []).push({
       numTokens: a.numTokens,
