@@ -5,7 +5,8 @@ Loads a fixture with transformers in float32, tokenizes the data with the fixtur
 (`tokenizers`, add_special_tokens=False), runs the first N non-overlapping windows of seq-len tokens
 (same batches of <= 4096 tokens as the Node engine), computes per-token NLL, and prints one line
 `@@BENCH_RESULT {json}` with tokens/s of the median timed run (after --warmup untimed runs, default 1), the
-seconds from_pretrained took (not in the timed runs) and the process's peak RSS.
+seconds from_pretrained took (not in the timed runs), the process's peak RSS and PyTorch's own float32 GEMM
+peak (one 4096³ MatMul, best and median of 5 after one warm-up, same threads) to set beside onnxruntime's.
 """
 import argparse
 import json
@@ -69,6 +70,15 @@ def main() -> None:
     times.sort()
     warm = times[len(times) // 2]
     tokens = n * a.seq_len
+    g = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(1))
+    h = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(2))
+    g @ h
+    gemm = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        g @ h
+        gemm.append(2 * 4096**3 / (time.perf_counter() - t0) / 1e9)
+    gemm.sort()
     out = {
         "fixture": os.path.basename(os.path.normpath(a.model)),
         "windows": n,
@@ -84,6 +94,7 @@ def main() -> None:
         "warmup": a.warmup,
         "loadSeconds": t_load,
         "peakRssMb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gemmPeak": {"best": gemm[-1], "median": gemm[len(gemm) // 2]},
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

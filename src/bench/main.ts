@@ -39,7 +39,7 @@ async function main(): Promise<void> {
   if (o.real) {
     const loadBefore = os.loadavg()[0]!;
     const report = await runReal(o);
-    const machine = { cpus: os.availableParallelism(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
+    const machine = { cpus: os.availableParallelism(), cpuModel: os.cpus()[0]?.model.trim(), loadavg1mBefore: loadBefore, loadavg1mAfter: os.loadavg()[0]! };
     if (o.json) process.stdout.write(`${JSON.stringify({ options: o, machine, real: report }, null, 2)}\n`);
     else process.stdout.write(`${realTables(report, machine)}\n`);
     return;

@@ -170,11 +170,11 @@ const secs = (xs: number[] | null | undefined) => (xs ? xs.map((x) => x.toFixed(
 const mb = (x: number) => `${(x / 1024).toFixed(1)} GB`;
 
 /** The --real tables: GEMM peak, forward vs transformers eager, calibrate/quantize per layer vs the PyTorch reference. */
-export function realTables(r: RealReport, machine: { cpus: number; loadavg1mBefore: number; loadavg1mAfter: number }): string {
+export function realTables(r: RealReport, machine: { cpus: number; cpuModel?: string; loadavg1mBefore: number; loadavg1mAfter: number }): string {
   const peak = ok(r.peakBefore) ? r.peakBefore.best : NaN;
   const peakLine = (p: RealReport['peakBefore'] | null, when: string) =>
     !p ? '' : ok(p) ? `GEMM peak ${when}: ${f1(p.best)} GFLOP/s best, ${f1(p.median)} median (${p.size}³ float32 MatMul, onnxruntime, ${p.threads} threads)` : `GEMM peak ${when}: ${p.error}`;
-  const out = [peakLine(r.peakBefore, 'before'), peakLine(r.peakAfter, 'after'), `machine: ${machine.cpus} CPUs, 1-min load ${machine.loadavg1mBefore.toFixed(1)} before, ${machine.loadavg1mAfter.toFixed(1)} after`, ''];
+  const out = [peakLine(r.peakBefore, 'before'), peakLine(r.peakAfter, 'after'), `machine: ${machine.cpus} CPUs${machine.cpuModel ? ` (${machine.cpuModel})` : ''}, 1-min load ${machine.loadavg1mBefore.toFixed(1)} before, ${machine.loadavg1mAfter.toFixed(1)} after`, ''];
 
   const fwdHead = ['shape', 'tok/s', 'GFLOP/tok', 'GFLOP/s', 'of peak', 's/layer', 'peak RSS', 'ppl', 'transformers tok/s', '×', 'its RSS', 'its ppl'];
   const fwd = r.shapes.map((s) => {
@@ -199,7 +199,10 @@ export function realTables(r: RealReport, machine: { cpus: number; loadavg1mBefo
     ];
   });
   const f0s = r.shapes.map((s) => s.forward).find(ok);
-  out.push(`Forward (eval path, head 'nll', float32 on CPU): ${f0s ? `${f0s.windows} × ${f0s.seqLen} tokens` : ''}; transformers eager (float32, same windows and batches, first run timed, loading not)`);
+  // PyTorch's own GEMM peak beside onnxruntime's: which library multiplies faster on this CPU bounds the ratio.
+  const tg = r.shapes.map((s) => s.torch).find((t) => ok(t) && t.gemmPeak !== undefined) as (TorchResult & { gemmPeak: { best: number; median: number } }) | undefined;
+  if (tg) out.splice(2, 0, `PyTorch GEMM peak: ${f1(tg.gemmPeak.best)} GFLOP/s best, ${f1(tg.gemmPeak.median)} median (the same MatMul, torch ${tg.torch}, ${tg.threads} threads; ${(tg.gemmPeak.best / peak).toFixed(2)}× onnxruntime's)`);
+  out.push(`Forward (eval path, head 'nll', float32 on CPU): ${f0s ? `${f0s.windows} × ${f0s.seqLen} tokens` : ''}, the checkpoint read once beforehand (page cache); transformers eager (float32, same windows and batches, first run timed, loading not)`);
   out.push(table(fwdHead, fwd), '');
 
   const qHead = ['shape', 'calibrate s/layer', 'its RSS', 'MaxVio nat → used (2nd half)', 'quantize s/layer', 'its RSS', 'one-pass s/layer', 'reference s/layer', 'its RSS', 'default / ref', 'one-pass / ref'];

@@ -15,6 +15,8 @@ export interface TorchResult {
   threads: number;
   torch: string;
   transformers: string;
+  /** PyTorch's float32 GEMM peak (one 4096³ MatMul, GFLOP/s), measured by the same script (absent before it did). */
+  gemmPeak?: { best: number; median: number };
 }
 
 export async function runTorch(python: string, dir: string, data: string, windows: number, seqLen: number, repeats: number): Promise<TorchResult | { error: string }> {
