@@ -33,7 +33,7 @@ export const ACTIVATIONS_IN_MEMORY_FRACTION = 0.25;
 /**
  * Whether calibrate keeps samples × seqLen tokens of activations in a scratch file in `dir` (read back a batch, or a
  * group of batches, at a time) instead of in memory: when they would take more than a quarter of the machine's
- * memory. Fails when the disk under `dir` cannot hold them either.
+ * memory (or of its cgroup limit). Fails when the disk under `dir` cannot hold them either.
  */
 export function activationsInFile(
   spec: ModelSpec,
@@ -41,7 +41,7 @@ export function activationsInFile(
   seqLen: number,
   dir: string,
   onNote?: (s: string) => void,
-  totalMem = os.totalmem(),
+  totalMem = machineMemory(),
   freeDisk = freeDiskBytes(dir),
 ): boolean {
   const tokens = samples * seqLen;
@@ -53,6 +53,13 @@ export function activationsInFile(
     throw fail('BAD_OPTION', `${what}, more than a quarter of this machine's ${gb(totalMem)} of memory, and ${gb(file)} in a scratch file, more than the ${gb(freeDisk)} free on disk at ${dir}; use fewer --samples or a shorter --seq-len`);
   onNote?.(`${what}, more than a quarter of this machine's ${gb(totalMem)} of memory: they wait in a ${gb(file)} scratch file in the output's temporary directory, read back a batch at a time`);
   return true;
+}
+
+/** The machine's memory, or the cgroup limit when lower (a container sees the host's total in os.totalmem()). */
+function machineMemory(): number {
+  const limit = cgroupLimit();
+  const total = os.totalmem();
+  return limit > 0 && limit < total ? limit : total;
 }
 
 function freeDiskBytes(dir: string): number {
@@ -79,8 +86,11 @@ export const gib = (n: number) => (n < 2 ** 30 ? `${Math.round(n / 2 ** 20)} MiB
 /** Fraction of the machine's available memory the default budget takes (the rest: page cache, other processes). */
 export const AUTO_BUDGET_FRACTION = 0.75;
 
+/** The process's cgroup memory limit in bytes (process.constrainedMemory; huge or 0 when there is none). */
+const cgroupLimit = (): number => (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.() ?? 0;
+
 /** The default `--max-memory`: AUTO_BUDGET_FRACTION of the memory available now (or of the cgroup limit if lower). */
-export function autoMemoryBudget(free = os.freemem(), limit = (os as { constrainedMemory?: () => number | undefined }).constrainedMemory?.() ?? 0): number {
+export function autoMemoryBudget(free = os.freemem(), limit = cgroupLimit()): number {
   const avail = limit > 0 && limit < free ? limit : free;
   return Math.floor(avail * AUTO_BUDGET_FRACTION);
 }

@@ -103,6 +103,13 @@ describe('quantize checks every input before quantizing', () => {
     expect(activationsInFile(spec, 512, 512, os.tmpdir(), note, 1e9, 1e12)).toBe(true);
     expect(notes[0]).toMatch(/need about 0\.40 GB of activations .* of this machine's 1\.00 GB of memory: they wait in a 0\.13 GB scratch file/);
     expect(() => activationsInFile(spec, 512, 512, os.tmpdir(), note, 1e9, 1e8)).toThrow(/more than the 0\.10 GB free on disk/);
+    // A container's cgroup limit counts as the machine's memory.
+    const spy = vi.spyOn(process, 'constrainedMemory').mockReturnValue(1e9);
+    try {
+      expect(activationsInFile(spec, 512, 512, os.tmpdir(), note)).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
 

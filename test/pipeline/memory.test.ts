@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { specFromConfig } from '../../src/architectures/registry.js';
 import { QWEN3_30B_A3B_LAYER } from '../../src/bench/synth.js';
 import { calibrate } from '../../src/calibration/calibrate.js';
@@ -30,6 +30,13 @@ describe('memory plan', () => {
     for (const bad of ['', 'G', '-1G', '4X', '4 GBs', '0']) expect(parseSize(bad), bad).toBeNull();
     expect(autoMemoryBudget(8e9, 0)).toBe(6e9);
     expect(autoMemoryBudget(8e9, 4e9)).toBe(3e9); // a cgroup limit below free memory wins
+    // The default limit is the process's cgroup limit (Node has it on process, not on os).
+    const spy = vi.spyOn(process, 'constrainedMemory').mockReturnValue(1e6);
+    try {
+      expect(autoMemoryBudget()).toBe(750_000);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('cuts a group into runs of at most n experts, keeping order and an expert’s gate/up together', () => {
