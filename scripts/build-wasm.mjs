@@ -1,16 +1,17 @@
 #!/usr/bin/env node
-// Assemble src/quantization/wasm/*.wat (text) into <name>-wasm.ts modules holding the binary as base64, so the
-// package ships no build step for it. `--check`: exit 1 if a committed module differs from its source.
+// Assemble the *.wat (text) of src/quantization/wasm and src/formats/gguf/wasm into <name>-wasm.ts modules holding
+// the binary as base64, so the package ships no build step for it. `--check`: exit 1 if a committed module differs from its source.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import wabtInit from 'wabt';
 
-const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), '../src/quantization/wasm');
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const DIRS = ['src/quantization/wasm', 'src/formats/gguf/wasm'].map((d) => path.join(root, d));
 const check = process.argv.includes('--check');
 const wabt = await wabtInit();
 let stale = 0;
-for (const f of fs.readdirSync(dir).filter((f) => f.endsWith('.wat')).sort()) {
+for (const [dir, f] of DIRS.flatMap((dir) => fs.readdirSync(dir).filter((f) => f.endsWith('.wat')).sort().map((f) => [dir, f]))) {
   const mod = wabt.parseWat(f, fs.readFileSync(path.join(dir, f), 'utf8'), { simd: true });
   mod.validate();
   const { buffer } = mod.toBinary({});

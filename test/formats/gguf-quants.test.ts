@@ -11,10 +11,10 @@ const pool = new SessionPool('cpu');
 afterAll(() => pool.release());
 const ALL: QuantType[] = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q4_K', 'Q5_K', 'Q6_K'];
 
-/** How many values differ (−0 and +0 are the same weight). */
+/** How many values differ (−0 and +0 are the same weight; NaN is the same as NaN). */
 function differ(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let n = a.length === b.length ? 0 : Infinity;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) n++;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) n++;
   return n;
 }
 
@@ -85,6 +85,38 @@ describe('GGUF block types', () => {
       expect(hError(W, g3.dequantized, H, N, K)).toBeLessThan(hError(W, rtn.dequantized, H, N, K));
     });
   }
+
+  it('the K-quant scale searches in WebAssembly give exactly the JavaScript reference: Q4_K, Q5_K, Q6_K', () => {
+    // Rows of varied scale and awkward sub-blocks: zeros, constants, one sign, ties of the level grid, values whose
+    // block max is below make_qx_quants' 1e-15 cut, subnormals, a huge range, −0 and lone outliers.
+    const K = 1024;
+    const scales = [1e-3, 0.02, 0.05, 1, 30, 1e4];
+    const N = 40;
+    const W = randn(N * K, 31, 1);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) W[n * K + k]! *= scales[n % scales.length]!;
+    const sub = (n: number, s: number, len: number, f: (i: number) => number) => {
+      for (let i = 0; i < len; i++) W[n * K + s * len + i] = f(i);
+    };
+    sub(0, 0, 32, () => 0);
+    sub(0, 1, 32, () => 0.5);
+    sub(0, 2, 32, (i) => -1 + (2 * i) / 31);
+    sub(0, 3, 32, (i) => Math.abs(W[3 * K + i]!));
+    sub(0, 4, 32, (i) => -Math.abs(W[4 * K + i]!));
+    sub(0, 5, 32, (i) => (i % 2 ? -0 : 0));
+    sub(1, 0, 256, (i) => (i % 3) * 1e-17);
+    sub(1, 1, 256, (i) => (i - 128) * 1e-41);
+    sub(2, 0, 256, (i) => (i === 7 ? 3e37 : i === 9 ? -3e37 : 1));
+    sub(2, 1, 256, (i) => (i === 0 ? 100 : 0.001 * i));
+    sub(3, 0, 256, (i) => Math.round((i % 32) / 2) * 0.125);
+    for (const type of ['Q4_K', 'Q5_K', 'Q6_K'] as const) {
+      const a = rtnGrid(W, N, K, type);
+      const b = rtnGrid(W, N, K, type, false);
+      const fields = (g: BlockGrid) => [g.d, g.m, g.sc, g.mq, g.step, g.offset] as const;
+      fields(a.grid).forEach((f, i) => expect(`${type} field ${i}: ${differ(f, fields(b.grid)[i]!)} differ`).toBe(`${type} field ${i}: 0 differ`));
+      expect(differ(a.levels, b.levels)).toBe(0);
+      expect(Buffer.from(a.grid.pack(a.levels)).equals(Buffer.from(b.grid.pack(b.levels)))).toBe(true);
+    }
+  });
 
   it('rows that do not fill a block are refused', () => {
     expect(() => new BlockGrid('Q4_K', 2, 128)).toThrow(/multiple of 256/);

@@ -18,6 +18,7 @@
  */
 import { float32ToF16 } from '../../checkpoint/dtypes.js';
 import { fail } from '../../errors.js';
+import { fitK45Subs, fitQ6KSubs } from './wasm/kquants.js';
 
 /** The GGML tensor types moe-quant writes and reads. */
 export type GgmlType = 'F32' | 'F16' | 'BF16' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q8_0' | 'Q4_K' | 'Q5_K' | 'Q6_K';
@@ -133,6 +134,8 @@ export class BlockGrid {
     readonly type: QuantType,
     readonly N: number,
     readonly K: number,
+    /** K-quant scale searches in WebAssembly (wasm/kquants.wat; bit-identical); false: the JavaScript reference. */
+    private readonly wasm = true,
   ) {
     const s = SPECS[type];
     if (K % s.blockLen !== 0) throw fail('BAD_OPTION', `${type} needs rows of a multiple of ${s.blockLen} values (K = ${K})`);
@@ -223,20 +226,25 @@ export class BlockGrid {
     const q5 = this.type === 'Q5_K';
     const scales = new Float64Array(8);
     const mins = new Float64Array(8);
-    const w = new Float32Array(32);
+    if (this.wasm) fitK45Subs(x, q5, scales, mins);
+    else {
+      const w = new Float32Array(32);
+      for (let j = 0; j < 8; j++) {
+        const xs = x.subarray(32 * j, 32 * j + 32);
+        let sumX2 = 0;
+        for (const v of xs) sumX2 = fr(sumX2 + fr(v * v));
+        const avX = fr(Math.sqrt(fr(sumX2 / 32)));
+        for (let l = 0; l < 32; l++) w[l] = fr(avX + Math.abs(xs[l]!));
+        const r = q5 ? makeQkx2(xs, w, 31, -0.5, 0.1, 15) : makeQkx2(xs, w, 15, -1, 0.1, 20);
+        scales[j] = r.scale;
+        mins[j] = r.min;
+      }
+    }
     let maxScale = 0;
     let maxMin = 0;
     for (let j = 0; j < 8; j++) {
-      const xs = x.subarray(32 * j, 32 * j + 32);
-      let sumX2 = 0;
-      for (const v of xs) sumX2 = fr(sumX2 + fr(v * v));
-      const avX = fr(Math.sqrt(fr(sumX2 / 32)));
-      for (let l = 0; l < 32; l++) w[l] = fr(avX + Math.abs(xs[l]!));
-      const r = q5 ? makeQkx2(xs, w, 31, -0.5, 0.1, 15) : makeQkx2(xs, w, 15, -1, 0.1, 20);
-      scales[j] = r.scale;
-      mins[j] = r.min;
-      if (r.scale > maxScale) maxScale = r.scale;
-      if (r.min > maxMin) maxMin = r.min;
+      if (scales[j]! > maxScale) maxScale = scales[j]!;
+      if (mins[j]! > maxMin) maxMin = mins[j]!;
     }
     const invScale = maxScale > 0 ? fr(63 / maxScale) : 0;
     const invMin = maxMin > 0 ? fr(63 / maxMin) : 0;
@@ -256,11 +264,12 @@ export class BlockGrid {
   /** quantize_row_q6_K_ref. */
   private fitQ6K(bi: number, sub0: number, x: Float32Array): void {
     const scales = new Float64Array(16);
+    if (this.wasm) fitQ6KSubs(x, scales);
+    else for (let j = 0; j < 16; j++) scales[j] = makeQx(x.subarray(16 * j, 16 * j + 16), 32);
     let maxScale = 0;
     let maxAbs = 0;
     for (let j = 0; j < 16; j++) {
-      const s = makeQx(x.subarray(16 * j, 16 * j + 16), 32);
-      scales[j] = s;
+      const s = scales[j]!;
       if (Math.abs(s) > maxAbs) (maxAbs = Math.abs(s)), (maxScale = s);
     }
     if (maxAbs < 1e-15) {
@@ -532,8 +541,8 @@ function makeQx(x: Float32Array, nmax: number): number {
  * Round-to-nearest on the grid of `type` as llama.cpp's reference quantizer (and the Python `gguf` package) does
  * it: parameters of each block from its own values, each value to the level the reference rounding gives.
  */
-export function rtnGrid(W: Float32Array, N: number, K: number, type: QuantType): { grid: BlockGrid; levels: Uint8Array; dequantized: Float32Array } {
-  const grid = new BlockGrid(type, N, K);
+export function rtnGrid(W: Float32Array, N: number, K: number, type: QuantType, wasm = true): { grid: BlockGrid; levels: Uint8Array; dequantized: Float32Array } {
+  const grid = new BlockGrid(type, N, K, wasm);
   for (let b = 0; b < K / grid.blockLen; b++) grid.fit(W, K, 1, b);
   const levels = new Uint8Array(N * K);
   for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) levels[n * K + k] = grid.level(W[n * K + k]!, n, k);
