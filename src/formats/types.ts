@@ -3,9 +3,9 @@
  * file) owns its layout and packing; the layer-sequential driver only hands it each linear once it is final.
  */
 import type { LoadedModel } from '../engine/model.js';
-import type { SessionPool } from '../graph/session.js';
 import type { LinearModule } from '../pipeline/modules.js';
 import type { QuantizedLinear } from '../quantization/quantizer.js';
+import type { QuantType } from './gguf/quants.js';
 import type { GgufOptions } from './gguf/writer.js';
 
 /** The quantize settings a format reads. */
@@ -42,8 +42,11 @@ export interface ModelWriter {
   check?(m: Pick<LinearModule, 'prefix' | 'N' | 'K'>): void;
   /** Before any work, given the linears to quantize: a note for the user about the output (e.g. GPTQ's shorter last groups), or null. */
   note?(todo: Array<Pick<LinearModule, 'prefix' | 'K'>>): string | null;
-  /** The grid a format solves on when it is not the min-max grid of bits / group / sym (GGUF block types). */
-  solve?: (m: LinearModule, W: Float32Array, H: Float32Array | null, pool: SessionPool) => Promise<QuantizedLinear>;
+  /**
+   * The grid a format solves a linear on when it is not the min-max grid of bits / group / sym (GGUF: its block
+   * type); the solve hands add() the tensor's bytes in that type as `q.packed`.
+   */
+  grid?: (m: Pick<LinearModule, 'weight'>) => QuantType;
   /** Store a final quantized linear; returns the bytes it takes in the output. */
   add(m: LinearModule, q: QuantizedLinear): number;
   /** A layer is done: spill what it produced. */

@@ -320,7 +320,6 @@ function routedExperts(g: GraphBuilder, x: string, H: number, I: number, count: 
  * experts, in expert order) are gathered back per (token, slot) with `combine_pos` [T, k].
  */
 function combineExperts(g: GraphBuilder, spec: ModelSpec, ffn: MoeFfnSpec, h: string, x: string, y: string, capture: boolean, forms: WeightForms): string {
-  const H = spec.hiddenSize;
   const k = ffn.routing.numExpertsUsed;
   const pos = g.input('combine_pos', I64, ['T', k]);
   const cw = g.input('combine_w', F, ['T', k]);

@@ -20,6 +20,7 @@ import type { Engine } from '../engine/engine.js';
 import { sequenceBatches, type ActivationsEvent } from '../engine/forward.js';
 import { tensor } from '../graph/session.js';
 import type { QuantConfig, QuantizedLinear } from '../quantization/quantizer.js';
+import type { QuantType } from '../formats/gguf/quants.js';
 import type { CalibrationInput } from '../calibration/calibration-dir.js';
 import { LayerActivations } from '../engine/activations.js';
 import { chunkModules, layerModuleGroups, type LinearModule } from './modules.js';
@@ -44,10 +45,10 @@ export interface SequentialOptions extends QuantConfig {
    */
   trueSequential: boolean;
   /**
-   * The output format's own solve (GGUF: on each tensor's block grid); `H` is null for round-to-nearest.
-   * Default: the min-max grid of bits / groupSize / sym (rtnQuantize / gptqQuantize).
+   * The GGUF block type module `m` is solved on (its bytes come back in `q.packed`). Default: the min-max grid of
+   * bits / groupSize / sym (rtnQuantize / gptqQuantize).
    */
-  solve?: (m: LinearModule, W: Float32Array, H: Float32Array | null) => Promise<QuantizedLinear>;
+  grid?: (m: LinearModule) => QuantType;
   /**
    * Memory plan (calibration/memory.ts planQuantizeMemory): routed experts whose Hessians one pass collects, for an
    * expert Hessian of `bytes`; and whether a layer's dequantized experts go to a scratch file in `spillDir` instead of
@@ -205,17 +206,17 @@ export async function quantizeSequential(
     // Workers pay off with at least as many tasks as workers: fewer (attention's q/k/v, a dense FFN's gate/up) are cut
     // into a task per module (each factorizes H itself); a lone module (o_proj, a dense down_proj) is factorized here
     // and its rows are cut between the workers.
-    const workers = solver && !opts.solve ? solver.size : 1;
+    const workers = solver ? solver.size : 1;
     if (workers > 1 && tasks.length < workers) tasks.splice(0, tasks.length, ...tasks.flatMap((t) => t.modules.map((m) => ({ ...t, modules: [m] }))));
     const parallel = workers > 1 && tasks.length > 1;
-    const byRows = workers > 1 && tasks.length === 1 && tasks[0]!.H !== null;
+    // (Row ranges share one factorization on the min-max grid; a lone module on a GGUF grid is solved here whole.)
+    const byRows = workers > 1 && tasks.length === 1 && tasks[0]!.H !== null && !opts.grid;
     const solveOne = async (t: Task): Promise<SolvedModule[]> => {
       // The originals are read per task and given back once solved (streaming stores): a layer's experts never all sit in memory.
       const W = t.modules.map((m) => weights.get(m.weight));
-      const task: SolveTask = { H: t.H, errorH: t.errorH, modules: t.modules.map((m, i) => ({ W: W[i]!, N: m.N, K: m.K })), settings };
-      // An output format's own solve (GGUF block grids) runs here; so do round-to-nearest and lone tasks.
-      const custom = opts.solve ? (i: number, w: Float32Array, H: Float32Array | null) => opts.solve!(t.modules[i]!, w, H) : undefined;
-      const results = parallel && task.H ? await solver!.solve(task) : byRows ? [await solveRowRanges(task, pool, solver!)] : await runSolveTask(task, pool, custom);
+      const task: SolveTask = { H: t.H, errorH: t.errorH, modules: t.modules.map((m, i) => ({ W: W[i]!, N: m.N, K: m.K, ...(opts.grid ? { grid: opts.grid(m) } : {}) })), settings };
+      // Round-to-nearest on the min-max grid (cheap) and lone tasks run here.
+      const results = parallel && (task.H || opts.grid) ? await solver!.solve(task) : byRows ? [await solveRowRanges(task, pool, solver!)] : await runSolveTask(task, pool);
       // (A format may keep a module as it is: its result is then the original buffer, which must not be reused.)
       weights.release(t.modules.filter((m, i) => results[i]!.q.dequantized !== W[i]).map((m) => m.weight));
       return results;

@@ -240,8 +240,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       // The memory plan, before any work: a budget too small for one expert fails here.
       const tokens = given ? given.windows.length * given.windows[0]!.length : inline!.samples * inline!.seqLen;
       const budget = o.maxMemory ?? autoMemoryBudget();
-      // Worker threads solve on the CPU provider with the built-in grid; GPU devices and GGUF grids solve here.
-      const parallelSolves = eng.pool.device === 'cpu' && method !== 'rtn' && !writer.solve;
+      // Worker threads solve on the CPU provider (GPU devices solve here); round-to-nearest on the min-max grid is
+      // cheap enough for this thread, on a GGUF grid it is not (the K-quants' scale searches).
+      const parallelSolves = eng.pool.device === 'cpu' && (method !== 'rtn' || writer.grid !== undefined);
       const cores = o.threads ?? Math.max(1, os.availableParallelism());
       const largestLinear = Math.max(0, ...eng.model.expected.filter((t) => t.layer !== null && t.shape.length === 2).map((t) => t.shape[0]! * t.shape[1]!));
       const plan = planQuantizeMemory(budget, {
@@ -273,7 +274,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         {
           ...cfg,
           leaveOut: (m) => leaveOut(m.prefix, m.N),
-          ...(writer.solve ? { solve: (m: LinearModule, W: Float32Array, H: Float32Array | null) => writer.solve!(m, W, H, eng.pool) } : {}),
+          ...(writer.grid ? { grid: (m: LinearModule) => writer.grid!(m) } : {}),
           memory: plan,
           ...(solvers ? { solvers } : {}),
           spillDir: tmp,

@@ -3,6 +3,7 @@
  * and their rel_error. The same function runs in the main thread or in a solve worker (solve-pool.ts); everything
  * it needs travels in the task, so the result does not depend on where it ran.
  */
+import { BlockGrid, rtnGrid, type QuantType } from '../formats/gguf/quants.js';
 import type { SessionPool } from '../graph/session.js';
 import { GptqFactors, gptqFactorize, gptqQuantize, joinedHessianError, type GptqFactorization, type GptqOptions, type GptqResult } from '../quantization/gptq.js';
 import { ROW_CHUNK } from '../quantization/gptq-block.js';
@@ -24,8 +25,11 @@ export interface SolveTask {
   H: Float32Array | GptqFactorization | null;
   /** Hessian rel_error is measured on (null: no calibration tokens, rel_error NaN); `'solve'`: the same as H. */
   errorH: Float32Array | 'solve' | null;
-  /** The modules' original weights [N, K], all with the same K. */
-  modules: Array<{ W: Float32Array; N: number; K: number }>;
+  /**
+   * The modules' original weights [N, K], all with the same K; `grid`: solved on that GGUF block type's grid instead
+   * of the min-max grid of the settings (the result carries the tensor's bytes in `q.packed`).
+   */
+  modules: Array<{ W: Float32Array; N: number; K: number; grid?: QuantType }>;
   settings: SolveSettings;
 }
 
@@ -37,25 +41,38 @@ export interface SolvedModule {
   seconds: number;
 }
 
-/** An output format's own solve of module `index` of a task (GGUF: on its block grid); `H` null: round-to-nearest. */
-export type CustomSolve = (index: number, W: Float32Array, H: Float32Array | null) => Promise<QuantizedLinear & { hessianError?: number }>;
+/**
+ * One module on a GGUF block grid (H null: round-to-nearest on it). rel_error is measured afresh, as for the formats'
+ * own solves before they ran here (GptqResult.hessianError is not passed on).
+ */
+async function gridSolve(W: Float32Array, N: number, K: number, type: QuantType, H: Float32Array | null, s: SolveSettings, factors: GptqFactors, pool: SessionPool): Promise<QuantizedLinear> {
+  let levels: Uint8Array;
+  let grid: BlockGrid;
+  let dequantized: Float32Array;
+  if (!H) ({ grid, levels, dequantized } = rtnGrid(W, N, K, type));
+  else {
+    grid = new BlockGrid(type, N, K);
+    ({ q: levels, dequantized } = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: grid.blockLen, sym: false, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, grid, factors }, pool));
+  }
+  return { N, K, bits: s.bits, groupSize: grid.blockLen, sym: false, q: new Uint8Array(0), scales: new Float32Array(0), zeros: new Uint8Array(0), gIdx: new Int32Array(0), dequantized, packed: grid.pack(levels) };
+}
 
 /**
  * Solve every module of `task` in order (modules of one Hessian share its factorization), with the min-max grid of
- * the settings or, given `custom`, the output format's own solve; rel_error either way.
+ * the settings or a module's GGUF block grid; rel_error either way.
  */
-export async function runSolveTask(task: SolveTask, pool: SessionPool, custom?: CustomSolve): Promise<SolvedModule[]> {
+export async function runSolveTask(task: SolveTask, pool: SessionPool): Promise<SolvedModule[]> {
   const { H, settings: s } = task;
   const factored = H !== null && !(H instanceof Float32Array);
-  if (factored && (custom || task.errorH === 'solve')) throw new Error('runSolveTask: a factorized H serves the built-in solve without rel_error only');
+  if (factored && (task.modules.some((m) => m.grid) || task.errorH === 'solve')) throw new Error('runSolveTask: a factorized H serves the built-in solve without rel_error only');
   const errorH = task.errorH === 'solve' ? (H as Float32Array | null) : task.errorH;
   const factors = new GptqFactors();
   const cfg: QuantConfig = { bits: s.bits, groupSize: s.groupSize, sym: s.sym };
   const out: SolvedModule[] = [];
-  for (const [i, { W, N, K }] of task.modules.entries()) {
+  for (const { W, N, K, grid } of task.modules) {
     const t0 = performance.now();
-    const q: QuantizedLinear & { hessianError?: number } = custom
-      ? await custom(i, W, H as Float32Array | null)
+    const q: QuantizedLinear & { hessianError?: number } = grid
+      ? await gridSolve(W, N, K, grid, H as Float32Array | null, s, factors, pool)
       : H
         ? await gptqQuantize(W, N, K, H, { ...gptqOptions(s), factors }, pool)
         : rtnQuantize(W, N, K, cfg);
@@ -130,5 +147,6 @@ export function joinRows(parts: QuantizedLinear[], N: number): QuantizedLinear {
 
 /** The buffers of a task's results, to move (not copy) them between threads. */
 export function resultBuffers(results: SolvedModule[]): ArrayBuffer[] {
-  return results.flatMap(({ q }) => [q.q, q.scales, q.zeros, q.gIdx, q.dequantized].map((a) => a.buffer as ArrayBuffer));
+  // (Each once: a transfer list may not name a buffer twice, e.g. two empty arrays that share one.)
+  return [...new Set(results.flatMap(({ q }) => [q.q, q.scales, q.zeros, q.gIdx, q.dequantized, ...(q.packed ? [q.packed] : [])].map((a) => a.buffer as ArrayBuffer)))];
 }

@@ -54,6 +54,8 @@ export interface QuantizedLinear {
   dequantized: Float32Array;
   /** Set when solved on a GGUF block grid: `q` are its levels (scales and zeros are then empty). */
   grid?: BlockGrid;
+  /** Solved on a GGUF block grid (pipeline/solve.ts): the tensor's bytes in that block type, for the writer. */
+  packed?: Uint8Array;
 }
 
 /** Per-row parameters of one group. */

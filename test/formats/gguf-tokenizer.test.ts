@@ -11,9 +11,9 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransformersDigits } from '../../src/checkpoint/tokenizer.js';
 import { MoeQuantError } from '../../src/errors.js';
-import { GgufFile, writeGguf, type GgufValue } from '../../src/formats/gguf/file.js';
+import { GgufFile, writeGguf } from '../../src/formats/gguf/file.js';
 import { tokenizerJsonFromGguf, tokenizerMetadata } from '../../src/formats/gguf/tokenizer.js';
-import { DEEPSEEK_LLM, DEEPSEEK_TEXT, LLAMA3, SPM_DIR, deepseekLlmPre, numericMerges, sampleText, styles, type Style } from './tokenizer-styles.js';
+import { DEEPSEEK_LLM, DEEPSEEK_TEXT, LLAMA3, SPM_DIR, deepseekLlmPre, sampleText, styles, type Style } from './tokenizer-styles.js';
 
 let tmp: string;
 beforeAll(() => {

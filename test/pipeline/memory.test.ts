@@ -14,6 +14,7 @@ import { autoMemoryBudget, parseSize, planQuantizeMemory, type QuantizeMemoryInp
 import { MoeQuantError } from '../../src/errors.js';
 import { chunkModules, type LinearModule } from '../../src/pipeline/modules.js';
 import { quantizeModel, type QuantizeOptions } from '../../src/pipeline/quantize.js';
+import { SolvePool } from '../../src/pipeline/solve-pool.js';
 import { C4, FIXTURES } from '../paths.js';
 
 const MIXTRAL = path.join(FIXTURES, 'tiny-mixtral');
@@ -145,6 +146,26 @@ describe('quantize under a memory budget', () => {
         same(whole.out, streamed.out);
       }
     }, 300_000);
+  }
+
+  // GGUF: solves on the block grids run in the workers too — round-to-nearest included (the K-quants' scale searches
+  // are the costly part there) — and the file is the same.
+  for (const method of ['agq', 'rtn'] as const) {
+    it(`GGUF ${method}: grid solves in two worker threads give a byte-identical file`, async () => {
+      const o = { method, format: 'gguf', gguf: { type: 'q4_1' as const }, maxMemory: 2 ** 40 };
+      const main = await run(`gguf-${method}-main`, o);
+      const sent = vi.spyOn(SolvePool.prototype, 'solve');
+      try {
+        const workers = await run(`gguf-${method}-workers`, { ...o, solveThreads: 2 });
+        expect(main.memory!.solve_threads).toBe(1);
+        expect(workers.memory!.solve_threads).toBe(2);
+        // Every expert's tasks went to the workers (routed experts: 4 layers × 8 experts × gate/up and down).
+        expect(sent.mock.calls.length).toBeGreaterThanOrEqual(32);
+        same(main.out, workers.out);
+      } finally {
+        sent.mockRestore();
+      }
+    }, 120_000);
   }
 
   // MLA with dense layers and shared experts; Qwen3-MoE sharded: activations in files give the same bytes too.

@@ -2,7 +2,6 @@
  * GGUF for llama.cpp (`OUT/model.gguf`): every quantized linear solved on its block type's grid (quants.ts) by
  * the chosen method, tensors named and transformed per family (arch.ts), the tokenizer inside (tokenizer.ts).
  */
-import type { QuantizedLinear } from '../../quantization/quantizer.js';
 import type { OutputFormat } from '../types.js';
 import { FILE_TYPE } from './convert.js';
 import { str, u32 } from './file.js';
@@ -21,12 +20,8 @@ export const ggufFormat: OutputFormat = {
     return {
       keepsFloat: (m) => !w.quantizes(m.weight),
       leaveFloat: (leftOut) => w.keepFloat(leftOut),
-      async solve(m, W, H, pool): Promise<QuantizedLinear> {
-        const r = await w.solve(m.weight, W, m.N, m.K, { H, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, pool });
-        const none = new Uint8Array(0);
-        return { N: m.N, K: m.K, bits: s.bits, groupSize: r.grid?.blockLen ?? m.K, sym: false, q: none, scales: new Float32Array(0), zeros: none, gIdx: new Int32Array(0), dequantized: r.dequantized, ...(r.grid ? { grid: r.grid } : {}) };
-      },
-      add: (m) => w.storedBytes(m.weight),
+      grid: (m) => w.gridType(m.weight),
+      add: (m, q) => w.add(m.weight, q.packed),
       flushLayer: () => undefined,
       finish: (run) =>
         w.finish([

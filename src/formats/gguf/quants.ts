@@ -74,7 +74,6 @@ export function fromHalf(h: number): number {
   if (e === 31) return m ? NaN : s * Infinity;
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
-const half = (x: number) => fromHalf(toHalf(x));
 /** ggml nearest_int: round half to even. */
 function nearestInt(x: number): number {
   const r = Math.round(x);

@@ -8,11 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { LoadedModel } from '../../engine/model.js';
 import { fail } from '../../errors.js';
-import type { SessionPool } from '../../graph/session.js';
-import { gptqQuantize } from '../../quantization/gptq.js';
-import { ggufPlan, permutedRow, type GgufModelPlan, type GgufSource, type GgufTensorPlan } from './arch.js';
+import { ggufPlan, permutedRow, type GgufModelPlan, type GgufTensorPlan } from './arch.js';
 import { writeGguf, type GgufTensorToWrite, type GgufValue } from './file.js';
-import { BlockGrid, dequantizeRows, floatBytes, isQuantType, rowBytes, rtnGrid, GGML_TYPES, type GgmlType, type QuantType } from './quants.js';
+import { floatBytes, isQuantType, rowBytes, rtnGrid, GGML_TYPES, type GgmlType, type QuantType } from './quants.js';
 import { tokenizerMetadata } from './tokenizer.js';
 
 /** `--gguf-type` values. */
@@ -30,15 +28,6 @@ export interface GgufOptions {
   fallback?: boolean;
   /** The type of individual GGUF tensors by name (e.g. only `token_embd.weight` quantized, to check a layout). */
   override?: (ggufName: string) => GgufTypeName | undefined;
-}
-
-/** The grid solve of one linear (`H` null: round-to-nearest). */
-export interface GridSolveOptions {
-  H: Float32Array | null;
-  damp: number;
-  blockSize: number;
-  actOrder: boolean;
-  pool: SessionPool;
 }
 
 export const GGUF_FILE = 'model.gguf';
@@ -105,33 +94,20 @@ export class GgufWriter {
     return this.plan.tensors.filter((t) => (t.source.kind === 'experts' ? t.source.hf.includes(hf) : t.source.hf === hf));
   }
 
-  /** Solves linear `hf` ([N, K] = W) on its GGUF grid, spills the bytes and returns the weights the file holds. */
-  async solve(hf: string, W: Float32Array, N: number, K: number, o: GridSolveOptions): Promise<{ dequantized: Float32Array; grid: BlockGrid | null }> {
+  /** The block type linear `hf` is solved on (one it {@link quantizes}). */
+  gridType(hf: string): QuantType {
     const plans = this.tensorsOf(hf);
     if (plans.some((t) => t.source.kind === 'kv_b')) throw new Error(`${hf}: MLA kv_b is written in F32, not solved`);
     const type = this.types.get(plans[0]!.name)!;
-    const { bytes, dequantized, grid } = await this.solveMatrix(W, N, K, type, o);
-    this.spill(hf, bytes, type);
-    return { dequantized, grid };
+    if (!isQuantType(type)) throw new Error(`${hf} is stored ${type}, not solved on a block grid`);
+    return type;
   }
 
-  private async solveMatrix(W: Float32Array, N: number, K: number, type: GgmlType, o: GridSolveOptions): Promise<{ bytes: Uint8Array; dequantized: Float32Array; grid: BlockGrid | null }> {
-    if (!isQuantType(type)) {
-      const bytes = floatBytes(type === 'F16' ? 'F16' : 'F32', W);
-      return { bytes, dequantized: dequantizeRows(type, bytes, N, K), grid: null };
-    }
-    if (!o.H) {
-      const r = rtnGrid(W, N, K, type);
-      return { bytes: r.grid.pack(r.levels), dequantized: r.dequantized, grid: r.grid };
-    }
-    const grid = new BlockGrid(type as QuantType, N, K);
-    const r = await gptqQuantize(W, N, K, o.H, { bits: 4, groupSize: grid.blockLen, sym: false, damp: o.damp, blockSize: o.blockSize, actOrder: o.actOrder, grid }, o.pool);
-    return { bytes: grid.pack(r.q), dequantized: r.dequantized, grid };
-  }
-
-  /** Bytes the linear `hf` takes in the file (after {@link solve}). */
-  storedBytes(hf: string): number {
-    return this.parts.get(hf)?.length ?? 0;
+  /** Keeps the bytes of linear `hf` solved on its {@link gridType} (spilled to the part file); returns their size. */
+  add(hf: string, packed: Uint8Array | undefined): number {
+    if (!packed) throw new Error(`${hf}: no GGUF bytes (not solved on its block grid)`);
+    this.spill(hf, packed, this.gridType(hf));
+    return packed.length;
   }
 
   private spill(key: string, bytes: Uint8Array, type: GgmlType): void {
