@@ -41,20 +41,19 @@ export interface SolvedModule {
   seconds: number;
 }
 
-/**
- * One module on a GGUF block grid (H null: round-to-nearest on it). rel_error is measured afresh, as for the formats'
- * own solves before they ran here (GptqResult.hessianError is not passed on).
- */
-async function gridSolve(W: Float32Array, N: number, K: number, type: QuantType, H: Float32Array | null, s: SolveSettings, factors: GptqFactors, pool: SessionPool): Promise<QuantizedLinear> {
+/** One module on a GGUF block grid (H null: round-to-nearest on it). */
+async function gridSolve(W: Float32Array, N: number, K: number, type: QuantType, H: Float32Array | null, s: SolveSettings, factors: GptqFactors, pool: SessionPool): Promise<QuantizedLinear & { hessianError?: number }> {
   let levels: Uint8Array;
   let grid: BlockGrid;
   let dequantized: Float32Array;
+  let hessianError: number | undefined;
   if (!H) ({ grid, levels, dequantized } = rtnGrid(W, N, K, type));
   else {
     grid = new BlockGrid(type, N, K);
-    ({ q: levels, dequantized } = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: grid.blockLen, sym: false, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, grid, factors }, pool));
+    ({ q: levels, dequantized, hessianError } = await gptqQuantize(W, N, K, H, { bits: 4, groupSize: grid.blockLen, sym: false, damp: s.damp, blockSize: s.blockSize, actOrder: s.actOrder, grid, factors }, pool));
   }
-  return { N, K, bits: s.bits, groupSize: grid.blockLen, sym: false, q: new Uint8Array(0), scales: new Float32Array(0), zeros: new Uint8Array(0), gIdx: new Int32Array(0), dequantized, packed: grid.pack(levels) };
+  const q = { N, K, bits: s.bits, groupSize: grid.blockLen, sym: false, q: new Uint8Array(0), scales: new Float32Array(0), zeros: new Uint8Array(0), gIdx: new Int32Array(0), dequantized, packed: grid.pack(levels) };
+  return hessianError === undefined ? q : { ...q, hessianError };
 }
 
 /**
