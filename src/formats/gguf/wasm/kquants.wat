@@ -5,7 +5,7 @@
 ;; (tested). It exists for speed: the searches are ~20 trial roundings per value.
 ;;
 ;; Memory (one page): a block's float32 values at X (256), the results at OUT (8 × [scale, min] for k45, 16 scales
-;; for q6k). k45 takes four sub-blocks at a time in SIMD lanes (each lane the scalar search of one sub-block, step
+;; for q6k). Both take four sub-blocks at a time in SIMD lanes (each lane the scalar search of one sub-block, step
 ;; for step): their values, weights and levels transposed ([value i][lane]) at XT, WT, LT.
 (module
   (memory (export "memory") 1)
@@ -14,18 +14,11 @@
   (global $XT i32 (i32.const 2048))
   (global $WT i32 (i32.const 2560))
   (global $LT i32 (i32.const 3072))
-  (global $sumlx (mut f32) (f32.const 0))
-  (global $suml2 (mut f32) (f32.const 0))
+  (global $sumlx4 (mut v128) (v128.const i32x4 0 0 0 0))
+  (global $suml24 (mut v128) (v128.const i32x4 0 0 0 0))
 
-  ;; JavaScript clamp(nearestInt(v), lo, hi): round half to even, then v < lo ? lo : v > hi ? hi : v (NaN stays NaN).
-  (func $level (param $v f32) (param $lo f32) (param $hi f32) (result f32)
-    (local $r f32)
-    (local.set $r (f32.nearest (local.get $v)))
-    (if (result f32) (f32.lt (local.get $r) (local.get $lo))
-      (then (local.get $lo))
-      (else (select (local.get $hi) (local.get $r) (f32.gt (local.get $r) (local.get $hi))))))
-
-  ;; $level in four lanes.
+  ;; JavaScript clamp(nearestInt(v), lo, hi) in four lanes: round half to even, then v < lo ? lo : v > hi ? hi : v
+  ;; (NaN stays NaN).
   (func $level4 (param $v v128) (param $lo v128) (param $hi v128) (result v128)
     (local $r v128)
     (local.set $r (f32x4.nearest (local.get $v)))
@@ -196,68 +189,94 @@
         (local.set $g (i32.add (local.get $g) (i32.const 1)))
         (br $group))))
 
-  ;; make_qx_quants' sums for one trial iscale over n values at x (levels in [−nmax, nmax − 1]).
-  (func $qxSums (param $x i32) (param $n i32) (param $nmax f32) (param $iscale f32)
-    (local $i i32) (local $v f32) (local $l f32) (local $w f32)
-    (global.set $sumlx (f32.const 0))
-    (global.set $suml2 (f32.const 0))
+  ;; make_qx_quants' sums for one trial iscale of each lane, over the 16 values at XT (levels in [−nmax, nmax − 1]).
+  (func $qxSums4 (param $iscale v128) (param $lo v128) (param $hi v128)
+    (local $i i32) (local $v v128) (local $l v128) (local $w v128)
+    (global.set $sumlx4 (f32x4.splat (f32.const 0)))
+    (global.set $suml24 (f32x4.splat (f32.const 0)))
     (block $done
       (loop $each
-        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
-        (local.set $v (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))))
-        (local.set $l (call $level (f32.mul (local.get $iscale) (local.get $v)) (f32.neg (local.get $nmax)) (f32.sub (local.get $nmax) (f32.const 1))))
-        (local.set $w (f32.mul (local.get $v) (local.get $v)))
-        (global.set $sumlx (f32.add (global.get $sumlx) (f32.mul (f32.mul (local.get $w) (local.get $v)) (local.get $l))))
-        (global.set $suml2 (f32.add (global.get $suml2) (f32.mul (f32.mul (local.get $w) (local.get $l)) (local.get $l))))
+        (br_if $done (i32.ge_u (local.get $i) (i32.const 16)))
+        (local.set $v (v128.load (i32.add (global.get $XT) (i32.shl (local.get $i) (i32.const 4)))))
+        (local.set $l (call $level4 (f32x4.mul (local.get $iscale) (local.get $v)) (local.get $lo) (local.get $hi)))
+        (local.set $w (f32x4.mul (local.get $v) (local.get $v)))
+        (global.set $sumlx4 (f32x4.add (global.get $sumlx4) (f32x4.mul (f32x4.mul (local.get $w) (local.get $v)) (local.get $l))))
+        (global.set $suml24 (f32x4.add (global.get $suml24) (f32x4.mul (f32x4.mul (local.get $w) (local.get $l)) (local.get $l))))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $each))))
 
-  ;; make_qx_quants (rmse_type 1, no importance weights) of n values at x: the scale.
-  (func $qx (param $x i32) (param $n i32) (param $nmax f32) (result f32)
-    (local $i i32) (local $is i32) (local $v f32) (local $max f32) (local $amax f32) (local $scale f32) (local $best f32)
+  ;; make_qx_quants (rmse_type 1, no importance weights, nmax 32) of the four 16-value sub-blocks at XT, one per
+  ;; lane: their scales.
+  (func $qx4 (result v128)
+    (local $i i32) (local $is i32) (local $v v128) (local $max v128) (local $amax v128) (local $gt v128)
+    (local $scale v128) (local $best v128) (local $ns v128) (local $upd v128) (local $nmax f32) (local $lo v128) (local $hi v128)
+    (local.set $nmax (f32.const 32))
+    (local.set $lo (f32x4.splat (f32.const -32)))
+    (local.set $hi (f32x4.splat (f32.const 31)))
     (block $done
       (loop $scan
-        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
-        (local.set $v (f32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))))
-        (if (f32.gt (f32.abs (local.get $v)) (local.get $amax))
-          (then
-            (local.set $amax (f32.abs (local.get $v)))
-            (local.set $max (local.get $v))))
+        (br_if $done (i32.ge_u (local.get $i) (i32.const 16)))
+        (local.set $v (v128.load (i32.add (global.get $XT) (i32.shl (local.get $i) (i32.const 4)))))
+        (local.set $gt (f32x4.gt (f32x4.abs (local.get $v)) (local.get $amax)))
+        (local.set $amax (v128.bitselect (f32x4.abs (local.get $v)) (local.get $amax) (local.get $gt)))
+        (local.set $max (v128.bitselect (local.get $v) (local.get $max) (local.get $gt)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $scan)))
-    (if (f64.lt (f64.promote_f32 (local.get $amax)) (f64.const 1e-15)) (then (return (f32.const 0))))
-    (call $qxSums (local.get $x) (local.get $n) (local.get $nmax) (f32.div (f32.neg (local.get $nmax)) (local.get $max)))
+    (call $qxSums4 (f32x4.div (f32x4.splat (f32.neg (local.get $nmax))) (local.get $max)) (local.get $lo) (local.get $hi))
     ;; JavaScript `suml2 ? … : 0`: 0 and NaN are false.
-    (if (i32.and (f32.ne (global.get $suml2) (f32.const 0)) (f32.eq (global.get $suml2) (global.get $suml2)))
-      (then (local.set $scale (f32.div (global.get $sumlx) (global.get $suml2)))))
-    (local.set $best (f32.mul (local.get $scale) (global.get $sumlx)))
+    (local.set $scale
+      (v128.and
+        (f32x4.div (global.get $sumlx4) (global.get $suml24))
+        (v128.and (f32x4.ne (global.get $suml24) (f32x4.splat (f32.const 0))) (f32x4.eq (global.get $suml24) (global.get $suml24)))))
+    (local.set $best (f32x4.mul (local.get $scale) (global.get $sumlx4)))
     (local.set $is (i32.const -9))
     (block $steps
       (loop $step
         (br_if $steps (i32.gt_s (local.get $is) (i32.const 9)))
         (if (local.get $is)
           (then
-            (call $qxSums (local.get $x) (local.get $n) (local.get $nmax)
-              (f32.div
-                (f32.neg (f32.add (local.get $nmax) (f32.demote_f64 (f64.mul (f64.const 0.1) (f64.convert_i32_s (local.get $is))))))
-                (local.get $max)))
-            (if (i32.and
-                  (f32.gt (global.get $suml2) (f32.const 0))
-                  (f32.gt (f32.mul (global.get $sumlx) (global.get $sumlx)) (f32.mul (local.get $best) (global.get $suml2))))
-              (then
-                (local.set $scale (f32.div (global.get $sumlx) (global.get $suml2)))
-                (local.set $best (f32.mul (local.get $scale) (global.get $sumlx)))))))
+            (call $qxSums4
+              (f32x4.div
+                (f32x4.splat (f32.neg (f32.add (local.get $nmax) (f32.demote_f64 (f64.mul (f64.const 0.1) (f64.convert_i32_s (local.get $is)))))))
+                (local.get $max))
+              (local.get $lo) (local.get $hi))
+            (local.set $upd
+              (v128.and
+                (f32x4.gt (global.get $suml24) (f32x4.splat (f32.const 0)))
+                (f32x4.gt (f32x4.mul (global.get $sumlx4) (global.get $sumlx4)) (f32x4.mul (local.get $best) (global.get $suml24)))))
+            (local.set $ns (f32x4.div (global.get $sumlx4) (global.get $suml24)))
+            (local.set $best (v128.bitselect (f32x4.mul (local.get $ns) (global.get $sumlx4)) (local.get $best) (local.get $upd)))
+            (local.set $scale (v128.bitselect (local.get $ns) (local.get $scale) (local.get $upd)))))
         (local.set $is (i32.add (local.get $is) (i32.const 1)))
         (br $step)))
-    (local.get $scale))
+    ;; amax < 1e-15 (compared in float64 by the JavaScript; 1e-15 rounds up to the smallest float32 above it, so
+    ;; the float32 comparison is the same): the scale is 0.
+    (v128.andnot (local.get $scale) (f32x4.lt (local.get $amax) (f32x4.splat (f32.const 1e-15)))))
 
-  ;; Q6_K sub-block scales of the 256 values at X: scale of sub-block j (16 values) at OUT + 4j.
+  ;; Q6_K sub-block scales of the 256 values at X: scale of sub-block j (16 values) at OUT + 4j; sub-blocks 4g … 4g + 3
+  ;; go through $qx4 together, their values transposed into lanes.
   (func (export "q6k")
-    (local $j i32)
-    (block $done
-      (loop $sub
-        (br_if $done (i32.ge_u (local.get $j) (i32.const 16)))
-        (f32.store (i32.add (global.get $OUT) (i32.shl (local.get $j) (i32.const 2)))
-          (call $qx (i32.add (global.get $X) (i32.shl (local.get $j) (i32.const 6))) (i32.const 16) (f32.const 32)))
-        (local.set $j (i32.add (local.get $j) (i32.const 1)))
-        (br $sub)))))
+    (local $g i32) (local $lane i32) (local $i i32) (local $src i32) (local $dst i32)
+    (block $groups
+      (loop $group
+        (br_if $groups (i32.ge_u (local.get $g) (i32.const 4)))
+        (local.set $lane (i32.const 0))
+        (block $d0
+          (loop $lanes
+            (br_if $d0 (i32.ge_u (local.get $lane) (i32.const 4)))
+            (local.set $src (i32.add (global.get $X) (i32.shl (i32.add (i32.shl (local.get $g) (i32.const 2)) (local.get $lane)) (i32.const 6))))
+            (local.set $dst (i32.add (global.get $XT) (i32.shl (local.get $lane) (i32.const 2))))
+            (local.set $i (i32.const 0))
+            (block $d1
+              (loop $copy
+                (br_if $d1 (i32.ge_u (local.get $i) (i32.const 16)))
+                (f32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 4)))
+                  (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br $copy)))
+            (local.set $lane (i32.add (local.get $lane) (i32.const 1)))
+            (br $lanes)))
+        (v128.store (i32.add (global.get $OUT) (i32.shl (local.get $g) (i32.const 4))) (call $qx4))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $group))))
+)
