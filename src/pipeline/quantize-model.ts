@@ -246,8 +246,9 @@ export async function quantizeSequential(
     });
   };
 
-  // AGQ solves and scores routed (and gated shared) experts with Σ c x xᵀ alone: skip their plain sums.
-  const weightedOnly = opts.method === 'agq';
+  // AGQ solves and scores routed (and gated shared) experts with Σ c x xᵀ alone, RTN only scores them with it: skip
+  // their plain sums.
+  const weightedOnly = opts.method === 'agq' || opts.method === 'rtn';
   // Each group's modules in runs of at most `chunkFor` routed experts: a run's Hessians are collected, solved and
   // dropped before the next run's pass, so a layer never holds every expert's Hessian at once.
   const runsOf = (modules: LinearModule[]) => {

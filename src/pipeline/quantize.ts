@@ -249,7 +249,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         spec: eng.model.spec,
         tokens,
         batchTokens: given ? given.batchTokens : inline!.batchTokens,
-        weightedOnly: method === 'agq',
+        weightedOnly: method === 'agq' || method === 'rtn',
         residentBytes: eng.weights.resident ? eng.weights.residentBytes : null,
         expertChunkBytes: eng.forward.expertChunkBytes,
         // What the writer holds per weight until the layer is written: float32, or the levels plus scales/zeros.
