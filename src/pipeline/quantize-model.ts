@@ -69,6 +69,14 @@ export interface SequentialOptions extends QuantConfig {
   onLayer?(index: number): void;
 }
 
+/**
+ * Whether weighted Hessian keys keep Σ c x xᵀ alone: AGQ solves and scores routed (and gated shared) experts with it,
+ * RTN only scores them with it; GPTQ solves with the plain sum and scores with the weighted one.
+ */
+export function weightedSumsOnly(method: Method): boolean {
+  return method === 'agq' || method === 'rtn';
+}
+
 /** Routed experts with a Hessian in `h`, and the bytes of those Hessians. */
 function expertHessians(h: LayerHessians): { expertHessians: number; expertHessianBytes: number } {
   const slots = [...h.slots.values()].filter((s) => s.expert !== undefined);
@@ -246,9 +254,7 @@ export async function quantizeSequential(
     });
   };
 
-  // AGQ solves and scores routed (and gated shared) experts with Σ c x xᵀ alone, RTN only scores them with it: skip
-  // their plain sums.
-  const weightedOnly = opts.method === 'agq' || opts.method === 'rtn';
+  const weightedOnly = weightedSumsOnly(opts.method);
   // Each group's modules in runs of at most `chunkFor` routed experts: a run's Hessians are collected, solved and
   // dropped before the next run's pass, so a layer never holds every expert's Hessian at once.
   const runsOf = (modules: LinearModule[]) => {

@@ -24,7 +24,7 @@ import { QUANT_REPORT_FORMAT, writeQuantReport, type QuantReport } from '../repo
 import { readCalibrationDir, type CalibrationInput } from '../calibration/calibration-dir.js';
 import { autoMemoryBudget, gib, planQuantizeMemory, AUTO_BUDGET_FRACTION, type QuantizeMemoryPlan } from '../calibration/memory.js';
 import { SolvePool } from './solve-pool.js';
-import { quantizeSequential, type Method, type ModuleRecord } from './quantize-model.js';
+import { quantizeSequential, weightedSumsOnly, type Method, type ModuleRecord } from './quantize-model.js';
 
 export interface QuantizeOptions extends EngineOptions {
   model: string;
@@ -249,7 +249,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         spec: eng.model.spec,
         tokens,
         batchTokens: given ? given.batchTokens : inline!.batchTokens,
-        weightedOnly: method === 'agq' || method === 'rtn',
+        weightedOnly: weightedSumsOnly(method),
         residentBytes: eng.weights.resident ? eng.weights.residentBytes : null,
         expertChunkBytes: eng.forward.expertChunkBytes,
         // What the writer holds per weight until the layer is written: float32, or the levels plus scales/zeros.

@@ -44,6 +44,8 @@ export class GgufWriter {
   private readonly parts = new Map<string, { offset: number; length: number; type: GgmlType }>();
   /** GGUF tensor name → its type, fixed before any work. */
   readonly types = new Map<string, GgmlType>();
+  /** HF tensor name → the GGUF tensors made from it (asked per linear: a map, not a search of the plan). */
+  private readonly byHf = new Map<string, GgufTensorPlan[]>();
 
   constructor(
     readonly dir: string,
@@ -63,6 +65,7 @@ export class GgufWriter {
       // attn_v_b gives wrong logits once kv_lora_rank spans more than one block (tiny-deepseek-v3: Δ 10.8 with Q8_0).
       const want = t.source.kind === 'kv_b' ? 'F32' : (forced ?? (role === 'embedding' || role === 'head' ? keep : role === 'linear' ? this.linearType : 'F32'));
       this.types.set(t.name, this.fit(t, want));
+      for (const hf of t.source.kind === 'experts' ? t.source.hf : [t.source.hf]) this.byHf.set(hf, [...(this.byHf.get(hf) ?? []), t]);
     }
     this.file = path.join(dir, GGUF_FILE);
     this.partsFile = path.join(dir, '.gguf-parts');
@@ -91,7 +94,7 @@ export class GgufWriter {
   }
 
   private tensorsOf(hf: string): GgufTensorPlan[] {
-    return this.plan.tensors.filter((t) => (t.source.kind === 'experts' ? t.source.hf.includes(hf) : t.source.hf === hf));
+    return this.byHf.get(hf) ?? [];
   }
 
   /** The block type linear `hf` is solved on (one it {@link quantizes}). */

@@ -10,6 +10,7 @@ interface Kernels {
   q6k(): void;
 }
 
+// The module's layout (kquants.wat: globals $X and $OUT).
 const X = 0;
 const OUT = 1280;
 let kernels: Kernels | null = null;
